@@ -1,0 +1,512 @@
+"""A Llama in one file that reads and writes Hugging Face checkpoints exactly.
+
+Module names are the Hugging Face names, so the state-dict keys *are* the checkpoint keys
+(`model.layers.3.self_attn.q_proj.weight`, ...) and RoPE uses HF's half-split layout: a
+checkpoint loads strictly with no key mapping and no q/k permutation, and what we save
+loads in `transformers` as it is. Covers Llama-1/2/3 and Mistral-style (no sliding window)
+configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/llama3.
+
+    python model.py --smoke                       # tiny random model: save, reload, generate
+    python model.py --model FOLDER --prompt "안녕하세요" --max-new-tokens 32
+
+From Python:
+
+    model = Llama.from_pretrained("path/to/SOLAR-10.7B", dtype=torch.bfloat16)
+    logits, loss = model(input_ids, targets)      # (B, T, V), scalar
+    model.save_pretrained("out/", max_shard_size="5GB")
+"""
+import json
+import math
+import os
+import shutil
+import struct
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 48
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 8
+    head_dim: int = 0                 # 0: hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # {"rope_type": "linear" | "llama3", "factor": ..., ...}
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    torch_dtype: str = "float32"
+    bos_token_id: int | None = 1
+    eos_token_id: int | list | None = 2
+    pad_token_id: int | None = None
+    initializer_range: float = 0.02
+    model_type: str = "llama"
+    vocab_multiple: int = field(default=1, metadata={"hf": False})  # pad rows for GPU matmuls
+
+    def __post_init__(self):
+        self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads={self.num_key_value_heads}")
+
+    @property
+    def padded_vocab_size(self):
+        m = self.vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    @classmethod
+    def from_hf(cls, d, source="config.json"):
+        """Build from a checkpoint's config.json dict; refuse what we cannot honour."""
+        def bad(key, why):
+            return ValueError(f"{source}: {key}={d.get(key)!r}: {why}")
+        if d.get("model_type") not in ("llama", "mistral"):
+            raise bad("model_type", "only llama and mistral (Llama architecture) are supported")
+        if d.get("sliding_window") is not None and d["sliding_window"] < d.get("max_position_embeddings", 0):
+            raise bad("sliding_window", "sliding-window attention is not implemented")
+        if d.get("hidden_act", "silu") != "silu":
+            raise bad("hidden_act", "only silu (SwiGLU) is supported")
+        # transformers 5.x nests rope settings in rope_parameters; 4.x keeps them at top level
+        rope = dict(d.get("rope_parameters") or {})
+        theta = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
+        scaling = d.get("rope_scaling") or (rope if rope else None)
+        if scaling is not None:
+            kind = scaling.get("rope_type", scaling.get("type", "default"))
+            if kind not in ("default", "linear", "llama3"):
+                raise ValueError(f"{source}: rope_scaling type {kind!r} is not supported "
+                                 "(default, linear, llama3 are)")
+            scaling = None if kind == "default" else {**scaling, "rope_type": kind}
+        known = {f.name for f in fields(cls)} - {"rope_theta", "rope_scaling", "torch_dtype", "vocab_multiple"}
+        kw = {k: d[k] for k in known if d.get(k) is not None}
+        dtype = d.get("torch_dtype") or d.get("dtype") or "float32"
+        return cls(**kw, rope_theta=float(theta), rope_scaling=scaling, torch_dtype=str(dtype))
+
+    @classmethod
+    def from_pretrained(cls, path):
+        path = os.path.join(path, "config.json") if os.path.isdir(path) else path
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_hf(d, source=path)
+
+    def to_hf(self):
+        d = {k: v for k, v in asdict(self).items() if k != "vocab_multiple"}
+        arch = "MistralForCausalLM" if self.model_type == "mistral" else "LlamaForCausalLM"
+        return {"architectures": [arch], "hidden_act": "silu", **d}
+
+
+# ---- rotary position embedding (HF half-split layout) ----
+
+def rope_inv_freq(cfg, device=None):
+    """(head_dim/2,) fp32 inverse frequencies, with linear or llama3 scaling applied."""
+    D = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, D, 2, dtype=torch.int64, device=device).float() / D))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv
+    if s["rope_type"] == "linear":
+        return inv / s["factor"]
+    # llama3: leave high frequencies alone, divide low ones by `factor`, blend in between
+    factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old_len / lo, inv / factor, inv)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+    return torch.where(medium, blended, scaled)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, H, T, D); cos, sin: (T, D) fp32 -> computed in x's dtype as HF does
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+
+
+# ---- the network ----
+
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        # normalize in fp32 whatever the activation dtype, then scale (as HF does)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.n_head, self.n_kv, self.head_dim = H, KV, D
+        self.q_proj = nn.Linear(cfg.hidden_size, H * D, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, KV * D, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, KV * D, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(H * D, cfg.hidden_size, bias=cfg.attention_bias)
+
+    def forward(self, x, cos, sin, kv_cache=None, pos=0):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)    # (B, KV, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            # generation: write this step's keys/values, attend over everything so far
+            kc, vc = kv_cache
+            kc[:, :, pos:pos + T], vc[:, :, pos:pos + T] = k, v
+            k, v = kc[:, :, :pos + T], vc[:, :, :pos + T]
+            assert pos == 0 or T == 1, "the cache is filled by one prompt, then one token a step"
+        # causal mask only when queries and keys start together; a single new token sees all keys.
+        # enable_gqa lets SDPA share each KV head across H/KV query heads without copying.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=(T > 1), enable_gqa=self.n_kv != self.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.self_attn = LlamaAttention(cfg)
+        self.mlp = LlamaMLP(cfg)
+        self.input_layernorm = LlamaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, kv_cache=None, pos=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, pos)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    """The trunk, only so that keys get HF's `model.` prefix."""
+    def __init__(self, cfg):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.padded_vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = LlamaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = LlamaModel(cfg)
+        # tied models have no lm_head parameter at all, exactly like their HF checkpoints
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(
+            cfg.hidden_size, cfg.padded_vocab_size, bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.gradient_checkpointing = False
+        if self.inv_freq.device.type != "meta":
+            self.init_weights()
+
+    def init_weights(self):
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, LlamaRMSNorm):
+                nn.init.ones_(m.weight)
+
+    def _apply(self, fn, recurse=True):
+        # .to(bfloat16) would cast the RoPE table too: rebuild it in fp32 on the new device
+        super()._apply(fn, recurse)
+        self.inv_freq = rope_inv_freq(self.config, self.inv_freq.device)
+        return self
+
+    def output_weight(self):
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def forward(self, input_ids, targets=None, reduction="mean", kv_caches=None, pos=0):
+        B, T = input_ids.shape
+        with torch.autocast(input_ids.device.type, enabled=False):
+            t = torch.arange(pos, pos + T, device=input_ids.device, dtype=torch.float32)
+            freqs = torch.outer(t, self.inv_freq)              # (T, D/2) fp32
+            emb = torch.cat((freqs, freqs), dim=-1)            # (T, D) half-split layout
+            cos, sin = emb.cos(), emb.sin()
+        x = self.model.embed_tokens(input_ids)                 # (B, T, C)
+        for i, layer in enumerate(self.model.layers):
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, None if kv_caches is None else kv_caches[i], pos)
+        x = self.model.norm(x)
+        logits = F.linear(x, self.output_weight())             # (B, T, padded V)
+        logits = logits[..., :self.config.vocab_size]          # padded rows are never predicted
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-100, reduction=reduction)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_token_id=None, seed=None):
+        """Greedy (temperature 0) or temperature/top-p sampling with a KV cache; returns new ids."""
+        cfg, dev = self.config, self.inv_freq.device
+        ids = torch.tensor([list(input_ids)], dtype=torch.long, device=dev)
+        total = ids.size(1) + max_new_tokens
+        dtype = self.model.embed_tokens.weight.dtype
+        caches = [(torch.zeros(1, cfg.num_key_value_heads, total, cfg.head_dim, dtype=dtype, device=dev),
+                   torch.zeros(1, cfg.num_key_value_heads, total, cfg.head_dim, dtype=dtype, device=dev))
+                  for _ in range(cfg.num_hidden_layers)]
+        gen = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
+        eos = set([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])
+        out, pos = [], 0
+        for _ in range(max_new_tokens):
+            logits, _ = self(ids, kv_caches=caches, pos=pos)
+            pos += ids.size(1)
+            logits = logits[0, -1].float()
+            if temperature <= 0:
+                nxt = int(logits.argmax())
+            else:
+                probs = F.softmax(logits / temperature, dim=-1)
+                sorted_p, order = probs.sort(descending=True)
+                # nucleus: keep the smallest prefix whose mass reaches top_p (always the first)
+                keep = sorted_p.cumsum(-1) - sorted_p < top_p
+                sorted_p = sorted_p * keep
+                nxt = int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
+            out.append(nxt)
+            if nxt in eos:
+                break
+            ids = torch.tensor([[nxt]], device=dev)
+        return out
+
+    # ---- Hugging Face checkpoints ----
+
+    @classmethod
+    def from_pretrained(cls, folder, dtype=None, device="cpu", vocab_multiple=1):
+        """Strictly load a HF folder (model.safetensors or a sharded index) holding one copy
+        of the weights: modules are built on the meta device and each tensor is read from
+        disk straight into its final buffer. dtype None means float32."""
+        cfg = LlamaConfig.from_pretrained(folder)
+        cfg.vocab_multiple = vocab_multiple
+        dtype = dtype or torch.float32
+        with torch.device("meta"):
+            model = cls(cfg)
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        state, seen_in = {}, {}
+        for path in _checkpoint_files(folder):
+            for key, tensor in read_safetensors(path):
+                if key == "lm_head.weight" and cfg.tie_word_embeddings:
+                    continue  # some tied checkpoints also store the (identical) head; HF ignores it
+                if key not in expected:
+                    raise KeyError(f"{path}: unexpected key {key!r} (not a parameter of this Llama)")
+                if key in seen_in:
+                    raise KeyError(f"{path}: key {key!r} also in {seen_in[key]}")
+                want = expected[key]
+                if key in ("model.embed_tokens.weight", "lm_head.weight") and want[0] != tensor.shape[0]:
+                    if tensor.shape[0] != cfg.vocab_size or tuple(tensor.shape[1:]) != tuple(want[1:]):
+                        raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, config.json "
+                                         f"says vocab_size {cfg.vocab_size}")
+                    padded = torch.zeros(want, dtype=dtype)            # pad rows up to vocab_multiple
+                    padded[:cfg.vocab_size] = tensor
+                    tensor = padded
+                elif tuple(tensor.shape) != tuple(want):
+                    raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, expected {tuple(want)}")
+                state[key], seen_in[key] = tensor.to(device=device, dtype=dtype), path
+        missing = [k for k in expected if k not in state]
+        if missing:
+            raise KeyError(f"{folder}: missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        model.load_state_dict(state, strict=True, assign=True)
+        model.inv_freq = rope_inv_freq(cfg, torch.device(device))
+        return model
+
+    def save_pretrained(self, folder, max_shard_size="5GB"):
+        """config.json + safetensors (sharded with an index above max_shard_size). Written into
+        a temp folder that is renamed into place, so a crash never leaves a complete-looking
+        half-written folder."""
+        folder = os.path.abspath(os.fspath(folder))
+        tmp, old = folder + ".tmp-save", folder + ".old-save"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        V = self.config.vocab_size
+        tensors = {k: (v[:V] if k in ("model.embed_tokens.weight", "lm_head.weight") else v).detach()
+                   for k, v in self.state_dict().items()}                  # drop padded rows
+        limit = _parse_size(max_shard_size)
+        shards, cur, cur_size = [], {}, 0
+        for k, v in tensors.items():
+            n = v.numel() * v.element_size()
+            if cur and cur_size + n > limit:
+                shards.append(cur)
+                cur, cur_size = {}, 0
+            cur[k], cur_size = v, cur_size + n
+        shards.append(cur)
+        if len(shards) == 1:
+            write_safetensors(os.path.join(tmp, "model.safetensors"), shards[0])
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards):
+                name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                write_safetensors(os.path.join(tmp, name), shard)
+                weight_map.update({k: name for k in shard})
+            total = sum(v.numel() * v.element_size() for v in tensors.values())
+            _write_json(os.path.join(tmp, "model.safetensors.index.json"),
+                        {"metadata": {"total_size": total}, "weight_map": weight_map})
+        dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
+        _write_json(os.path.join(tmp, "config.json"), {**self.config.to_hf(), "torch_dtype": dtype})
+        if os.path.exists(folder):  # keep everything else the folder had (e.g. tokenizer files)
+            for name in os.listdir(folder):
+                if not name.endswith((".safetensors", ".index.json")) and name != "config.json":
+                    src = os.path.join(folder, name)
+                    (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- safetensors, read and written by hand: no pickles, no mmap double copy, clear errors ----
+
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+              "U8": torch.uint8, "BOOL": torch.bool}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def read_safetensors(path):
+    """Yield (key, tensor) from a .safetensors file, each read into its own fresh buffer."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise ValueError(f"{path}: not a safetensors file, or truncated (bad header length)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
+        header.pop("__metadata__", None)
+        for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            if info["dtype"] not in _ST_DTYPES:
+                raise ValueError(f"{path}: {key}: unsupported dtype {info['dtype']}")
+            t = torch.empty(info["shape"], dtype=_ST_DTYPES[info["dtype"]])
+            nbytes = t.numel() * t.element_size()
+            if end - start != nbytes or 8 + n + end > size:
+                raise ValueError(f"{path}: {key}: data runs past the end of the file (truncated?)")
+            f.seek(8 + n + start)
+            if nbytes and f.readinto(t.view(-1).view(torch.uint8).numpy()) != nbytes:
+                raise ValueError(f"{path}: {key}: short read (truncated?)")
+            yield key, t
+
+
+def write_safetensors(path, tensors):
+    """Stream tensors into the safetensors layout (JSON header, then raw little-endian data)."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for k, v in tensors.items():
+        n = v.numel() * v.element_size()
+        header[k] = {"dtype": _ST_NAMES[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for v in tensors.values():
+            f.write(v.contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _checkpoint_files(folder):
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            names = sorted(set(json.load(f)["weight_map"].values()))
+        files = [os.path.join(folder, n) for n in names]
+    else:
+        files = [os.path.join(folder, "model.safetensors")]
+    for p in files:
+        if not os.path.exists(p):
+            alt = " (found pytorch_model.bin: convert it to safetensors; we never unpickle)" \
+                if os.path.exists(os.path.join(folder, "pytorch_model.bin")) else ""
+            raise FileNotFoundError(f"{p}: checkpoint file not found{alt}")
+    return files
+
+
+def _parse_size(s):
+    if isinstance(s, int):
+        return s
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    s = s.strip().upper()
+    for u, mult in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if s.endswith(u):
+            return int(float(s[:-len(u)]) * mult)
+    return int(s)
+
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+# ---- command line: a smoke test, or generate from a model folder ----
+
+def main(argv=None):
+    import argparse
+    import tempfile
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="build a tiny random model, save, reload, generate")
+    p.add_argument("--model", help="HF model folder with tokenizer.model")
+    p.add_argument("--prompt", default="대한민국의 수도는", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.smoke:
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+        model = Llama(cfg).eval()
+        with tempfile.TemporaryDirectory() as d:
+            model.save_pretrained(d)
+            again = Llama.from_pretrained(d).eval()
+            same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+            out = again.generate([1, 5, 7], max_new_tokens=8)
+            print(f"saved and reloaded {sum(p.numel() for p in model.parameters())} parameters "
+                  f"(bit-identical: {same}); greedy continuation of [1, 5, 7]: {out}")
+        return
+    if not args.model:
+        p.error("give --model FOLDER or --smoke")
+    import sentencepiece as spm
+    tok_path = os.path.join(args.model, "tokenizer.model")
+    if not os.path.exists(tok_path):
+        raise SystemExit(f"error: {tok_path} not found (the model folder needs its tokenizer.model)")
+    sp = spm.SentencePieceProcessor(model_file=tok_path)
+    model = Llama.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device).eval()
+    ids = [sp.bos_id()] + sp.encode(args.prompt)
+    out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_p, sp.eos_id())
+    print(sp.decode(ids[1:] + out))
+
+
+if __name__ == "__main__":
+    main()
