@@ -1,0 +1,1144 @@
+"""The Korean corpus pipeline: raw text in, cleaned JSONL and token shards out.
+
+    # clean: normalize -> rule filters -> exact dedup -> MinHash near-dedup -> perplexity -> sample
+    python data.py clean raw/ more.jsonl.gz --out clean/ --workers 8
+    python data.py clean raw/ --out clean/ --ppl-ref wiki_ko.txt --ppl-percentile 90 --target-bytes 40G
+    # tokenize: cleaned text + a SentencePiece model -> uint16/uint32 .bin shards + meta.json
+    python data.py tokenize clean/clean.jsonl --tokenizer out/tokenizer --out tokens/ --val-docs 500
+
+`clean` writes DIR/clean.jsonl (one {"text": ...} per line; clean_NNNNN.jsonl with
+--shard-docs), DIR/report.json (documents and sizes in and out of every step, dropped
+documents by reason: docs_in == docs_out + sum(dropped)) and, with --keep-dropped,
+DIR/dropped.jsonl (each dropped document with its reason and source file:line).
+
+It streams: pass 1 runs the per-document steps (decode, normalize, filter, hash, MinHash,
+perplexity) in --workers processes and spills survivors to a temp file plus a few numbers
+per document (exact hash, LSH band keys, perplexity, sizes: about 40 + 8*bands bytes);
+the dedup, perplexity-percentile and sampling decisions are then made with numpy sorts over
+those arrays, and pass 2 copies the kept lines out. RAM grows only with those per-document
+arrays (see README), never with the text. Every decision is a pure function of the input
+order and the seed, so 1 and N workers give byte-identical output.
+"""
+import argparse
+import codecs
+import gzip
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+
+class DataError(ValueError):
+    """Bad input or settings; the message names the file, line or flag."""
+
+
+# ----------------------------------------------------------------------------------------
+# Normalization (DESIGN.md section 3). Never NFKC the whole text: it would turn the
+# compatibility jamo of "ㅋㅋㅋ" into conjoining jamo and "ㅋㅏ" into "카".
+
+def _build_table():
+    t = {}
+    for cp in range(0xFF01, 0xFF5F):  # fullwidth ASCII -> ASCII
+        t[cp] = cp - 0xFEE0
+    t[0x3000] = 0x20  # ideographic space
+    for cp in range(0xFFA1, 0xFFDD):  # halfwidth Hangul -> compatibility jamo ("<narrow> 3131")
+        dec = unicodedata.decomposition(chr(cp))
+        if dec.startswith("<narrow>"):
+            t[cp] = int(dec.split()[1], 16)
+    for cp in (0x3164, 0x115F, 0x1160, 0xFFA0):  # Hangul fillers: invisible, break tokenizers
+        t[cp] = None
+    for cp in range(0x10000):  # controls and format characters (zero-width, BOM, bidi marks)
+        cat = unicodedata.category(chr(cp))
+        if cat == "Cc" or cat == "Cf":
+            t[cp] = None
+        elif cat == "Zs" and cp != 0x20:
+            t[cp] = 0x20  # no-break and other spaces
+    for cp in (0xE0001, *range(0xE0020, 0xE0080)):  # tag characters
+        t[cp] = None
+    t[0x09] = 0x09
+    t[0x0A] = 0x0A
+    for cp in (0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029):  # every line break becomes \n
+        t[cp] = 0x0A
+    return t
+
+
+_TABLE = _build_table()
+_SPACES = re.compile(r"[ \t]*\n[ \t]*")
+_SPACE_RUN = re.compile(r" {2,}")
+_BLANK_RUN = re.compile(r"\n{3,}")
+
+
+def normalize(text, max_repeat=5):
+    """NFC, folds, deletions, unified newlines, collapsed spaces, repeats capped to
+    `max_repeat` (0: no cap). Idempotent: normalize(normalize(x)) == normalize(x)."""
+    text = text.replace("\r\n", "\n").translate(_TABLE)  # delete before NFC: ZWSP can split jamo
+    text = unicodedata.normalize("NFC", text)
+    text = _SPACE_RUN.sub(" ", text)
+    text = _SPACES.sub("\n", text)
+    text = _BLANK_RUN.sub("\n\n", text).strip()
+    if max_repeat > 0:  # after NFC, so composing cannot make a new run longer than the cap
+        text = re.sub(r"(.)\1{%d,}" % max_repeat, lambda m: m.group(1) * max_repeat, text, flags=re.S)
+    return text
+
+
+# ----------------------------------------------------------------------------------------
+# Rule filters: cheap per-document statistics, Gopher-style repetition checks.
+
+def _codepoints(text):
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _char_classes():
+    """uint8 class per code point: 0 space, 1 other (digit, punctuation, symbol), 2 letter, 3 Hangul."""
+    cls = np.ones(0x110000, np.uint8)
+    for lo, hi in ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0x24F), (0x370, 0x52F), (0x3040, 0x30FF),
+                   (0x4E00, 0x9FFF), (0xF900, 0xFAFF)):  # Latin, Greek, Cyrillic, kana, Hanja
+        cls[lo:hi + 1] = 2
+    cls[[0xD7, 0xF7]] = 1  # x and / signs sit inside Latin-1
+    for lo, hi in ((0xAC00, 0xD7A3), (0x3131, 0x318E), (0x1100, 0x11FF)):  # syllables, both jamo
+        cls[lo:hi + 1] = 3
+    cls[[0x20, 0x0A, 0x09]] = 0
+    return cls
+
+
+_CLASS = _char_classes()
+
+
+def char_stats(text):
+    """(Hangul letters, all letters, non-space characters)."""
+    n = np.bincount(_CLASS[_codepoints(text)], minlength=4)
+    return int(n[3]), int(n[2] + n[3]), int(n[1] + n[2] + n[3])
+
+
+def _parse_ngram_thresholds(spec):
+    """"2:0.20,3:0.18" -> {2: 0.2, 3: 0.18}; "" -> {}."""
+    out = {}
+    for part in filter(None, (spec or "").split(",")):
+        try:
+            n, v = part.split(":")
+            out[int(n)] = float(v)
+        except ValueError:
+            raise DataError(f"bad n-gram threshold {part!r} in {spec!r}: expected N:FRACTION,...") from None
+    return out
+
+
+def repetition_reason(text, cfg):
+    """Gopher (Rae et al. 2021, table A1) repetition checks; returns a reason or None."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    if len(lines) > 1:
+        seen, dup, dup_chars = set(), 0, 0
+        for ln in lines:
+            if ln in seen:
+                dup += 1
+                dup_chars += len(ln)
+            seen.add(ln)
+        if dup / len(lines) > cfg.max_dup_line_frac or dup_chars / len(text) > cfg.max_dup_line_char_frac:
+            return "dup_lines"
+    words = text.split()
+    if len(words) < max(cfg.rep_min_words, 2):
+        return None  # a short text repeats a word pair by chance (Gopher: documents of 50+ words)
+    vocab = {}
+    ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
+    if len(vocab) == len(words):
+        return None  # no repeated word, so no repeated n-gram
+    wlen = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    total = int(wlen.sum())
+    top, dup = cfg.top_ngrams, cfg.dup_ngrams
+    key = ids.copy()
+    for n in range(2, max([1, *top, *dup]) + 1):
+        # key[i] identifies words[i:i+n] (wrapping uint64 polynomial; collisions ~2^-64)
+        key = key[:-1] * np.uint64(0x9E3779B97F4A7C15) + ids[n - 1:]
+        if len(key) < 2:
+            break
+        _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        if counts.max() == 1:
+            break  # no n-gram repeats, so no longer one does either
+        if n in top and counts.max() > 1:
+            i = int(np.argmax(counts[inv]))  # first occurrence of the most frequent n-gram
+            if counts.max() * int(wlen[i:i + n].sum()) / total > top[n]:
+                return f"top_{n}gram"
+        if n in dup:
+            rep = np.concatenate([[0], np.cumsum(counts[inv] > 1)])  # dup n-grams starting before i
+            j = np.arange(len(words))
+            covered = rep[np.minimum(j + 1, len(key))] - rep[np.maximum(j - n + 1, 0)] > 0
+            if int(wlen[covered].sum()) / total > dup[n]:
+                return f"dup_{n}gram"
+    return None
+
+
+def filter_reason(text, cfg):
+    """The first rule the (normalized) text breaks, or None."""
+    if not text:
+        return "empty"
+    if len(text) < cfg.min_chars:
+        return "too_short"
+    if cfg.max_chars and len(text) > cfg.max_chars:
+        return "too_long"
+    hangul, letters, nonspace = char_stats(text)
+    if cfg.min_hangul_frac > 0 and (letters == 0 or hangul / letters < cfg.min_hangul_frac):
+        return "low_hangul"
+    if cfg.max_symbol_frac < 1 and nonspace and (nonspace - letters) / nonspace > cfg.max_symbol_frac:
+        return "symbols"
+    return repetition_reason(text, cfg)
+
+
+# ----------------------------------------------------------------------------------------
+# MinHash with LSH banding, in numpy. Shingles are character n-grams hashed by a rolling
+# polynomial (no Python hash(): it changes per process). Permutation i is x -> a_i*x + b_i
+# mod 2^64 with odd a_i, a bijection whose high bits order like a multiply-shift hash; we
+# keep the top 32 bits of the minimum. (No small-prime modulus: with 2^61-1 and 32-bit
+# operands "mod" is a no-op and every permutation becomes monotone.)
+
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(x):  # splitmix64 finalizer: spreads the polynomial hash over all 64 bits
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def lsh_params(threshold, num_perm):
+    """(bands, rows) minimizing false positive + false negative area of the S-curve
+    1-(1-s^r)^b around `threshold` (the rule datasketch uses, weights 0.5/0.5)."""
+    best, s = None, np.linspace(0, 1, 1001)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            p = 1 - (1 - s ** r) ** b
+            fp = np.where(s < threshold, p, 0).mean()  # integrals over [0, 1] on a uniform grid
+            fn = np.where(s >= threshold, 1 - p, 0).mean()
+            if best is None or fp + fn < best[0] - 1e-12:
+                best = (fp + fn, b, r)
+    return best[1], best[2]
+
+
+class MinHasher:
+    def __init__(self, num_perm=128, ngram=5, bands=None, rows=None, threshold=0.8, seed=1):
+        rng = np.random.default_rng(seed)
+        self.ngram, self.num_perm = ngram, num_perm
+        self.a = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
+        if bands is None or rows is None:
+            bands, rows = lsh_params(threshold, num_perm)
+        if bands * rows > num_perm:
+            raise DataError(f"--lsh-bands * rows = {bands}*{rows} exceeds --num-perm {num_perm}")
+        self.bands, self.rows = bands, rows
+        self.band_mult = rng.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+    def shingles(self, texts):
+        """Hashes of the character n-grams of each text, concatenated, and each text's count.
+        A text shorter than n is one shingle."""
+        lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
+        cp = _codepoints("".join(texts)).astype(np.uint64)
+        n = self.ngram
+        h = cp[:max(len(cp) - n + 1, 0)].copy()
+        for k in range(1, n):  # h[i] = polynomial hash of cp[i:i+n]
+            h = h * np.uint64(0x100000001B3) + cp[k:len(cp) - n + 1 + k]
+        ends = np.cumsum(lens)
+        counts = np.maximum(lens - n + 1, 0)
+        starts = ends - lens
+        keep = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) if len(texts) else starts
+        h = h[keep]
+        short = np.flatnonzero(lens < n)
+        if len(short):  # rare (texts of 1..n-1 characters): hash the whole text
+            parts, pos = [], np.r_[0, np.cumsum(counts)]
+            for i in range(len(texts)):
+                if 0 < lens[i] < n:
+                    x = np.uint64(0)
+                    for c in cp[starts[i]:ends[i]]:
+                        x = x * np.uint64(0x100000001B3) + c
+                    parts.append(np.array([x], np.uint64))
+                elif lens[i]:
+                    parts.append(h[pos[i]:pos[i + 1]])
+            h = np.concatenate(parts) if parts else h
+            counts = np.maximum(counts, lens > 0)
+        return _mix64(h), counts
+
+    def signatures(self, texts):
+        """(len(texts), num_perm) uint32 MinHash signatures; an empty text gets all ones."""
+        sh, counts = self.shingles(texts)
+        sig = np.full((len(texts), self.num_perm), np.iinfo(np.uint64).max, np.uint64)
+        pos = np.r_[0, np.cumsum(counts)]
+        i, n = 0, len(texts)
+        while i < n:  # groups of texts with at most 8k shingles: a (num_perm, 8k) uint64 temp
+            j = i + 1
+            while j < n and pos[j + 1] - pos[i] <= 8192:
+                j += 1
+            if j == i + 1:  # one text, maybe a long one: running minimum over chunks
+                for c in range(pos[i], pos[j], 8192):
+                    v = np.multiply.outer(self.a, sh[c:min(c + 8192, pos[j])])
+                    v += self.b[:, None]
+                    np.minimum(sig[i], v.min(axis=1), out=sig[i])
+            else:
+                ne = np.flatnonzero(counts[i:j]) + i
+                if len(ne):
+                    v = np.multiply.outer(self.a, sh[pos[i]:pos[j]])  # (num_perm, shingles)
+                    v += self.b[:, None]
+                    sig[ne] = np.minimum.reduceat(v, pos[ne] - pos[i], axis=1).T
+            i = j
+        return (sig >> np.uint64(32)).astype(np.uint32)
+
+    def signature(self, text):  # (num_perm,) uint32
+        return self.signatures([text])[0]
+
+    def band_keys(self, sig):  # (..., num_perm) -> (..., bands) uint64: equal key <=> equal band
+        rows = sig[..., :self.bands * self.rows].reshape(*sig.shape[:-1], self.bands, self.rows)
+        return _mix64((rows.astype(np.uint64) * self.band_mult).sum(axis=-1, dtype=np.uint64))
+
+
+# ----------------------------------------------------------------------------------------
+# Perplexity: an interpolated absolute-discounting n-gram model over characters or
+# SentencePiece ids, trained on a reference text the user names, all in numpy.
+
+class NgramLM:
+    def __init__(self, order=3, discount=0.75, sp_model=None):
+        self.order, self.discount, self.sp_model, self._sp = order, discount, sp_model, None
+
+    def __getstate__(self):  # the SentencePiece processor is rebuilt from bytes in each worker
+        return {k: v for k, v in self.__dict__.items() if k != "_sp"} | {"_sp": None}
+
+    def encode(self, text):  # ids in [0, V-1); V-1 is the document boundary
+        if self.sp_model is not None:
+            if self._sp is None:
+                import sentencepiece as spm
+                self._sp = spm.SentencePieceProcessor(model_proto=self.sp_model)
+            return np.asarray(self._sp.encode(text), dtype=np.int64)
+        cp = _codepoints(text)
+        return self.char_ids[np.minimum(cp, len(self.char_ids) - 1)].astype(np.int64)
+
+    def fit(self, texts):
+        texts = list(texts)
+        if not texts:
+            raise DataError("perplexity reference text is empty")
+        if self.sp_model is not None:
+            import sentencepiece as spm
+            self.V = spm.SentencePieceProcessor(model_proto=self.sp_model).get_piece_size() + 1
+        else:  # characters of the reference get ids 1..K, anything else 0 (unknown)
+            chars = np.unique(np.concatenate([_codepoints(t) for t in texts]))
+            self.char_ids = np.zeros(int(chars.max()) + 2, np.int32)
+            self.char_ids[chars] = np.arange(1, len(chars) + 1)
+            self.V = len(chars) + 2
+        if float(self.V) ** self.order >= 2**63:
+            raise DataError(f"perplexity order {self.order} is too high for a vocabulary of {self.V}")
+        seq, tgt = self._pad([self.encode(t) for t in texts])
+        self.unigram = np.bincount(seq[tgt], minlength=self.V).astype(np.float64)
+        self.tables = []
+        for k in range(2, self.order + 1):
+            grams, counts = np.unique(self._keys(seq, k)[tgt], return_counts=True)
+            hist, start, types = np.unique(grams // self.V, return_index=True, return_counts=True)
+            self.tables.append((grams, counts, hist, np.add.reduceat(counts, start), types))
+        return self
+
+    def _pad(self, docs):  # one stream, order-1 boundary ids before each document
+        pad = np.full(self.order - 1, self.V - 1, np.int64)
+        seq = np.concatenate([x for d in docs for x in (pad, d)]) if docs else np.zeros(0, np.int64)
+        tgt = np.concatenate([x for d in docs for x in (np.zeros(len(pad), bool), np.ones(len(d), bool))])
+        return seq, tgt
+
+    def _keys(self, seq, k):  # key[t] = id(seq[t-k+1..t]) in base V (0 where t < k-1)
+        key = np.zeros(len(seq), np.int64)
+        for j in range(k):
+            key[k - 1:] = key[k - 1:] * self.V + seq[j:len(seq) - k + 1 + j]
+        return key
+
+    def logprobs(self, docs):  # natural-log probability of every token of every document
+        seq, tgt = self._pad(docs)
+        p = (self.unigram[seq[tgt]] + 1) / (self.unigram.sum() + self.V)
+        D = self.discount
+        for k, (grams, counts, hist, totals, types) in enumerate(self.tables, start=2):
+            key = self._keys(seq, k)[tgt]
+            i = np.minimum(np.searchsorted(grams, key), len(grams) - 1)
+            c = np.where(grams[i] == key, counts[i], 0)
+            j = np.minimum(np.searchsorted(hist, key // self.V), len(hist) - 1)
+            seen = hist[j] == key // self.V
+            tot, typ = np.where(seen, totals[j], 1), np.where(seen, types[j], 0)
+            p = np.where(seen, np.maximum(c - D, 0) / tot + D * typ / tot * p, p)
+        return np.log(p)
+
+    def perplexity(self, text):
+        return float(self.perplexities([text])[0])
+
+    def perplexities(self, texts):
+        """exp(mean negative log-likelihood per token) of each text; inf for an empty one."""
+        docs = [self.encode(t) for t in texts]
+        lens = np.fromiter(map(len, docs), np.int64, count=len(docs))
+        out = np.full(len(docs), np.inf)
+        if lens.sum():
+            lp = self.logprobs(docs)
+            ne = lens > 0
+            out[ne] = np.exp(-np.add.reduceat(lp, (np.cumsum(lens) - lens)[ne]) / lens[ne])
+        return out
+
+    def save(self, path):
+        np.savez(path, meta=json.dumps({"order": self.order, "discount": self.discount, "V": self.V}),
+                 sp_model=np.frombuffer(self.sp_model or b"", np.uint8), unigram=self.unigram,
+                 char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)),
+                 **{f"t{k}_{i}": a for k, t in enumerate(self.tables) for i, a in enumerate(t)})
+
+    @classmethod
+    def load(cls, path):
+        z = np.load(path)
+        m = json.loads(str(z["meta"]))
+        lm = cls(m["order"], m["discount"], bytes(z["sp_model"]) or None)
+        lm.V, lm.unigram, lm.char_ids = m["V"], z["unigram"], z["char_ids"]
+        lm.tables = [tuple(z[f"t{k}_{i}"] for i in range(5)) for k in range(m["order"] - 1)]
+        return lm
+
+
+# ----------------------------------------------------------------------------------------
+# Reading: .txt (blank-line blocks or lines) and .jsonl, optionally .gz; files or folders.
+# The encoding is decided per file from its first MiB; each line is then decoded on its own
+# so one bad line is replaced or dropped (and counted), never fatal.
+
+@dataclass
+class CleanConfig:
+    text_field: str = "text"        # JSONL field holding the document
+    txt_mode: str = "blocks"        # .txt documents: "blocks" (blank-line separated) or "lines"
+    encoding: str = "auto"          # auto (UTF-8, else CP949) | utf-8 | cp949 | euc-kr
+    on_invalid: str = "replace"     # undecodable line: "replace" bytes with U+FFFD, or "drop" it
+    normalize: bool = True
+    max_repeat: int = 5             # cap runs of one character at this length (0: off)
+    filter: bool = True
+    min_chars: int = 20
+    max_chars: int = 200_000
+    min_hangul_frac: float = 0.4    # Hangul share of letters (Latin, Hanja, kana... count as letters)
+    max_symbol_frac: float = 0.3    # share of non-space characters that are not letters
+    max_dup_line_frac: float = 0.3
+    max_dup_line_char_frac: float = 0.2
+    top_ngram: str = "2:0.20,3:0.18,4:0.16"  # Gopher: chars in the most frequent word n-gram
+    dup_ngram: str = "5:0.15,6:0.14,7:0.13,8:0.12,9:0.11,10:0.10"  # chars in repeated n-grams
+    rep_min_words: int = 50         # the n-gram checks apply to documents of this many words or more
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    jaccard: float = 0.8
+    num_perm: int = 128
+    shingle: int = 5                # character n-gram size of MinHash shingles
+    lsh_bands: int = 0              # 0: chosen from --jaccard and --num-perm
+    lsh_rows: int = 0
+    ppl_ref: list = field(default_factory=list)  # reference texts (or a saved .npz model)
+    ppl_tokenizer: str = ""         # SentencePiece model for the n-gram LM ("" = characters)
+    ppl_order: int = 3
+    ppl_percentile: float = 0.0     # drop documents above this perplexity percentile (0: off)
+    ppl_max: float = 0.0            # drop documents above this perplexity (0: off)
+    target_docs: int = 0            # random selection to a size (0: keep all)
+    target_chars: int = 0
+    target_bytes: int = 0
+    seed: int = 0
+    workers: int = 1
+    batch_docs: int = 256
+    shard_docs: int = 0             # >0: clean_NNNNN.jsonl files of this many documents
+    keep_dropped: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        self.top_ngrams = _parse_ngram_thresholds(self.top_ngram)
+        self.dup_ngrams = _parse_ngram_thresholds(self.dup_ngram)
+        for name, choices in (("txt_mode", ("blocks", "lines")), ("on_invalid", ("replace", "drop")),
+                              ("encoding", ("auto", "utf-8", "cp949", "euc-kr"))):
+            if getattr(self, name) not in choices:
+                raise DataError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
+        if not 0 < self.jaccard <= 1:
+            raise DataError(f"--jaccard must be in (0, 1], got {self.jaccard}")
+
+
+def expand_inputs(inputs):
+    """Files and folders (searched recursively, sorted) -> list of input files."""
+    out = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                           and _kind(f, strict=False))
+            if not found:
+                raise DataError(f"{p}: folder holds no .txt/.jsonl (optionally .gz) files")
+            out += found
+        elif p.is_file():
+            _kind(p)
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not out:
+        raise DataError("no input files given")
+    return out
+
+
+def _kind(path, strict=True):
+    name = path.name.lower().removesuffix(".gz")
+    for suffix, kind in ((".txt", "txt"), (".jsonl", "jsonl"), (".json", "jsonl")):
+        if name.endswith(suffix):
+            return kind
+    if strict:
+        raise DataError(f"{path}: unknown input type (expected .txt or .jsonl, optionally .gz)")
+    return None
+
+
+def _open(path):
+    raw = open(path, "rb")
+    return raw, (gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw)
+
+
+def detect_encoding(path, choice="auto"):
+    if choice != "auto":
+        return choice
+    raw, f = _open(path)
+    with raw:
+        try:
+            head = f.read(1 << 20)
+        except (OSError, EOFError):
+            return "utf-8"  # a broken .gz: reading it reports the error
+    best = None
+    for enc in ("utf-8", "cp949"):  # final=False: a character cut by the 1 MiB window is fine
+        try:
+            codecs.getincrementaldecoder(enc)().decode(head, final=False)
+            return enc
+        except UnicodeDecodeError:
+            bad = codecs.getincrementaldecoder(enc)(errors="replace").decode(head).count("\ufffd")
+            best = min(best or (bad, enc), (bad, enc))
+    return best[1]
+
+
+def read_docs(path, cfg, stats, progress=None):
+    """Yield (line_no, text, reason) for one file; text is None when reason says why.
+    `stats` (a dict for the report) collects the encoding and what was replaced or dropped."""
+    kind, enc = _kind(path), detect_encoding(path, cfg.encoding)
+    stats.update(path=str(path), encoding=enc, docs=0, replaced_lines=0, dropped_lines=0)
+    raw, f = _open(path)
+    block, block_start, pos = [], 0, 0
+    with raw:
+        try:
+            for ln, line in enumerate(f, start=1):
+                if progress is not None:
+                    now = raw.tell()
+                    progress.update(now - pos)
+                    pos = now
+                try:
+                    text = line.decode(enc)
+                except UnicodeDecodeError:
+                    if cfg.on_invalid == "drop":
+                        stats["dropped_lines"] += 1
+                        if kind == "jsonl" or cfg.txt_mode == "lines":
+                            stats["docs"] += 1
+                            yield ln, None, "bad_encoding"
+                        continue
+                    stats["replaced_lines"] += 1
+                    text = line.decode(enc, errors="replace")
+                if ln == 1:
+                    text = text.lstrip("\ufeff")
+                if kind == "jsonl":
+                    if not text.strip():
+                        continue
+                    stats["docs"] += 1
+                    try:
+                        obj = json.loads(text)
+                    except ValueError:
+                        yield ln, None, "bad_json"
+                        continue
+                    doc = obj.get(cfg.text_field) if isinstance(obj, dict) else None
+                    yield (ln, doc, None) if isinstance(doc, str) else (ln, None, "no_text")
+                elif cfg.txt_mode == "lines":
+                    if text.strip():
+                        stats["docs"] += 1
+                        yield ln, text.rstrip("\r\n"), None
+                elif text.strip():
+                    if not block:
+                        block_start = ln
+                    block.append(text)
+                elif block:
+                    stats["docs"] += 1
+                    yield block_start, "".join(block).rstrip("\r\n"), None
+                    block = []
+        except (OSError, EOFError) as e:  # truncated or corrupt gzip: keep what was read
+            stats["error"] = f"{path}: read stopped after line {stats['docs']}: {e}"
+            print(f"warning: {stats['error']}", file=sys.stderr)
+    if block:
+        stats["docs"] += 1
+        yield block_start, "".join(block).rstrip("\r\n"), None
+    if progress is not None:
+        progress.update(os.path.getsize(path) - pos)
+    if stats["docs"] == 0:
+        stats["warning"] = f"{path}: no documents (empty file)"
+        print(f"warning: {stats['warning']}", file=sys.stderr)
+
+
+def _batches(files, cfg, file_stats, progress):
+    """Batches of (file index, line, text, reason) across all files."""
+    batch = []
+    for fi, path in enumerate(files):
+        stats = {}
+        file_stats.append(stats)
+        for ln, text, reason in read_docs(path, cfg, stats, progress):
+            batch.append((fi, ln, text, reason))
+            if len(batch) >= cfg.batch_docs:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------------------
+# Pass 1: the per-document steps, run in worker processes on batches, results in order.
+
+_W = {}
+
+
+def _init_worker(cfg, lm):
+    _W.update(cfg=cfg, lm=lm,
+              mh=MinHasher(cfg.num_perm, cfg.shingle, cfg.lsh_bands or None, cfg.lsh_rows or None, cfg.jaccard)
+              if cfg.near_dedup else None)
+
+
+def _process(texts):
+    """Normalize and filter each text, then hash, MinHash and score the survivors as a batch."""
+    cfg, mh, lm = _W["cfg"], _W["mh"], _W["lm"]
+    t = dict.fromkeys(("normalize", "filter", "exact_dedup", "near_dedup", "perplexity"), 0.0)
+    out = {"text": [], "reason": [], "in_chars": 0, "in_bytes": 0}
+    for raw in texts:
+        t0 = time.perf_counter()
+        out["in_chars"] += len(raw)
+        out["in_bytes"] += len(raw.encode("utf-8"))
+        text = normalize(raw, cfg.max_repeat) if cfg.normalize else raw
+        t1 = time.perf_counter()
+        reason = "empty" if not text else filter_reason(text, cfg) if cfg.filter else None
+        t["normalize"] += t1 - t0
+        t["filter"] += time.perf_counter() - t1
+        out["text"].append(text)
+        out["reason"].append(reason)
+    t0 = time.perf_counter()
+    kept = [x for x, r in zip(out["text"], out["reason"]) if not r]
+    enc = [x.encode("utf-8") for x in kept]
+    out["chars"] = np.fromiter(map(len, kept), np.int64, count=len(kept))
+    out["bytes"] = np.fromiter(map(len, enc), np.int64, count=len(kept))
+    out["hash"] = np.frombuffer(b"".join(hashlib.blake2b(b, digest_size=8).digest() for b in enc), "<u8")
+    t1 = time.perf_counter()
+    out["keys"] = mh.band_keys(mh.signatures(kept)) if mh else np.zeros((len(kept), 0), np.uint64)
+    t2 = time.perf_counter()
+    out["ppl"] = lm.perplexities(kept).astype(np.float32) if lm else np.zeros(len(kept), np.float32)
+    t["exact_dedup"] += t1 - t0
+    t["near_dedup"] += t2 - t1
+    t["perplexity"] += time.perf_counter() - t2
+    out["seconds"] = t
+    return out
+
+
+def _run_ordered(batches, cfg, lm):
+    """Yield (batch, result) in input order, with at most 4 batches per worker in flight
+    (Pool.imap would read the whole input ahead)."""
+    if cfg.workers <= 1:
+        _init_worker(cfg, lm)
+        for batch in batches:
+            yield batch, _process([d[2] for d in batch if d[3] is None])
+        return
+    import multiprocessing as mp
+    from collections import deque
+    with mp.get_context("spawn").Pool(cfg.workers, _init_worker, (cfg, lm)) as pool:
+        pending = deque()
+        for batch in batches:
+            pending.append((batch, pool.apply_async(_process, ([d[2] for d in batch if d[3] is None],))))
+            if len(pending) >= 4 * cfg.workers:
+                b, r = pending.popleft()
+                yield b, r.get()
+        while pending:
+            b, r = pending.popleft()
+            yield b, r.get()
+
+
+# ----------------------------------------------------------------------------------------
+# Between the passes: decisions over per-document arrays (sorts, no Python per document
+# except for the few documents that share an LSH bucket).
+
+def exact_duplicates(h):
+    """h (n,) uint64 -> (n,) index of the first document with the same hash, -1 for firsts."""
+    n = len(h)
+    order = np.argsort(h, kind="stable")  # stable: the first of a run is the earliest document
+    hs = h[order]
+    start = np.r_[True, hs[1:] != hs[:-1]] if n else np.zeros(0, bool)
+    first = order[np.maximum.accumulate(np.where(start, np.arange(n), 0))]
+    dup_of = np.full(n, -1, np.int64)
+    dup_of[order] = np.where(first == order, -1, first)
+    return dup_of
+
+
+def near_duplicates(keys, alive):
+    """keys (n, bands) LSH band keys, alive (n,) bool -> (n,) index of an earlier kept document
+    sharing a band, or -1. Documents are visited in order and a document only joins the index
+    if it is kept, so each kept document stands for its cluster (as a streaming LSH would)."""
+    n, bands = keys.shape
+    idx = np.flatnonzero(alive)
+    docs, groups, ngroups = [], [], 0
+    for j in range(bands):
+        k = np.asarray(keys[idx, j])
+        order = np.argsort(k, kind="stable")
+        ks = k[order]
+        same = ks[1:] == ks[:-1]
+        member = np.r_[same, False] | np.r_[False, same]  # in a bucket of 2 or more
+        start = member & np.r_[True, ~same]
+        gid = np.cumsum(start) - 1
+        docs.append(idx[order[member]])
+        groups.append(ngroups + gid[member])
+        ngroups += int(start.sum())
+    dup_of = np.full(n, -1, np.int64)
+    if not ngroups:
+        return dup_of
+    docs, groups = np.concatenate(docs), np.concatenate(groups)
+    order = np.lexsort((groups, docs))
+    docs, groups = docs[order], groups[order]
+    rep = np.full(ngroups, -1, np.int64)  # the kept document of each bucket
+    cuts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+    for d, gs in zip(docs[cuts], np.split(groups, cuts[1:])):
+        hit = rep[gs]
+        hit = hit[hit >= 0]
+        if len(hit):
+            dup_of[d] = hit.min()
+        else:
+            rep[gs] = d
+    return dup_of
+
+
+def sample_to_target(sizes, alive, target, seed):
+    """Random documents (seeded) whose total size stays within `target`; (n,) bool."""
+    idx = np.random.default_rng(seed).permutation(np.flatnonzero(alive))
+    keep = np.zeros(len(alive), bool)
+    keep[idx[np.cumsum(sizes[idx]) <= target]] = True
+    return keep
+
+
+# ----------------------------------------------------------------------------------------
+# clean(): the whole pipeline.
+
+def load_ppl_model(cfg):
+    if not cfg.ppl_ref:
+        return None
+    if len(cfg.ppl_ref) == 1 and str(cfg.ppl_ref[0]).endswith(".npz"):
+        return NgramLM.load(cfg.ppl_ref[0])
+    ref_cfg = CleanConfig(text_field=cfg.text_field, txt_mode=cfg.txt_mode, encoding=cfg.encoding)
+    texts = [normalize(t, cfg.max_repeat) if cfg.normalize else t
+             for p in expand_inputs(cfg.ppl_ref) for _, t, r in read_docs(p, ref_cfg, {}) if r is None]
+    sp = Path(cfg.ppl_tokenizer).read_bytes() if cfg.ppl_tokenizer else None
+    return NgramLM(cfg.ppl_order, sp_model=sp).fit(t for t in texts if t)
+
+
+def _write_atomic(path, text):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clean(inputs, out_dir, cfg=None):
+    """Run the pipeline on `inputs` (files or folders), write out_dir/clean.jsonl (or shards)
+    and out_dir/report.json; returns the report dict."""
+    cfg = cfg or CleanConfig()
+    t_start = time.time()
+    files = expand_inputs(inputs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    lm = load_ppl_model(cfg)
+    if lm is None and (cfg.ppl_percentile or cfg.ppl_max):
+        raise DataError("--ppl-percentile/--ppl-max need a reference text: --ppl-ref FILE")
+    if lm is None:
+        notes.append("perplexity filter skipped: no --ppl-ref given")
+    steps = {s: {"docs_in": 0, "docs_out": 0, "dropped": {}, "seconds": 0.0}
+             for s in ("read", "normalize", "filter", "exact_dedup", "near_dedup", "perplexity", "sample")}
+    drop = lambda step, reason, k=1: steps[step]["dropped"].__setitem__(
+        reason, steps[step]["dropped"].get(reason, 0) + k)
+    sizes_in = {"chars": 0, "bytes": 0}
+
+    tmp = Path(tempfile.mkdtemp(prefix=".clean-", dir=out_dir))  # same disk as the output
+    try:
+        stage = open(tmp / "stage.jsonl", "w", encoding="utf-8")
+        arrays = {k: open(tmp / k, "wb") for k in ("hash", "keys", "ppl", "chars", "bytes", "file", "line")}
+        dropped_f = open(tmp / "dropped.jsonl", "w", encoding="utf-8") if cfg.keep_dropped else None
+        file_stats = []
+
+        def dropped_record(fi, ln, text, reason, dup=None):
+            if dropped_f:
+                rec = {"reason": reason, "source": f"{files[fi]}:{ln}", "text": text}
+                if dup is not None:
+                    rec["duplicate_of"] = f"{files[dup[0]]}:{dup[1]}"
+                dropped_f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        total = sum(os.path.getsize(f) for f in files)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=not cfg.progress or None)
+        n_stage = 0
+        for batch, res in _run_ordered(_batches(files, cfg, file_stats, bar), cfg, lm):
+            steps["read"]["docs_in"] += len(batch)
+            j, fis, lns = 0, [], []
+            for fi, ln, text, reason in batch:
+                if reason:
+                    drop("read", reason)
+                    dropped_record(fi, ln, None, reason)
+                    continue
+                why, norm = res["reason"][j], res["text"][j]
+                j += 1
+                if why:
+                    drop("normalize" if why == "empty" else "filter", why)
+                    dropped_record(fi, ln, norm, why)
+                    continue
+                stage.write(json.dumps({"text": norm}, ensure_ascii=False) + "\n")
+                fis.append(fi)
+                lns.append(ln)
+            n_stage += len(fis)
+            sizes_in["chars"] += res["in_chars"]
+            sizes_in["bytes"] += res["in_bytes"]
+            arrays["file"].write(np.asarray(fis, np.int32).tobytes())
+            arrays["line"].write(np.asarray(lns, np.int64).tobytes())
+            for k in ("hash", "keys", "ppl", "chars", "bytes"):
+                arrays[k].write(np.ascontiguousarray(res[k]).tobytes())
+            for s, sec in res["seconds"].items():
+                steps[s]["seconds"] += sec
+        bar.close()
+        for f in (stage, *arrays.values()):
+            f.close()
+        if steps["read"]["docs_in"] == 0:
+            raise DataError("no documents in the input: " + "; ".join(
+                s.get("warning") or s.get("error") or s["path"] for s in file_stats))
+
+        # decisions over the arrays: exact dedup, near dedup, perplexity, sampling
+        ld = lambda k, dt: np.fromfile(tmp / k, dtype=dt)
+        n = n_stage
+        src_file, src_line = ld("file", np.int32), ld("line", np.int64)
+        reason = np.zeros(n, np.int8)  # 0 kept; else the index in `codes`
+        dup_of = np.full(n, -1, np.int64)
+        codes = [None, "exact_dup", "near_dup", "perplexity", "sampled_out"]
+        t0 = time.time()
+        if cfg.exact_dedup:
+            d = exact_duplicates(ld("hash", np.uint64))
+            reason[d >= 0], dup_of[d >= 0] = 1, d[d >= 0]
+        t1 = time.time()
+        if cfg.near_dedup and n:
+            keys = np.memmap(tmp / "keys", dtype=np.uint64, mode="r").reshape(n, -1)
+            d = near_duplicates(keys, reason == 0)
+            reason[d >= 0], dup_of[d >= 0] = 2, d[d >= 0]
+            del keys
+        t2 = time.time()
+        ppl = ld("ppl", np.float32)
+        ppl_cut = None
+        if lm is not None and (cfg.ppl_percentile or cfg.ppl_max) and (reason == 0).any():
+            cuts = [cfg.ppl_max] if cfg.ppl_max else []
+            if cfg.ppl_percentile:
+                cuts.append(float(np.percentile(ppl[reason == 0], cfg.ppl_percentile)))
+            ppl_cut = min(cuts)
+            reason[(reason == 0) & (ppl > ppl_cut)] = 3
+        t3 = time.time()
+        for unit, target in (("docs", cfg.target_docs), ("chars", cfg.target_chars), ("bytes", cfg.target_bytes)):
+            if target:
+                sizes = np.ones(n, np.int64) if unit == "docs" else ld(unit, np.int64)
+                reason[(reason == 0) & ~sample_to_target(sizes, reason == 0, target, cfg.seed)] = 4
+        t4 = time.time()
+        for (s, sec), code in zip((("exact_dedup", t1 - t0), ("near_dedup", t2 - t1),
+                                   ("perplexity", t3 - t2), ("sample", t4 - t3)), range(1, 5)):
+            steps[s]["seconds"] += sec
+            k = int((reason == code).sum())
+            if k:
+                drop(s, codes[code], k)
+
+        # pass 2: copy kept lines to the output, dropped ones to dropped.jsonl
+        outputs, out_f, n_out, sizes_out = [], None, 0, {"chars": 0, "bytes": 0}
+        chars, nbytes = ld("chars", np.int64), ld("bytes", np.int64)
+        with open(tmp / "stage.jsonl", encoding="utf-8") as stage:
+            for i, line in enumerate(stage):
+                if reason[i]:
+                    if dropped_f:
+                        dup = (src_file[dup_of[i]], src_line[dup_of[i]]) if dup_of[i] >= 0 else None
+                        dropped_record(src_file[i], src_line[i], json.loads(line)["text"], codes[reason[i]], dup)
+                    continue
+                if out_f is None or (cfg.shard_docs and n_out % cfg.shard_docs == 0):
+                    if out_f:
+                        out_f.close()
+                    name = f"clean_{len(outputs):05d}.jsonl" if cfg.shard_docs else "clean.jsonl"
+                    outputs.append(name)
+                    out_f = open(tmp / name, "w", encoding="utf-8")
+                out_f.write(line)
+                n_out += 1
+                sizes_out["chars"] += int(chars[i])
+                sizes_out["bytes"] += int(nbytes[i])
+        if out_f is None:  # nothing kept: still write an (empty) clean.jsonl
+            outputs.append("clean_00000.jsonl" if cfg.shard_docs else "clean.jsonl")
+            open(tmp / outputs[0], "w").close()
+            notes.append("every document was dropped: see 'dropped' for why")
+        else:
+            out_f.close()
+        if dropped_f:
+            dropped_f.close()
+            outputs.append("dropped.jsonl")
+        for name in outputs:
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+
+    # the counts reconcile: each step's docs_out is the next step's docs_in
+    flow = steps["read"]["docs_in"]
+    for s in steps.values():
+        s["docs_in"] = flow
+        flow -= sum(s["dropped"].values())
+        s["docs_out"] = flow
+        s["seconds"] = round(s["seconds"], 3)
+    dropped = {}
+    for s in steps.values():
+        for r, k in s["dropped"].items():
+            dropped[r] = dropped.get(r, 0) + k
+    assert flow == n_out, (flow, n_out)
+    for s in file_stats:
+        notes += [s[k] for k in ("warning", "error") if k in s]
+    report = {"docs_in": steps["read"]["docs_in"], "docs_out": n_out, "dropped": dropped,
+              "chars_in": sizes_in["chars"], "bytes_in": sizes_in["bytes"],
+              "chars_out": sizes_out["chars"], "bytes_out": sizes_out["bytes"],
+              "steps": steps, "files": file_stats, "outputs": outputs, "notes": notes,
+              "perplexity_cutoff": ppl_cut, "seconds": round(time.time() - t_start, 3),
+              "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}
+    _write_atomic(out_dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    return report
+
+
+# ----------------------------------------------------------------------------------------
+# tokenize(): cleaned text -> shards of token ids, each document followed by EOS.
+
+def token_dtype(vocab_size):
+    return np.uint16 if vocab_size <= 65536 else np.uint32  # uint16 overflows above 65,536 pieces
+
+
+def _tok_init(model_proto):
+    import sentencepiece as spm
+    _W["sp"] = spm.SentencePieceProcessor(model_proto=model_proto)
+
+
+def _tok_batch(texts):
+    ids = _W["sp"].encode(texts)
+    lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
+    flat = np.fromiter((t for d in ids for t in d), np.int64, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _is_val(i, seed, fraction):  # a per-document coin, the same for any number of workers
+    h = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64 < fraction
+
+
+def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000_000, val_fraction=0.0,
+             val_docs=0, seed=0, workers=1, add_bos=False, progress=True, batch_docs=256):
+    """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
+    file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
+    and out_dir/meta.json; returns the meta dict."""
+    import sentencepiece as spm
+    tok = Path(tokenizer)
+    if tok.is_dir():
+        tok = tok / "tokenizer.model"
+    if not tok.is_file():
+        raise DataError(f"{tokenizer}: no SentencePiece model (a .model file or a folder with tokenizer.model)")
+    proto = tok.read_bytes()
+    try:
+        sp = spm.SentencePieceProcessor(model_proto=proto)
+    except Exception as e:
+        raise DataError(f"{tok}: not a SentencePiece model ({e})") from None
+    vocab, eos, bos = sp.get_piece_size(), sp.eos_id(), sp.bos_id()
+    if eos < 0:
+        raise DataError(f"{tok}: the tokenizer has no EOS piece to separate documents")
+    dtype = token_dtype(vocab)
+    cfg = CleanConfig(text_field=text_field, batch_docs=batch_docs, workers=workers)
+    files = expand_inputs(inputs)
+    val_set = None
+    if val_docs:  # exactly val_docs held-out documents: count first, then draw indices
+        total = sum(1 for p in files for _, t, r in read_docs(p, cfg, {}) if r is None)
+        if val_docs >= total:
+            raise DataError(f"--val-docs {val_docs} leaves no training documents (the input has {total})")
+        val_set = set(np.random.default_rng(seed).choice(total, val_docs, replace=False).tolist())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writers = {s: {"shards": [], "f": None, "n": 0, "docs": 0} for s in ("train", "val")}
+
+    def write(split, ids):
+        w = writers[split]
+        if w["f"] is None or w["shards"][-1]["num_tokens"] >= shard_tokens:
+            if w["f"]:
+                w["f"].close()
+            w["shards"].append({"file": f"{split}_{len(w['shards']):04d}.bin", "num_tokens": 0})
+            w["f"] = open(out_dir / (w["shards"][-1]["file"] + ".tmp"), "wb")
+        w["f"].write(ids.astype("<" + np.dtype(dtype).str[1:]).tobytes())  # little-endian on any host
+        w["shards"][-1]["num_tokens"] += len(ids)
+        w["n"] += len(ids)
+        w["docs"] += 1
+
+    def texts():
+        for p in files:
+            for ln, t, r in read_docs(p, cfg, stats := {}):
+                if r is None:
+                    yield t
+                else:
+                    skipped.append(f"{p}:{ln}: {r}")
+            if "error" in stats:
+                skipped.append(stats["error"])
+
+    def batches():
+        b = []
+        for t in texts():
+            b.append(t)
+            if len(b) == batch_docs:
+                yield b
+                b = []
+        if b:
+            yield b
+
+    skipped, doc_i = [], 0
+    bar = tqdm(desc="tokenize", unit=" docs", disable=not progress or None)
+    if workers <= 1:
+        _tok_init(proto)
+        results = map(_tok_batch, batches())
+    else:
+        import multiprocessing as mp
+        pool = mp.get_context("spawn").Pool(workers, _tok_init, (proto,))
+        results = pool.imap(_tok_batch, batches(), chunksize=1)  # bounded by the slow writer
+    try:
+        for flat, lengths in results:
+            if len(flat) and (flat.max() >= vocab or flat.min() < 0):
+                raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
+            for doc in np.split(flat, np.cumsum(lengths)[:-1]):
+                ids = np.concatenate([[bos] if add_bos else [], doc, [eos]]).astype(np.int64)
+                is_val = (doc_i in val_set) if val_set is not None else \
+                    val_fraction > 0 and _is_val(doc_i, seed, val_fraction)
+                write("val" if is_val else "train", ids)
+                doc_i += 1
+            bar.update(len(lengths))
+    finally:
+        bar.close()
+        if workers > 1:
+            pool.terminate()
+        for w in writers.values():
+            if w["f"]:
+                w["f"].close()
+    if doc_i == 0:
+        raise DataError("no documents to tokenize in: " + ", ".join(map(str, files)))
+    for w in writers.values():
+        for s in w["shards"]:
+            os.replace(out_dir / (s["file"] + ".tmp"), out_dir / s["file"])
+    meta = {"dtype": np.dtype(dtype).name, "vocab_size": vocab, "eos_id": eos, "bos_id": bos,
+            "add_bos": add_bos, "num_tokens": writers["train"]["n"], "num_docs": writers["train"]["docs"],
+            "shards": writers["train"]["shards"], "val_num_tokens": writers["val"]["n"],
+            "val_num_docs": writers["val"]["docs"], "val_shards": writers["val"]["shards"],
+            "tokenizer": str(tok.resolve()), "inputs": [str(p) for p in files],
+            "skipped": len(skipped), "skipped_examples": skipped[:20]}
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable documents, e.g. {skipped[0]}", file=sys.stderr)
+    _write_atomic(out_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    return meta
+
+
+def load_tokens(meta_dir, split="train"):
+    """All token ids of a split as one array (tests and inspection; train.py memory-maps)."""
+    meta = json.loads((Path(meta_dir) / "meta.json").read_text())
+    parts = [np.fromfile(Path(meta_dir) / s["file"], dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
+             for s in meta["shards" if split == "train" else "val_shards"]]
+    return np.concatenate(parts) if parts else np.zeros(0, np.dtype(meta["dtype"]))
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+
+def _size(s):
+    """'40G', '1.5M', '1000' -> int (decimal units: K=1e3, M=1e6, G=1e9, T=1e12)."""
+    s = str(s).strip().upper()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(s[-1:], 1)
+    try:
+        return int(float(s[:-1] if mult > 1 else s) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad size {s!r}: expected e.g. 5000, 20M, 40G") from None
+
+
+def _add_clean_args(p):
+    d = CleanConfig()
+    p.add_argument("inputs", nargs="+", help=".txt/.jsonl files (optionally .gz) or folders of them")
+    p.add_argument("--out", required=True, help="output folder: clean.jsonl, report.json")
+    p.add_argument("--text-field", default=d.text_field, help="JSONL field holding the text")
+    p.add_argument("--txt-mode", default=d.txt_mode, choices=["blocks", "lines"],
+                   help=".txt documents: blank-line separated blocks, or one per line")
+    p.add_argument("--encoding", default=d.encoding, choices=["auto", "utf-8", "cp949", "euc-kr"],
+                   help="input encoding; auto tries UTF-8 then CP949 per file")
+    p.add_argument("--on-invalid", default=d.on_invalid, choices=["replace", "drop"],
+                   help="a line with undecodable bytes: replace them with U+FFFD, or drop the line")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false", help="skip normalization")
+    p.add_argument("--max-repeat", type=int, default=d.max_repeat, help="cap character runs (0: off)")
+    p.add_argument("--no-filter", dest="filter", action="store_false", help="skip the rule filters")
+    p.add_argument("--min-chars", type=int, default=d.min_chars, help="drop shorter documents")
+    p.add_argument("--max-chars", type=int, default=d.max_chars, help="drop longer documents (0: no limit)")
+    p.add_argument("--min-hangul-frac", type=float, default=d.min_hangul_frac, help="min Hangul share of letters")
+    p.add_argument("--max-symbol-frac", type=float, default=d.max_symbol_frac,
+                   help="max share of non-space characters that are digits, punctuation or symbols")
+    p.add_argument("--max-dup-line-frac", type=float, default=d.max_dup_line_frac, help="max share of repeated lines")
+    p.add_argument("--max-dup-line-char-frac", type=float, default=d.max_dup_line_char_frac,
+                   help="max share of characters in repeated lines")
+    p.add_argument("--top-ngram", default=d.top_ngram, help="N:FRAC,... max char share of the top word n-gram")
+    p.add_argument("--dup-ngram", default=d.dup_ngram, help="N:FRAC,... max char share in repeated word n-grams")
+    p.add_argument("--rep-min-words", type=int, default=d.rep_min_words,
+                   help="apply the n-gram repetition checks to documents of at least this many words")
+    p.add_argument("--no-exact-dedup", dest="exact_dedup", action="store_false", help="skip exact dedup")
+    p.add_argument("--no-near-dedup", dest="near_dedup", action="store_false", help="skip MinHash dedup")
+    p.add_argument("--jaccard", type=float, default=d.jaccard, help="near-duplicate Jaccard threshold")
+    p.add_argument("--num-perm", type=int, default=d.num_perm, help="MinHash permutations")
+    p.add_argument("--shingle", type=int, default=d.shingle, help="character n-gram size of shingles")
+    p.add_argument("--lsh-bands", type=int, default=0, help="LSH bands (0: chosen from --jaccard)")
+    p.add_argument("--lsh-rows", type=int, default=0, help="LSH rows per band (with --lsh-bands)")
+    p.add_argument("--ppl-ref", nargs="+", default=[], help="reference text files (or a saved .npz n-gram model)")
+    p.add_argument("--ppl-tokenizer", default="", help="SentencePiece model for the n-gram LM (default: characters)")
+    p.add_argument("--ppl-order", type=int, default=d.ppl_order, help="n-gram order")
+    p.add_argument("--ppl-percentile", type=float, default=0.0, help="drop documents above this percentile")
+    p.add_argument("--ppl-max", type=float, default=0.0, help="drop documents above this perplexity")
+    p.add_argument("--target-docs", type=_size, default=0, help="random selection to this many documents")
+    p.add_argument("--target-chars", type=_size, default=0, help="... or characters (e.g. 500M)")
+    p.add_argument("--target-bytes", type=_size, default=0, help="... or UTF-8 bytes (e.g. 40G)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for per-document steps")
+    p.add_argument("--shard-docs", type=int, default=0, help="write clean_NNNNN.jsonl of this many documents")
+    p.add_argument("--keep-dropped", action="store_true", help="also write dropped.jsonl with reasons")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Korean corpus pipeline: clean raw text, tokenize to shards.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_clean_args(sub.add_parser("clean", help="normalize, filter, deduplicate, sample -> clean.jsonl"))
+    p = sub.add_parser("tokenize", help="JSONL + SentencePiece model -> .bin token shards + meta.json")
+    p.add_argument("inputs", nargs="+", help="cleaned .jsonl files (or .txt), optionally .gz")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.model or a folder holding one")
+    p.add_argument("--out", required=True, help="output folder for train_NNNN.bin, val_NNNN.bin, meta.json")
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text")
+    p.add_argument("--shard-tokens", type=_size, default=100_000_000, help="tokens per shard (e.g. 100M)")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="share of documents held out as val")
+    p.add_argument("--val-docs", type=int, default=0, help="exactly this many held-out documents")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
+    p.add_argument("--add-bos", action="store_true", help="start every document with BOS")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "clean":
+            kw = {k: v for k, v in vars(args).items() if k not in ("cmd", "inputs", "out")}
+            rep = clean(args.inputs, args.out, CleanConfig(**kw))
+            print(f"{rep['docs_in']} documents in, {rep['docs_out']} out ({rep['bytes_out'] / 1e6:.1f} MB) "
+                  f"in {rep['seconds']:.1f}s; dropped: {json.dumps(rep['dropped'], ensure_ascii=False)}")
+            for note in rep["notes"]:
+                print("note:", note)
+            print(f"wrote {', '.join(rep['outputs'])} and report.json to {args.out}")
+        else:
+            meta = tokenize(args.inputs, args.tokenizer, args.out, args.text_field, args.shard_tokens,
+                            args.val_fraction, args.val_docs, args.seed, args.workers, args.add_bos, args.progress)
+            print(f"{meta['num_tokens']} train tokens in {len(meta['shards'])} shard(s), {meta['val_num_tokens']} val "
+                  f"tokens, dtype {meta['dtype']}, vocab {meta['vocab_size']} -> {args.out}/meta.json")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
