@@ -1,0 +1,505 @@
+"""Korean vocabulary for an English Llama tokenizer (RedWhale part 2, DESIGN.md sections 1 and 3).
+
+Train a Korean SentencePiece BPE model on the cleaned corpus, filter its pieces by rules,
+append the survivors to a Llama-style base `tokenizer.model` through the SentencePiece model
+proto, and measure the token ratio (tokens with the merged tokenizer / tokens with the base).
+
+    python tokenizer.py train assets/korean_corpus.jsonl.gz --vocab-size 20000 --out out/ko
+    python tokenizer.py merge --base .cache/base_tokenizer/tokenizer.model \
+        --korean out/ko/korean.model --out out/merged          # HF tokenizer folder + merge_report.json
+    python tokenizer.py ratio --tokenizer out/merged --base .cache/base_tokenizer/tokenizer.model \
+        --text-field '*' ../shared/kobest/*/test.jsonl           # JSON with "ratio" and per-file ratios
+    python tokenizer.py sweep assets/korean_corpus.jsonl.gz --base .cache/base_tokenizer/tokenizer.model \
+        --sizes 8000,16000,20000,32000,40000 --eval ../shared/kobest/*/test.jsonl --text-field '*'
+    python tokenizer.py expand --model BASE_HF_DIR --tokenizer out/merged --init subword --out out/expanded
+
+Corpus files are plain text (one text per line) or JSONL (field --text-field, default "text";
+"*" takes every string field of a row as a text of its own), optionally gzipped.
+"""
+import argparse
+import gzip
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import unicodedata
+from pathlib import Path
+
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+NORMAL = sp_pb2.ModelProto.SentencePiece.NORMAL
+SPACE = "\u2581"  # "▁", SentencePiece's visible whitespace
+PARKED = -1e6     # Llama/Mistral park whitespace-run pieces at -1e9: not part of the score range
+HF_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+# ---- reading text ----
+
+def read_texts(paths, text_field="text"):
+    """Yield the texts of plain-text (one per line) or JSONL files, gzipped or not.
+    Errors name the file and line; nothing is copied to disk."""
+    for path in paths:
+        path = str(path)
+        opener = gzip.open if path.endswith(".gz") else open
+        is_json = ".jsonl" in path or path.endswith((".json", ".json.gz"))
+        try:
+            with opener(path, "rb") as f:
+                for lineno, raw in enumerate(f, 1):
+                    try:  # decode line by line so that an error can name its line
+                        line = raw.decode("utf-8").rstrip("\r\n")
+                    except UnicodeDecodeError as e:
+                        raise ValueError(f"{path}:{lineno}: not UTF-8 ({e.reason}); clean the corpus first") from None
+                    if not line.strip():
+                        continue
+                    if not is_json:
+                        yield line
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+                    if text_field == "*":  # every string field is a text of its own (KoBEST rows)
+                        texts = [v for v in row.values() if isinstance(v, str) and v] if isinstance(
+                            row, dict) else []
+                    else:
+                        texts = [row.get(text_field)] if isinstance(row, dict) else []
+                    if not texts or not all(isinstance(t, str) and t for t in texts):
+                        raise ValueError(f"{path}:{lineno}: no string field {text_field!r} "
+                                         f"(choose one with --text-field, or '*' for all string fields)")
+                    yield from texts
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _lines(texts):
+    # SentencePiece trains on sentences: one per line of each document
+    for text in texts:
+        for line in text.split("\n"):
+            if line.strip():
+                yield line
+
+
+# ---- training ----
+
+def train_korean(texts, out_dir, vocab_size=20000, model_type="bpe", character_coverage=0.9995,
+                 input_sentence_size=0, max_sentence_length=16384, num_threads=None):
+    """Train the Korean SentencePiece model from an iterator of texts; writes out_dir/korean.model."""
+    if model_type != "bpe":
+        print(f"warning: merging a {model_type} model into a BPE base leaves many pieces unreachable",
+              file=sys.stderr)
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_lines(texts), model_writer=buf, model_type=model_type, vocab_size=vocab_size,
+            # the merged model keeps the base's identity normalizer, so learn pieces on text as-is
+            # (data.py already normalized it; NFKC here would turn "ㅋㅋ" into unknown conjoining jamo)
+            normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=True,
+            split_digits=True, character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
+            max_sentence_length=max_sentence_length, num_threads=num_threads or os.cpu_count() or 1,
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    except RuntimeError as e:  # sentencepiece's own message says what to change (vocab size, coverage)
+        raise ValueError(f"training the Korean SentencePiece model failed: {e}") from None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "korean.model", buf.getvalue())
+    proto = load_proto(buf.getvalue())
+    _atomic_write(out_dir / "korean.vocab", "".join(f"{p.piece}\t{p.score:g}\n" for p in proto.pieces).encode())
+    return out_dir / "korean.model"
+
+
+# ---- filtering and merging ----
+
+def load_proto(model):
+    """A ModelProto from a .model path, a folder holding tokenizer.model, bytes, or a proto."""
+    if isinstance(model, sp_pb2.ModelProto):
+        return model
+    name = "model bytes"
+    if not isinstance(model, bytes):
+        path = Path(model)
+        if path.is_dir():
+            path = path / "tokenizer.model"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such SentencePiece model")
+        name, model = str(path), path.read_bytes()
+    proto = sp_pb2.ModelProto()
+    try:
+        proto.ParseFromString(model)
+    except Exception as e:
+        raise ValueError(f"{name}: not a SentencePiece model ({e})") from None
+    if not proto.pieces:
+        raise ValueError(f"{name}: not a SentencePiece model (no pieces)")
+    return proto
+
+
+def processor(model, raw=False):
+    """A SentencePieceProcessor. raw=True segments a piece's surface text as it is: no normalizer,
+    no dummy prefix, spaces kept (they become "▁"), i.e. how BPE splits it inside running text."""
+    proto = load_proto(model)
+    if raw:
+        copy = sp_pb2.ModelProto()
+        copy.CopyFrom(proto)
+        ns = copy.normalizer_spec
+        ns.name, ns.precompiled_charsmap = "identity", b""
+        ns.add_dummy_prefix, ns.remove_extra_whitespaces = False, False
+        proto = copy
+    return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+def is_hangul(c):
+    return "\uac00" <= c <= "\ud7a3"  # the 11,172 precomposed syllables
+
+
+def is_latin_digit_punct(c):
+    cat = unicodedata.category(c)
+    return c.isascii() or cat[0] in "PN" or "LATIN" in unicodedata.name(c, "")
+
+
+RULES = ("not_normal", "in_base", "latin_digit_punct", "non_hangul", "covered_char", "too_long")
+
+
+def filter_pieces(korean, base, hangul_only=True, drop_latin=True, drop_covered_chars=False,
+                  max_piece_chars=8):
+    """Learned pieces worth adding, in learned order, and how many each rule dropped.
+    A piece is dropped by the first rule that matches, in the order of RULES."""
+    korean, base = load_proto(korean), load_proto(base)
+    base_pieces = {p.piece for p in base.pieces}
+    kept, dropped = [], {r: 0 for r in RULES}
+    examples = {r: [] for r in RULES}
+    for p in korean.pieces:
+        text = p.piece[1:] if p.piece.startswith(SPACE) else p.piece
+        if p.type != NORMAL:
+            rule = "not_normal"          # unk/control/byte pieces: the base has its own
+        elif p.piece in base_pieces:
+            rule = "in_base"             # a duplicate piece makes the model fail to load
+        elif drop_latin and any(is_latin_digit_punct(c) for c in p.piece.replace(SPACE, "")):
+            rule = "latin_digit_punct"   # the base's English pieces handle these
+        elif hangul_only and not (text and all(is_hangul(c) for c in text)):
+            rule = "non_hangul"          # Hanja, jamo, kana, symbols, whitespace runs
+        elif drop_covered_chars and len(text) == 1 and text in base_pieces:
+            rule = "covered_char"        # "▁X" where the base already has "X"
+        elif max_piece_chars and len(text) > max_piece_chars:
+            rule = "too_long"
+        else:
+            kept.append(p.piece)
+            continue
+        dropped[rule] += 1
+        if len(examples[rule]) < 10:
+            examples[rule].append(p.piece)
+    return kept, dropped, examples
+
+
+def append_pieces(base, pieces):
+    """A copy of the base proto with `pieces` appended as NORMAL pieces, each scored below every
+    base piece and in the given order, so BPE merges them only after all base merges."""
+    out = sp_pb2.ModelProto()
+    out.CopyFrom(load_proto(base))
+    scores = [p.score for p in out.pieces if p.score > PARKED]
+    floor = min(scores) if scores else 0.0
+    seen = {p.piece for p in out.pieces}
+    for i, piece in enumerate(pieces):
+        assert piece not in seen, f"duplicate piece {piece!r}"
+        seen.add(piece)
+        new = out.pieces.add()
+        new.piece, new.score, new.type = piece, floor - 1.0 - i, NORMAL
+    new_scores = [p.score for p in out.pieces[len(out.pieces) - len(pieces):]]
+    # float32 scores: integers are exact only below 2**24; check nothing collapsed
+    assert len(set(new_scores)) == len(new_scores), "new piece scores are not distinct in float32"
+    return out
+
+
+def unreachable(proto, start):
+    """Pieces from index `start` on that BPE never produces when their own text is encoded alone
+    (e.g. a needed intermediate piece was filtered away)."""
+    sp = processor(proto, raw=True)
+    bad = []
+    for i in range(start, len(proto.pieces)):
+        text = proto.pieces[i].piece.replace(SPACE, " ")
+        if sp.encode(text) != [i]:
+            bad.append(proto.pieces[i].piece)
+    return bad
+
+
+def merge(base, korean, out_dir, eval_texts=None, **filters):
+    """Merge the filtered Korean pieces into the base; write an HF tokenizer folder and
+    merge_report.json to out_dir; return the report."""
+    base_proto, korean_proto = load_proto(base), load_proto(korean)
+    if korean_proto.trainer_spec.model_type != sp_pb2.TrainerSpec.BPE:
+        print("warning: the Korean model is not BPE; many merged pieces may be unreachable", file=sys.stderr)
+    kept, dropped, examples = filter_pieces(korean_proto, base_proto, **filters)
+    # dropping an unreachable piece cannot make another one reachable, but may (rarely) break
+    # one that used it as an intermediate: repeat until stable
+    dropped["unreachable"], examples["unreachable"] = 0, []
+    while True:
+        merged = append_pieces(base_proto, kept)
+        bad = set(unreachable(merged, len(base_proto.pieces)))
+        if not bad:
+            break
+        dropped["unreachable"] += len(bad)
+        examples["unreachable"] += sorted(bad)[:10 - len(examples["unreachable"])]
+        kept = [p for p in kept if p not in bad]
+    report = {
+        "base": str(base) if not isinstance(base, (bytes, sp_pb2.ModelProto)) else None,
+        "korean": str(korean) if not isinstance(korean, (bytes, sp_pb2.ModelProto)) else None,
+        "base_size": len(base_proto.pieces), "korean_size": len(korean_proto.pieces),
+        "overlap": dropped["in_base"], "dropped": dropped, "added": len(kept),
+        "final_size": len(merged.pieces), "filters": filters, "dropped_examples": examples,
+    }
+    if eval_texts:
+        report["ratio"] = {name: token_ratio(merged, base_proto, texts) for name, texts in eval_texts.items()}
+    write_hf_tokenizer(merged, out_dir, base=base)
+    _write_json(Path(out_dir) / "merge_report.json", report)
+    return report
+
+
+def write_hf_tokenizer(proto, out_dir, base=None):
+    """tokenizer.model plus the config files transformers' LlamaTokenizer reads. If the base is an
+    HF folder with its own tokenizer_config.json, that one is kept (its added tokens must not
+    collide with the new ids)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = proto.trainer_spec
+    def piece(i, fallback):
+        return proto.pieces[i].piece if 0 <= i < len(proto.pieces) else fallback
+    cfg = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": spec.bos_id >= 0, "add_eos_token": False,
+           "bos_token": piece(spec.bos_id, "<s>"), "eos_token": piece(spec.eos_id, "</s>"),
+           "unk_token": piece(spec.unk_id, "<unk>"), "pad_token": None, "clean_up_tokenization_spaces": False,
+           "legacy": False, "sp_model_kwargs": {}, "model_max_length": 1_000_000_000}
+    smap = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token")}
+    base_dir = Path(base) if isinstance(base, (str, Path)) and Path(base).is_dir() else None
+    if base_dir and (base_dir / "tokenizer_config.json").exists():
+        cfg = json.loads((base_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+        n_base = len(load_proto(base_dir).pieces)
+        clash = [i for i in cfg.get("added_tokens_decoder", {}) if int(i) >= n_base]
+        if clash:
+            raise ValueError(f"{base_dir}/tokenizer_config.json: added tokens at ids {clash} would collide "
+                             f"with the new Korean pieces; remove them or merge into tokenizer.model only")
+        if (base_dir / "special_tokens_map.json").exists():
+            smap = json.loads((base_dir / "special_tokens_map.json").read_text(encoding="utf-8"))
+    _atomic_write(out_dir / "tokenizer.model", proto.SerializeToString())
+    _write_json(out_dir / "tokenizer_config.json", cfg)
+    _write_json(out_dir / "special_tokens_map.json", smap)
+    stale = out_dir / "tokenizer.json"  # transformers would prefer a stale fast tokenizer file
+    if stale.exists():
+        stale.unlink()
+
+
+# ---- measuring ----
+
+def token_ratio(tokenizer, base, texts):
+    """Tokens with `tokenizer` / tokens with `base` over the same texts (no BOS)."""
+    texts = list(texts)
+    new_sp, base_sp = processor(tokenizer), processor(base)
+    n_new = sum(len(ids) for ids in new_sp.encode(texts))
+    n_base = sum(len(ids) for ids in base_sp.encode(texts))
+    return {"texts": len(texts), "chars": sum(len(t) for t in texts), "base_tokens": n_base,
+            "new_tokens": n_new, "ratio": round(n_new / max(n_base, 1), 4)}
+
+
+def ratios(tokenizer, base, paths, text_field="text"):
+    """token_ratio per file and over all of them together."""
+    per = {str(p): token_ratio(tokenizer, base, read_texts([p], text_field)) for p in paths}
+    nb, nn = sum(r["base_tokens"] for r in per.values()), sum(r["new_tokens"] for r in per.values())
+    return {"ratio": round(nn / max(nb, 1), 4), "base_tokens": nb, "new_tokens": nn, "per_text": per}
+
+
+def sweep(corpus_texts, base, sizes, eval_texts, hidden_size=4096, tied=False, out_dir=None, train_kw=None,
+          **filters):
+    """Train and merge at each Korean vocabulary size; one row per size: pieces added, token ratio
+    per evaluation set, and the embedding parameters the new rows cost (embedding + untied head)."""
+    corpus_texts = list(corpus_texts)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(out_dir or tmp)
+        for size in sizes:
+            korean = train_korean(corpus_texts, root / f"ko{size}", vocab_size=size, **(train_kw or {}))
+            rep = merge(base, korean, root / f"merged{size}", eval_texts=eval_texts, **filters)
+            rows.append({"korean_size": size, "overlap": rep["overlap"], "added": rep["added"],
+                         "final_size": rep["final_size"],
+                         "ratio": {k: v["ratio"] for k, v in rep.get("ratio", {}).items()},
+                         "embedding_params_added": rep["added"] * hidden_size * (1 if tied else 2)})
+    return rows
+
+
+def format_sweep(rows, hidden_size):
+    names = list(rows[0]["ratio"]) if rows else []
+    head = ["korean vocab", "in base", "added", "final vocab"] + [f"ratio {n}" for n in names] + [
+        f"emb params added (h={hidden_size})"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["korean_size"], r["overlap"], r["added"], r["final_size"]] + [
+            f"{r['ratio'][n]:.3f}" for n in names] + [f"{r['embedding_params_added'] / 1e6:.1f}M"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+# ---- decomposition and model expansion ----
+
+def decompose(piece, base):
+    """The base tokenizer's ids for a piece's text ("▁" = a space), as the base would split it
+    inside running text: no dummy prefix added. `base` may be a processor from
+    processor(base, raw=True) to reuse across calls."""
+    sp = base if isinstance(base, spm.SentencePieceProcessor) else processor(base, raw=True)
+    return sp.encode(piece.replace(SPACE, " "))
+
+
+def decompositions(merged, n_base):
+    """{new id: base ids} for every piece of the merged tokenizer past the first n_base (its base)."""
+    proto = load_proto(merged)
+    base = sp_pb2.ModelProto()
+    base.CopyFrom(proto)
+    del base.pieces[n_base:]  # the merge left the base pieces untouched: this *is* the base tokenizer
+    sp = processor(base, raw=True)
+    return {i: decompose(proto.pieces[i].piece, sp) for i in range(n_base, len(proto.pieces))}
+
+
+def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multiple=1, dtype=None, seed=0):
+    """Load an HF Llama folder, grow it to the merged tokenizer's vocabulary with `init`, and save
+    model + merged tokenizer to out_dir as an HF folder."""
+    import model as M  # torch is only needed here
+    llama = M.Llama.from_pretrained(model_dir, dtype=dtype)
+    n_base = llama.config.vocab_size
+    proto = load_proto(tokenizer_dir)
+    if len(proto.pieces) <= n_base:
+        raise ValueError(f"{tokenizer_dir}: {len(proto.pieces)} pieces, not more than the model's "
+                         f"vocab_size {n_base}: nothing to add")
+    own = Path(model_dir) / "tokenizer.model"
+    if own.exists():  # the merged tokenizer must extend the model's own tokenizer, id for id
+        base_pieces = [p.piece for p in load_proto(own).pieces]
+        if len(base_pieces) != n_base or [p.piece for p in proto.pieces[:n_base]] != base_pieces:
+            raise ValueError(f"{tokenizer_dir}: its first {n_base} pieces are not {own}'s pieces; "
+                             f"merge into that tokenizer.model")
+    M.expand_vocab(llama, len(proto.pieces), init=init, decompositions=decompositions(proto, n_base),
+                   vocab_multiple=vocab_multiple, seed=seed)
+    llama.save_pretrained(out_dir)
+    for name in HF_FILES + ("merge_report.json",):
+        if (Path(tokenizer_dir) / name).exists():
+            shutil.copyfile(Path(tokenizer_dir) / name, Path(out_dir) / f".{name}.tmp")
+            os.replace(Path(out_dir) / f".{name}.tmp", Path(out_dir) / name)
+    if (Path(out_dir) / "tokenizer.json").exists():
+        (Path(out_dir) / "tokenizer.json").unlink()
+    return llama
+
+
+def _write_json(path, obj):
+    _atomic_write(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode())
+
+
+def _atomic_write(path, data):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ---- command line ----
+
+def _add_filter_flags(p):
+    p.add_argument("--hangul-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep only pieces made of Hangul syllables (with or without a leading '▁')")
+    p.add_argument("--drop-latin", action=argparse.BooleanOptionalAction, default=True,
+                   help="drop pieces with Latin letters, digits or punctuation (the base handles those)")
+    p.add_argument("--drop-covered-chars", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop single-character pieces ('▁X') whose character the base already has")
+    p.add_argument("--max-piece-chars", type=int, default=8, help="drop longer pieces (0: no limit)")
+
+
+def _filters(a):
+    return dict(hangul_only=a.hangul_only, drop_latin=a.drop_latin, drop_covered_chars=a.drop_covered_chars,
+                max_piece_chars=a.max_piece_chars)
+
+
+def _train_flags(p):
+    p.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"],
+                   help="BPE merges cleanly into a BPE base (Llama); unigram pieces often end up unreachable")
+    p.add_argument("--character-coverage", type=float, default=0.9995,
+                   help="share of characters covered by pieces; the rest go to byte fallback")
+    p.add_argument("--input-sentence-size", type=int, default=0,
+                   help="train on a random sample of this many lines (0: all)")
+    p.add_argument("--max-sentence-length", type=int, default=16384, help="skip longer lines (bytes)")
+    p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
+
+
+def _train_kw(a):
+    return dict(model_type=a.model_type, character_coverage=a.character_coverage,
+                input_sentence_size=a.input_sentence_size, max_sentence_length=a.max_sentence_length,
+                num_threads=a.threads)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train", help="train the Korean SentencePiece model: DIR/korean.model")
+    p.add_argument("corpus", nargs="+", help="text or JSONL files (.gz ok)")
+    p.add_argument("--vocab-size", type=int, default=20000, help="Korean vocabulary size (paper: 20k)")
+    p.add_argument("--out", required=True, help="output folder")
+    _train_flags(p)
+    p = sub.add_parser("merge", help="merge korean.model into a base tokenizer.model: an HF tokenizer folder")
+    p.add_argument("--base", required=True, help="base tokenizer.model (or an HF folder holding one)")
+    p.add_argument("--korean", required=True, help="the Korean .model from `train`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--eval", nargs="*", default=[], help="texts to report the token ratio on, per file")
+    _add_filter_flags(p)
+    p = sub.add_parser("ratio", help="token ratio of a tokenizer against the base, per file and overall")
+    p.add_argument("texts", nargs="+", help="text or JSONL files")
+    p.add_argument("--tokenizer", required=True, help="merged tokenizer folder or .model")
+    p.add_argument("--base", required=True, help="base tokenizer.model")
+    p = sub.add_parser("sweep", help="train + merge at several Korean vocabulary sizes; print a table")
+    p.add_argument("corpus", nargs="+", help="text or JSONL files (.gz ok)")
+    p.add_argument("--base", required=True, help="base tokenizer.model")
+    p.add_argument("--sizes", default="8000,16000,20000,32000,40000", help="comma-separated Korean vocab sizes")
+    p.add_argument("--eval", nargs="+", required=True, help="texts to measure the token ratio on, per file")
+    p.add_argument("--hidden-size", type=int, default=4096, help="for the embedding-parameter column")
+    p.add_argument("--tied", action="store_true", help="tied embeddings: new rows cost one matrix, not two")
+    p.add_argument("--out", default=None, help="keep the trained and merged tokenizers here")
+    p.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    _train_flags(p)
+    _add_filter_flags(p)
+    p = sub.add_parser("expand", help="grow an HF Llama folder to the merged vocabulary")
+    p.add_argument("--model", required=True, help="base HF model folder (config.json + safetensors)")
+    p.add_argument("--tokenizer", required=True, help="merged tokenizer folder from `merge`")
+    p.add_argument("--init", default="subword",
+                   choices=["random", "mean", "subword-embed", "subword", "subword-first-head"],
+                   help="how to initialize the new embedding and LM-head rows (DESIGN.md section 1)")
+    p.add_argument("--out", required=True, help="output HF folder (model + merged tokenizer)")
+    p.add_argument("--vocab-multiple", type=int, default=1, help="pad rows to a multiple (64 for GPUs)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the `random` init")
+    for p in sub.choices.values():
+        if p.prog.split()[-1] in ("train", "merge", "ratio", "sweep"):
+            p.add_argument("--text-field", default="text", help="JSONL field with the text; '*' = all string fields")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "train":
+        path = train_korean(read_texts(a.corpus, a.text_field), a.out, vocab_size=a.vocab_size, **_train_kw(a))
+        print(f"wrote {path} ({len(load_proto(path).pieces)} pieces)")
+    elif a.cmd == "merge":
+        evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
+        rep = merge(a.base, a.korean, a.out, eval_texts=evals, **_filters(a))
+        rep.pop("dropped_examples")
+        print(json.dumps(rep, ensure_ascii=False, indent=2))
+    elif a.cmd == "ratio":
+        print(json.dumps(ratios(a.tokenizer, a.base, a.texts, a.text_field), ensure_ascii=False, indent=2))
+    elif a.cmd == "sweep":
+        sizes = [int(s) for s in a.sizes.split(",")]
+        evals = {Path(p).parent.name or p: list(read_texts([p], a.text_field)) for p in a.eval}
+        if len(evals) < len(a.eval):  # names collide: fall back to full paths
+            evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
+        evals["all"] = [t for v in list(evals.values()) for t in v]
+        rows = sweep(read_texts(a.corpus, a.text_field), a.base, sizes, evals, a.hidden_size, a.tied, a.out,
+                     train_kw=_train_kw(a), **_filters(a))
+        print(format_sweep(rows, a.hidden_size))
+        if a.json:
+            _write_json(a.json, rows)
+    elif a.cmd == "expand":
+        expand(a.model, a.tokenizer, a.init, a.out, vocab_multiple=a.vocab_multiple, seed=a.seed)
+        print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
