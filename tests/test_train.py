@@ -1,0 +1,287 @@
+"""train.py on CPU with a tiny Llama and token shards written here with numpy.
+
+One reference run of a four-stage recipe (embed+head with the old rows frozen, odd layers,
+even layers with a warmup-stable-decay schedule, LoRA + embed + head) is shared by several
+tests; the others start their own short runs. The whole file takes about a minute.
+
+    python -m pytest -q tests/test_train.py
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+from conftest import ROOT, korean_docs
+
+import train
+from lora import add_lora
+from model import Llama, LlamaConfig, read_safetensors
+
+OLD_ROWS = 1000          # pretend rows < 1000 are the base model's, the rest are new pieces
+RECIPE = {"seq_len": 64, "micro_batch": 4, "old_vocab_size": OLD_ROWS, "stages": [
+    {"name": "embed", "train": ["embed", "head"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+     "freeze_old_rows": True},
+    {"name": "odd", "train": ["odd_layers"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256},
+    {"name": "even", "train": ["even_layers"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+     "schedule": "wsd"},
+    {"name": "lora", "train": ["lora", "embed", "head"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+     "lora": {"r": 4, "alpha": 8}}]}
+
+
+def write_shards(folder, ids, vocab_size, n_shards=2, dtype="uint16"):
+    os.makedirs(folder, exist_ok=True)
+    parts = np.array_split(np.asarray(ids, dtype=dtype), n_shards)
+    shards = []
+    for i, part in enumerate(parts):
+        part.tofile(os.path.join(folder, f"train_{i}.bin"))
+        shards.append({"file": f"train_{i}.bin", "num_tokens": len(part)})
+    meta = {"dtype": dtype, "vocab_size": vocab_size, "eos_id": 2, "bos_id": 1,
+            "num_tokens": int(sum(len(p) for p in parts)), "shards": shards}
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, base_spm):
+    """A tiny Llama (init range 0.1, so training visibly moves it) with the tokenizer beside it,
+    and Korean text tokenized with that tokenizer into two shards."""
+    d = tmp_path_factory.mktemp("train")
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    ids = []
+    for doc in korean_docs(1500):
+        ids += [1] + sp.encode(doc) + [2]
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=2000, hidden_size=64, intermediate_size=160, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      initializer_range=0.1)
+    Llama(cfg).save_pretrained(str(d / "init"))
+    shutil.copy(base_spm, d / "init" / "tokenizer.model")
+    write_shards(str(d / "data"), ids, 2000)
+    with open(d / "recipe.json", "w") as f:
+        json.dump(RECIPE, f)
+    return d
+
+
+def run(setup, out, *extra, recipe=None):
+    train.main(["--init-from", str(setup / "init"), "--data", str(setup / "data"), "--out", str(out),
+                "--recipe", str(recipe or setup / "recipe.json"), "--eval-every", "6", "--eval-batches", "4",
+                "--ckpt-every", "0", *map(str, extra)])
+    return read_log(out)
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def state(ckpt):
+    return torch.load(os.path.join(ckpt, "model.pt"), map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The uninterrupted run, keeping every stage-end checkpoint."""
+    out = setup / "reference"
+    log = run(setup, out, "--keep-checkpoints", "100")
+    return out, log
+
+
+def test_every_stage_lowers_the_eval_loss(setup, reference):
+    out, log = reference
+    data = train.TokenShards(str(setup / "data"), 64, 2000, seed=1234)
+    model = Llama.from_pretrained(str(setup / "init"))
+    before = train.evaluate(model, data, 4, 4)          # the same held-out windows the run scores
+    ends = [r["eval_loss"] for r in log if r["step"] == 12]
+    assert len(ends) == 4 and len(log) == 48
+    losses = [before] + ends
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert [r["stage"] for r in log] == [s for s in (1, 2, 3, 4) for _ in range(12)]
+    # the learning rate follows the schedule: warmup 2 steps, then cosine / warmup-stable-decay
+    lr = [r["lr"] for r in log]
+    assert lr[0] == pytest.approx(5e-3) and lr[1] == pytest.approx(1e-2) and lr[11] == pytest.approx(1e-3)
+    assert lr[24 + 2:24 + 9] == [pytest.approx(1e-2)] * 7 and lr[35] == pytest.approx(1e-3)
+
+
+def test_frozen_parameters_are_bit_identical_and_trained_ones_move(setup, reference):
+    out, _ = reference
+    ck = sorted(os.listdir(out / "checkpoints"))
+    assert ck == ["step-00000012", "step-00000024", "step-00000036", "step-00000048"]
+    init = dict(read_safetensors(str(setup / "init" / "model.safetensors")))
+    states = [init] + [state(out / "checkpoints" / c) for c in ck]
+    trained = [
+        lambda k: k in ("model.embed_tokens.weight", "lm_head.weight"),
+        lambda k: k.startswith(("model.layers.1.", "model.layers.3.")),
+        lambda k: k.startswith(("model.layers.0.", "model.layers.2.")),
+        # LoRA: embed + head train, the adapters are merged into every projection at the end
+        lambda k: k in ("model.embed_tokens.weight", "lm_head.weight") or k.endswith("_proj.weight"),
+    ]
+    for i, is_trained in enumerate(trained):
+        a, b = states[i], states[i + 1]
+        assert set(a) == set(b)          # no lora_A/B keys left after the LoRA stage
+        for k in a:
+            if is_trained(k):
+                assert not torch.equal(a[k], b[k]), f"stage {i + 1}: {k} did not train"
+            else:
+                assert torch.equal(a[k], b[k]), f"stage {i + 1}: frozen {k} changed"
+    # stage 1 froze the original rows of embed and head by a gradient mask: only new rows moved
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(states[0][k][:OLD_ROWS], states[1][k][:OLD_ROWS])
+        assert (states[0][k][OLD_ROWS:] != states[1][k][OLD_ROWS:]).any(dim=1).all()
+
+
+def test_interrupted_and_resumed_run_reproduces_the_losses_exactly(setup, reference, tmp_path):
+    ref_out, ref_log = reference
+    out = tmp_path / "chain"
+    mid_lora = None
+    for i in range(8):                   # 6 steps per invocation: resumes mid-stage, at stage ends, mid-LoRA
+        log = run(setup, out, "--max-steps", 6, *(["--resume", "auto"] if i else []))
+        assert len(log) == 6 * (i + 1)
+        if len(log) == 42:               # the newest checkpoint holds LoRA adapters: export it now
+            assert any("lora_A" in k for k in state(out / "checkpoints" / "step-00000042"))
+            mid_lora = train.export_run(str(out), str(tmp_path / "mid_lora"))
+    keys = ("stage", "step", "tokens", "loss", "lr", "grad_norm", "eval_loss")
+    assert [[r.get(k) for k in keys] for r in log] == [[r.get(k) for k in keys] for r in ref_log]
+    with open(out / "final" / "model.safetensors", "rb") as a, open(ref_out / "final" / "model.safetensors", "rb") as b:
+        assert a.read() == b.read()
+    assert os.path.exists(mid_lora + "/config.json")
+
+
+def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(setup, reference, tmp_path):
+    from transformers import LlamaForCausalLM
+    out, _ = reference
+    ids = torch.randint(0, 2000, (2, 40), generator=torch.Generator().manual_seed(0))
+    # a checkpoint taken mid-LoRA stage: the model with live adapters is the reference
+    run(setup, tmp_path / "r", "--max-steps", 40)
+    sd = state(tmp_path / "r" / "checkpoints" / "step-00000040")
+    assert any("lora_A" in k for k in sd)
+    lora_model = Llama.from_pretrained(str(setup / "init"))
+    add_lora(lora_model, r=4, alpha=8, dropout=0.1)
+    lora_model.load_state_dict(sd)
+    lora_model.eval()
+    with torch.no_grad():
+        want = lora_model(ids)[0]
+    folder = train.export_run(str(tmp_path / "r"), str(tmp_path / "exported"))
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.model"]
+    hf = LlamaForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        got = hf(ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # the end-of-run export (final/) loads too and matches our own model on it
+    hf = LlamaForCausalLM.from_pretrained(str(out / "final")).eval()
+    ours = Llama.from_pretrained(str(out / "final")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, ours(ids)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_two_process_torchrun_matches_one_process(setup, tmp_path):
+    """Same global batch (2 x 4 x 64 tokens): 1 process accumulates 2 micro-batches, 2 gloo
+    processes take one each. The loss curves agree to float tolerance, LoRA stage included."""
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["stages"] = recipe["stages"][:2] + recipe["stages"][3:]
+    for st in recipe["stages"]:
+        st.update(steps=4, batch_tokens=512)
+    recipe["stages"][-1]["lora"]["dropout"] = 0.0   # dropout masks are per rank by design
+    with open(tmp_path / "r.json", "w") as f:
+        json.dump(recipe, f)
+    one = run(setup, tmp_path / "one", recipe=tmp_path / "r.json")
+    assert {r["stage"] for r in one} == {1, 2, 3}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train.py"), "--init-from", str(setup / "init"), "--data", str(setup / "data"),
+           "--out", str(tmp_path / "two"), "--recipe", str(tmp_path / "r.json"), "--eval-every", "6",
+           "--eval-batches", "4", "--ckpt-every", "0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    two = read_log(tmp_path / "two")
+    assert [(r["stage"], r["step"], r["tokens"]) for r in two] == [(r["stage"], r["step"], r["tokens"]) for r in one]
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-4)
+    np.testing.assert_allclose([r["grad_norm"] for r in two], [r["grad_norm"] for r in one], rtol=1e-3)
+    assert os.path.exists(tmp_path / "two" / "final" / "model.safetensors")
+
+
+def test_sigterm_checkpoints_and_resume_continues_exactly(setup, tmp_path):
+    cmd = [sys.executable, str(ROOT / "train.py"), "--init-from", str(setup / "init"), "--data", str(setup / "data"),
+           "--out", str(tmp_path / "a"), "--recipe", str(setup / "recipe.json"), "--steps-per-stage", "1000",
+           "--eval-every", "0", "--ckpt-every", "0"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "a" / "log.jsonl"
+    while not (log.exists() and log.read_text().count("\n") >= 2) and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    text = p.communicate(timeout=120)[0]
+    assert p.returncode == 0, text
+    assert "stopped by signal SIGTERM" in text
+    k = len(read_log(tmp_path / "a"))
+    assert 2 <= k < 1000
+    assert os.listdir(tmp_path / "a" / "checkpoints") == [f"step-{k:08d}"]
+    common = ["--steps-per-stage", 1000, "--eval-every", 0]
+    resumed = run(setup, tmp_path / "a", *common, "--resume", "auto", "--max-steps", 3)
+    straight = run(setup, tmp_path / "b", *common, "--max-steps", k + 3)
+    assert len(resumed) == k + 3
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup, tmp_path):
+    recipe = {"seq_len": 64, "micro_batch": 4, "stages": [
+        {"name": "boom", "train": ["all"], "steps": 20, "lr": 1e30, "warmup": 0, "batch_tokens": 256}]}
+    with open(tmp_path / "r.json", "w") as f:
+        json.dump(recipe, f)
+    with pytest.raises(SystemExit, match="non-finite loss .* stage 1 \\(boom\\) step 2.*step-00000001"):
+        run(setup, tmp_path / "o", "--ckpt-every", 1, recipe=tmp_path / "r.json")
+    assert os.listdir(tmp_path / "o" / "checkpoints") == ["step-00000001"]
+    good = state(tmp_path / "o" / "checkpoints" / "step-00000001")
+    assert all(torch.isfinite(v).all() for v in good.values())
+    assert not os.path.exists(tmp_path / "o" / "final")
+
+
+def test_bf16_autocast_path_runs_on_cpu(setup, tmp_path):
+    """--dtype bf16 (the CUDA default): frozen weights stored in bf16, trained ones in fp32."""
+    log = run(setup, tmp_path / "o", "--dtype", "bf16", "--steps-per-stage", 2, "--max-steps", 7, "--ckpt-every", 0)
+    assert len(log) == 7 and all(np.isfinite(r["loss"]) for r in log)
+    sd = state(tmp_path / "o" / "checkpoints" / "step-00000007")   # stage 4 (LoRA), step 1
+    assert sd["model.layers.0.self_attn.q_proj.lora_A"].dtype == torch.float32
+    assert sd["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16
+    assert sd["lm_head.weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("case", ["missing_shard", "unknown_group", "vocab_too_big", "truncated_shard",
+                                  "existing_run", "bad_batch"])
+def test_bad_input_is_a_clear_error(setup, tmp_path, case):
+    data, recipe, extra = setup / "data", setup / "recipe.json", []
+    if case in ("missing_shard", "vocab_too_big", "truncated_shard"):
+        data = tmp_path / "data"
+        shutil.copytree(setup / "data", data)
+        meta = json.loads((data / "meta.json").read_text())
+        if case == "missing_shard":
+            os.remove(data / "train_1.bin")
+            want = "train_1.bin not found"
+        elif case == "vocab_too_big":
+            meta["vocab_size"] = 2500
+            want = "vocab_size 2500 exceeds the model's vocab_size 2000"
+        else:
+            with open(data / "train_0.bin", "r+b") as f:
+                f.truncate(1000)
+            want = "train_0.bin: 1000 bytes, meta.json says"
+        (data / "meta.json").write_text(json.dumps(meta))
+    elif case == "unknown_group":
+        r = json.loads(json.dumps(RECIPE))
+        r["stages"][1]["train"] = ["odd_layer"]
+        recipe = tmp_path / "r.json"
+        recipe.write_text(json.dumps(r))
+        want = "r.json: stage 2 \\(odd\\): unknown parameter group 'odd_layer'"
+    elif case == "existing_run":
+        run(setup, tmp_path / "o", "--steps-per-stage", 1, "--max-steps", 1)
+        want = "already has checkpoints: pass --resume auto"
+    else:
+        extra = ["--batch-size", 3]
+        want = "batch_tokens 256 is not a multiple of batch-size 3 x seq-len 64"
+    with pytest.raises(SystemExit, match=want):
+        train.main(["--init-from", str(setup / "init"), "--data", str(data), "--out", str(tmp_path / "o"),
+                    "--recipe", str(recipe), *map(str, extra)])
