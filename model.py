@@ -508,5 +508,74 @@ def main(argv=None):
     print(sp.decode(ids[1:] + out))
 
 
+# ---- Vocabulary expansion (RedWhale part 3) ----
+# New rows for the merged tokenizer's pieces (tokenizer.py merges, then calls expand_vocab).
+# "Decomposition" = the ids the *base* tokenizer splits a new piece's text into; a new row made
+# from those rows starts where the model already "reads" that text (DESIGN.md section 1).
+
+INIT_METHODS = ("random", "mean", "subword-embed", "subword", "subword-first-head")
+
+
+@torch.no_grad()
+def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, vocab_multiple=1, seed=0):
+    """Grow embed_tokens and lm_head from config.vocab_size to new_vocab_size rows; old rows are
+    kept bit for bit and the new ones initialized by `init`:
+      random              normal(0, initializer_range) in embedding and head
+      mean                the mean of all old rows, in each matrix
+      subword-embed       embedding: mean of the sub-token rows; head: mean of all old rows
+      subword             mean of the sub-token rows in both (the paper's best; the default)
+      subword-first-head  embedding: mean of the sub-token rows; head: the first sub-token's row (EEVE)
+    decompositions maps each new id to its base ids (tokenizer.decompositions). A tied model stays
+    tied and takes the embedding rule. Rows past new_vocab_size (padding up to vocab_multiple)
+    are zero, never predicted, and dropped by save_pretrained."""
+    cfg = model.config
+    old_v, n_new = cfg.vocab_size, new_vocab_size - cfg.vocab_size
+    if init not in INIT_METHODS:
+        raise ValueError(f"init {init!r}: choose one of {', '.join(INIT_METHODS)}")
+    if n_new < 0:
+        raise ValueError(f"new_vocab_size {new_vocab_size} is smaller than vocab_size {old_v}")
+    if init.startswith("subword"):
+        missing = [i for i in range(old_v, new_vocab_size) if not (decompositions or {}).get(i)]
+        if missing:
+            raise ValueError(f"init {init!r} needs the base ids of every new piece; none for ids {missing[:5]}")
+        bad = [i for i in range(old_v, new_vocab_size) if not all(0 <= j < old_v for j in decompositions[i])]
+        if bad:
+            raise ValueError(f"decompositions of ids {bad[:5]} use ids outside the old vocabulary 0..{old_v - 1}")
+        flat = [j for i in range(old_v, new_vocab_size) for j in decompositions[i]]
+        ids = torch.tensor(flat, dtype=torch.long)                             # (total sub-tokens,)
+        offsets = torch.tensor([0] + [len(decompositions[i]) for i in range(old_v, new_vocab_size - 1)]).cumsum(0)
+        first = torch.tensor([decompositions[i][0] for i in range(old_v, new_vocab_size)], dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    rows = (new_vocab_size + vocab_multiple - 1) // vocab_multiple * vocab_multiple
+
+    def grow(old, rule):
+        src = old[:old_v].float()                                              # (old V, C), no padding
+        if n_new == 0:
+            new = src[:0]
+        elif rule == "random":
+            new = torch.randn(n_new, src.size(1), generator=gen) * cfg.initializer_range
+        elif rule == "mean":
+            new = src.mean(0, keepdim=True).expand(n_new, -1)
+        elif rule == "first":
+            new = src[first.to(src.device)]
+        else:                                                                  # mean of each piece's sub-token rows
+            new = F.embedding_bag(ids.to(src.device), src, offsets.to(src.device), mode="mean")
+        w = old.new_zeros(rows, old.size(1))                                   # (rows, C)
+        w[:old_v] = old[:old_v]
+        w[old_v:new_vocab_size] = new.to(device=w.device, dtype=w.dtype)
+        return nn.Parameter(w, requires_grad=old.requires_grad)
+
+    embed_rule, head_rule = {"random": ("random", "random"), "mean": ("mean", "mean"),
+                             "subword-embed": ("subword", "mean"), "subword": ("subword", "subword"),
+                             "subword-first-head": ("subword", "first")}[init]
+    emb = model.model.embed_tokens
+    emb.weight, emb.num_embeddings = grow(emb.weight, embed_rule), rows
+    if model.lm_head is not None:
+        model.lm_head.weight, model.lm_head.out_features = grow(model.lm_head.weight, head_rule), rows
+    # mutate the shared config in place so every holder of it sees the new size
+    cfg.vocab_size, cfg.vocab_multiple = new_vocab_size, vocab_multiple
+    return model
+
+
 if __name__ == "__main__":
     main()
