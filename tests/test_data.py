@@ -134,18 +134,24 @@ def test_minhash_estimates_jaccard():
     assert (mh.signatures(docs[:5]) == np.stack([mh.signature(d) for d in docs[:5]])).all()
 
 
-def test_lsh_params_follow_the_threshold():
-    b, r = data.lsh_params(0.8, 128)
-    assert b * r <= 128
-    assert abs((1 / b) ** (1 / r) - 0.8) < 0.1  # the S-curve's midpoint sits near the threshold
-    b5, r5 = data.lsh_params(0.5, 128)
-    assert (1 / b5) ** (1 / r5) < (1 / b) ** (1 / r)
+def test_lsh_params_catch_pairs_at_the_threshold():
+    for t in (0.5, 0.8, 0.9):
+        b, r = data.lsh_params(t, 128)
+        assert b * r <= 128
+        assert 1 - (1 - t ** r) ** b >= 0.99  # a pair at the threshold becomes a candidate...
+        if t >= 0.8:
+            assert 1 - (1 - (t / 2) ** r) ** b < 0.1  # ...a pair at half of it rarely does
 
 
 def test_near_duplicates_keep_the_first_of_each_cluster():
-    keys = np.array([[1, 10], [2, 20], [1, 30], [3, 30], [4, 40]], np.uint64)
-    # 2 shares band 0 with 0 -> dropped; 3 shares band 1 only with the dropped 2 -> kept
-    assert data.near_duplicates(keys, np.ones(5, bool)).tolist() == [-1, -1, 0, -1, -1]
+    keys = np.array([[1, 10], [2, 20], [1, 30], [3, 30], [4, 40], [2, 50]], np.uint64)
+    sig = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [1, 2, 3, 9], [1, 2, 3, 4], [0, 0, 0, 0], [5, 0, 0, 0]], np.uint32)
+    # 2 shares band 0 with 0 and 3/4 of the signature -> dropped; 3 shares band 1 only with
+    # the dropped 2 -> kept; 5 shares band 0 with 1 but only 1/4 of the signature -> kept
+    assert data.near_duplicates(keys, np.ones(6, bool), sig, 0.75).tolist() == [-1, -1, 0, -1, -1, -1]
+    assert data.near_duplicates(keys, np.ones(6, bool), sig, 0.8).tolist() == [-1] * 6
+    alive = np.array([False, True, True, True, True, True])  # 0 already dropped (say, exact dup)
+    assert data.near_duplicates(keys, alive, sig, 0.75).tolist() == [-1, -1, -1, 2, -1, -1]
     assert data.exact_duplicates(np.array([5, 7, 5, 5, 9], np.uint64)).tolist() == [-1, -1, 0, 0, -1]
 
 
