@@ -1,0 +1,241 @@
+"""The end-to-end demo: adapt a small English Llama to Korean on a laptop, every step real.
+
+    python redwhale.py demo                       # about 10 minutes on 2 CPU cores
+    python redwhale.py demo --quick --out runs/q  # the smallest settings (the test's), 1-2 minutes
+    python redwhale.py demo --base MY_HF_MODEL --corpus my_corpus.jsonl --out runs/real
+
+Steps (each writes into the run folder, default runs/demo):
+  base/       a small "English" base model: a Llama-style BPE tokenizer and a tiny Llama
+              pretrained briefly on Python's own documentation plus a little Korean, as SOLAR
+              saw mostly English (skipped with --base)
+  clean/      data.py on the Korean corpus (default: assets/korean_corpus.jsonl.gz)
+  korean/ merged/   tokenizer.py: Korean BPE, filtered and merged into the base tokenizer
+  expanded/   the base model grown to the merged vocabulary (subword initialization)
+  tokens/     the cleaned corpus as token shards, with a held-out split
+  train/      train.py's four RedWhale stages (torchrun with 2 processes when there are 2 cores)
+  report.md, report.json, loss.png   the numbers of every step, KoBEST and generations before/after
+"""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CORPUS = ROOT / "assets" / "korean_corpus.jsonl.gz"
+PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서"]
+
+# (quick, full) settings; every one is also a flag of `redwhale.py demo`
+SIZES = {
+    "base_vocab": (1000, 2000), "base_steps": (120, 600), "hidden": (96, 192), "layers": (4, 4),
+    "korean_vocab": (3000, 8000), "stage_steps": (25, 150), "seq_len": (128, 256), "batch_size": (8, 8),
+    "max_docs": (4000, 0), "eval_limit": (20, 40),
+}
+
+
+def log(msg):
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def english_docs():
+    """Python's own documentation (pydoc_data ships with every CPython): our "English web"."""
+    from pydoc_data.topics import topics
+    return [" ".join(topics[k].split()) for k in sorted(topics)]
+
+
+def read_jsonl_texts(path, limit=0):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            out.append(json.loads(line)["text"])
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def write_jsonl(path, texts):
+    with open(path, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+
+
+def run_train(args, init_from, data, out, recipe, steps, extra=()):
+    """train.py as a user runs it: torchrun with 2 gloo processes when there are 2 cores."""
+    nproc = args.nproc or (2 if (os.cpu_count() or 1) >= 2 else 1)
+    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                              if nproc > 1 else []) + [
+        str(ROOT / "train.py"), "--init-from", str(init_from), "--data", str(data), "--out", str(out),
+        "--recipe", str(recipe), "--steps-per-stage", str(steps), "--batch-size", str(args.batch_size // nproc),
+        "--seq-len", str(args.seq_len), "--eval-every", str(max(steps // 2, 1)), "--ckpt-every", str(10 ** 9),
+        "--device", "cpu", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max((os.cpu_count() or 1) // nproc, 1))}
+    log(" ".join(cmd[1:]))
+    subprocess.run(cmd, check=True, env=env)
+    return [json.loads(line) for line in open(Path(out) / "log.jsonl", encoding="utf-8")]
+
+
+def build_base(args, run):
+    """Tokenizer + tiny Llama trained on mostly-English text: a stand-in for SOLAR/Llama-2."""
+    import data
+    import tokenizer as tok
+    from model import Llama, LlamaConfig
+    base = run / "base"
+    korean_bit = read_jsonl_texts(args.corpus[0], limit=300)    # SOLAR saw a little Korean
+    texts = english_docs() + korean_bit
+    log(f"base tokenizer: BPE {args.base_vocab} pieces on {len(texts)} mostly-English documents")
+    (base / "tok").mkdir(parents=True, exist_ok=True)
+    tok.train_korean(texts, base / "tok", vocab_size=args.base_vocab, character_coverage=0.995)
+    os.replace(base / "tok" / "korean.model", base / "tok" / "tokenizer.model")  # same recipe, any language
+    write_jsonl(run / "base_corpus.jsonl", texts)
+    data.tokenize([run / "base_corpus.jsonl"], base / "tok" / "tokenizer.model", run / "base_tokens",
+                  val_docs=20, progress=False)
+    cfg = LlamaConfig(vocab_size=args.base_vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
+                      num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    Llama(cfg).save_pretrained(run / "base_init")
+    for f in os.listdir(base / "tok"):
+        shutil.copy(base / "tok" / f, run / "base_init" / f)
+    recipe = run / "base_recipe.json"
+    recipe.write_text(json.dumps({"stages": [
+        {"name": "pretrain", "train": ["all"], "steps": args.base_steps, "lr": 3e-3, "warmup": 0.05,
+         "weight_decay": 0.0}]}))
+    log(f"base model: {sum(p.numel() for p in Llama(cfg).parameters()) / 1e6:.2f}M params, "
+        f"{args.base_steps} steps of pretraining")
+    rows = run_train(args, run / "base_init", run / "base_tokens", run / "base_train", recipe, args.base_steps)
+    if base.exists():
+        shutil.rmtree(base / "tok")
+    shutil.copytree(run / "base_train" / "final", base, dirs_exist_ok=True)
+    return base, rows
+
+
+def held_out_loss(model_dir, tokens_dir, seq_len, max_tokens=200_000):
+    """Mean next-token loss over the held-out shards, in windows of seq_len."""
+    import numpy as np
+
+    from model import Llama
+    meta = json.loads((Path(tokens_dir) / "meta.json").read_text())
+    ids = np.concatenate([np.fromfile(Path(tokens_dir) / s["file"], dtype=meta["dtype"])
+                          for s in meta["val_shards"]]).astype(np.int64)[:max_tokens]
+    model = Llama.from_pretrained(model_dir).eval()
+    n = (len(ids) - 1) // seq_len * seq_len
+    x = torch.from_numpy(ids[:n]).view(-1, seq_len)
+    y = torch.from_numpy(ids[1:n + 1]).view(-1, seq_len)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), 16):
+            total += model(x[i:i + 16], y[i:i + 16], reduction="sum")[1].item()
+    return total / y.numel()
+
+
+def kobest_and_generate(model_dir, limit):
+    import sentencepiece as spm
+
+    import eval_kobest
+    from model import Llama
+    model = Llama.from_pretrained(model_dir).eval()
+    sp = spm.SentencePieceProcessor(model_file=str(Path(model_dir) / "tokenizer.model"))
+    res = eval_kobest.evaluate(model, sp, limit=limit)
+    gens = {p: sp.decode(sp.encode(p) + model.generate([sp.bos_id()] + sp.encode(p), 24,
+                                                       eos_token_id=sp.eos_id())) for p in PROMPTS}
+    return res, gens
+
+
+def run_demo(args):
+    import data
+    import report
+    import tokenizer as tok
+    run = Path(args.out)
+    run.mkdir(parents=True, exist_ok=True)
+    rep, t0 = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "timing_s": {}}, time.time()
+
+    def done(step, t):
+        rep["timing_s"][step] = round(time.time() - t, 1)
+
+    t = time.time()
+    if args.base:
+        base = Path(args.base)
+        rep["base"] = {"model": str(base), "given": True}
+    else:
+        base, rows = build_base(args, run)
+        rep["base"] = {"model": str(base), "given": False, "loss_first": rows[0]["loss"],
+                       "loss_last": rows[-1]["loss"], "log": rows}
+    done("base", t)
+
+    t = time.time()
+    log("clean: data.py on " + ", ".join(map(str, args.corpus)))
+    corpus = args.corpus
+    if args.max_docs:  # the quick demo takes the first documents only
+        texts = [t for c in corpus for t in read_jsonl_texts(c)][:args.max_docs]
+        write_jsonl(run / "corpus_subset.jsonl", texts)
+        corpus = [run / "corpus_subset.jsonl"]
+    rep["clean"] = data.clean(corpus, run / "clean")
+    done("clean", t)
+
+    t = time.time()
+    clean_texts = read_jsonl_texts(run / "clean" / "clean.jsonl")
+    log(f"tokenizer: Korean BPE {args.korean_vocab} on {len(clean_texts)} documents, merged into the base")
+    tok.train_korean(clean_texts, run / "korean", vocab_size=args.korean_vocab)
+    eval_texts = {"kobest_sample": tok.read_texts(
+        sorted((ROOT / "assets" / "kobest_sample").glob("*/test.jsonl")), text_field="*")}
+    rep["tokenizer"] = tok.merge(base / "tokenizer.model", run / "korean" / "korean.model", run / "merged",
+                                 eval_texts=eval_texts)
+    done("tokenizer", t)
+
+    t = time.time()
+    log(f"expand: {rep['tokenizer']['base_size']} -> {rep['tokenizer']['final_size']} rows, init {args.init}")
+    tok.expand(base, run / "merged", init=args.init, out_dir=run / "expanded")
+    data.tokenize([run / "clean" / "clean.jsonl"], run / "merged", run / "tokens", val_docs=args.val_docs,
+                  progress=False)
+    rep["loss_after_expansion"] = held_out_loss(run / "expanded", run / "tokens", args.seq_len)
+    done("expand", t)
+
+    t = time.time()
+    recipe = ROOT / "recipes" / "demo.json"
+    rows = run_train(args, run / "expanded", run / "tokens", run / "train", recipe, args.stage_steps)
+    rep["train"] = {"log": rows}
+    rep["loss_after_training"] = held_out_loss(run / "train" / "final", run / "tokens", args.seq_len)
+    done("train", t)
+
+    t = time.time()
+    log("KoBEST sample and generations, before and after")
+    rep["kobest_before"], rep["generations_before"] = kobest_and_generate(base, args.eval_limit)
+    rep["kobest_after"], rep["generations_after"] = kobest_and_generate(run / "train" / "final", args.eval_limit)
+    done("evaluate", t)
+    rep["timing_s"]["total"] = round(time.time() - t0, 1)
+    md = report.write(run, rep)
+    log(f"report: {md}")
+    return rep
+
+
+def add_args(p):
+    p.add_argument("--out", default="runs/demo", help="run folder (report.md, report.json, every step's output)")
+    p.add_argument("--quick", action="store_true", help="the smallest settings (what the test runs)")
+    p.add_argument("--base", help="a real HF base model folder with tokenizer.model (default: build a tiny one)")
+    p.add_argument("--corpus", nargs="+", default=None, help="Korean corpus files (default: the embedded one)")
+    p.add_argument("--init", default="subword", help="initialization of the new rows (see tokenizer.py expand)")
+    p.add_argument("--nproc", type=int, default=0, help="training processes (default: 2 when there are 2 cores)")
+    p.add_argument("--val-docs", type=int, default=300, help="held-out documents for the eval loss")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    for k, (quick, full) in SIZES.items():
+        p.add_argument("--" + k.replace("_", "-"), type=int, default=None,
+                       help=f"(default {full}; --quick: {quick})")
+
+
+def main(args):
+    for i, k in enumerate(SIZES):
+        if getattr(args, k) is None:
+            setattr(args, k, SIZES[k][0 if args.quick else 1])
+    args.corpus = args.corpus or [str(DEFAULT_CORPUS)]
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise SystemExit(f"error: {out} exists; pass --force to replace it or choose another --out")
+        shutil.rmtree(out)
+    return run_demo(args)

@@ -1,0 +1,115 @@
+"""The demo's report: report.json (every number), report.md (the same, for people), loss.png.
+
+    python report.py runs/demo          # re-render report.md and loss.png from report.json
+
+matplotlib is optional: without it the report says so and keeps the numbers.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
+
+
+def stage_rows(log):
+    """First and last training loss, last eval loss and tokens of each stage, in order."""
+    out = {}
+    for r in log:
+        name = f"{r['stage']} {r.get('stage_name', '')}".strip()
+        s = out.setdefault(name, {"first_loss": r["loss"], "steps": 0})
+        s["last_loss"], s["steps"], s["tokens"] = r["loss"], s["steps"] + 1, r.get("tokens")
+        if r.get("eval_loss") is not None:
+            s["eval_loss"] = r["eval_loss"]
+    return out
+
+
+def plot(run, rep):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    log = rep["train"]["log"]
+    curves = [("base pretraining", rep["base"].get("log", []))]
+    curves += [(f"stage {s}", [r for r in log if r["stage"] == s]) for s in sorted({r["stage"] for r in log})]
+    x = 0
+    for name, rows in curves:
+        if rows:
+            ax.plot(range(x, x + len(rows)), [r["loss"] for r in rows], label=name)
+            ev = [(x + i, r["eval_loss"]) for i, r in enumerate(rows) if r.get("eval_loss") is not None]
+            if ev:
+                ax.plot(*zip(*ev), "k.", markersize=5)
+            x += len(rows)
+    ax.set_xlabel("optimizer step (all stages)")
+    ax.set_ylabel("loss (dots: held-out)")
+    ax.legend(fontsize=8)
+    ax.set_title("RedWhale demo: base pretraining, then the four Korean stages")
+    fig.tight_layout()
+    path = Path(run) / "loss.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def kobest_table(before, after):
+    lines = ["| task | n | acc before | acc after | f1 before | f1 after |", "|---|---:|---:|---:|---:|---:|"]
+    for t in TASKS + ("kobest",):
+        b = before["groups"].get(t) if t == "kobest" else before["results"].get(t)
+        a = after["groups"].get(t) if t == "kobest" else after["results"].get(t)
+        if b and a:
+            name = "**average (test-size weighted)**" if t == "kobest" else t
+            extra = f" (acc_norm {b['acc_norm']:.3f} -> {a['acc_norm']:.3f})" if "acc_norm" in b else ""
+            lines.append(f"| {name}{extra} | {a.get('n', '')} | {b['acc']:.3f} | {a['acc']:.3f} | "
+                         f"{b['f1']:.3f} | {a['f1']:.3f} |")
+    return "\n".join(lines)
+
+
+def markdown(rep, png):
+    c, tk = rep["clean"], rep["tokenizer"]
+    L = ["# RedWhale demo report", ""]
+    b = rep["base"]
+    L += ["## 1. Base model", "", f"- model: `{b['model']}`" + (" (given)" if b["given"] else
+          f" (tiny Llama pretrained here: loss {b['loss_first']:.3f} -> {b['loss_last']:.3f})"), ""]
+    L += ["## 2. Corpus (data.py)", "", f"- documents in: {c['docs_in']}, kept: {c['docs_out']}",
+          "- dropped by reason: " + (", ".join(f"{k} {v}" for k, v in c["dropped"].items() if v) or "none"), ""]
+    ratio = tk.get("ratio", {})
+    L += ["## 3. Tokenizer (tokenizer.py)", "",
+          f"- base {tk['base_size']} pieces, Korean {tk['korean_size']}, overlap {tk['overlap']}, "
+          f"added {tk['added']}, final {tk['final_size']}",
+          "- dropped by rule: " + ", ".join(f"{k} {v}" for k, v in tk["dropped"].items()),
+          "- token ratio (merged / base tokens, lower is better): " +
+          ", ".join(f"{k} {v['ratio'] if isinstance(v, dict) else v:.3f}" for k, v in ratio.items()), ""]
+    L += ["## 4. Expansion and training (model.py, train.py)", "",
+          f"- held-out Korean loss right after expansion: {rep['loss_after_expansion']:.3f}",
+          f"- held-out Korean loss after the four stages: {rep['loss_after_training']:.3f}", "",
+          "| stage | steps | first loss | last loss | eval loss |", "|---|---:|---:|---:|---:|"]
+    for name, s in stage_rows(rep["train"]["log"]).items():
+        ev = f"{s['eval_loss']:.3f}" if "eval_loss" in s else "-"
+        L.append(f"| {name} | {s['steps']} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {ev} |")
+    L += ["", "![loss curves](loss.png)" if png else "(matplotlib is not installed: no plot; "
+          "`pip install matplotlib` and rerun `python report.py RUN_DIR`)", ""]
+    L += ["## 5. KoBEST (shipped sample, lm-eval rules; a tiny model scores near chance)", "",
+          kobest_table(rep["kobest_before"], rep["kobest_after"]), ""]
+    L += ["## 6. Generations (greedy)", ""]
+    for p in rep["generations_before"]:
+        L += [f"- before: `{rep['generations_before'][p]}`", f"- after: `{rep['generations_after'][p]}`"]
+    L += ["", "## Timing (seconds)", "", ", ".join(f"{k} {v}" for k, v in rep["timing_s"].items()), ""]
+    return "\n".join(L)
+
+
+def write(run, rep):
+    run = Path(run)
+    tmp = run / "report.json.tmp"
+    tmp.write_text(json.dumps(rep, ensure_ascii=False, indent=1))
+    os.replace(tmp, run / "report.json")
+    png = plot(run, rep)
+    (run / "report.md").write_text(markdown(rep, png), encoding="utf-8")
+    return run / "report.md"
+
+
+if __name__ == "__main__":
+    run = Path(sys.argv[1])
+    print(write(run, json.loads((run / "report.json").read_text(encoding="utf-8"))))
