@@ -1,0 +1,247 @@
+"""Speed and agreement of eval_kobest.py against the slow reference scorer and, where it is
+installed, lm-evaluation-harness 0.4.13 itself, on the same random Llama and the same data.
+
+    python bench/eval_bench.py --data ../shared/kobest                 # full test sets
+    python bench/eval_bench.py --limit 100 --tasks copa,hellaswag      # quick look
+
+Prints examples/s of each scorer, the speed ratios, and whether every metric agrees to 4
+decimals. lm-eval is a benchmark-only dependency (never imported by the product); install it
+beside the project's torch without touching it, e.g. in a venv that sees the system packages:
+
+    python -m venv --system-site-packages .venv-bench
+    .venv-bench/bin/pip install lm_eval==0.4.13          # keeps torch==2.13.0 (check pip's plan)
+    HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 .venv-bench/bin/python bench/eval_bench.py --data ../shared/kobest
+
+lm-eval's kobest tasks load skt/kobest_v1 from the hub; here they are re-declared as local
+tasks (dataset_path: json, data_files pointing at DATA/<task>/*.jsonl) that reuse the
+harness's own kobest utils.py, so prompts, metrics and the group score are the harness's.
+The harness tokenizes with a transformers tokenizer built from tokenizer.model, which can
+differ from SentencePiece on runs of spaces (DESIGN.md section 3), and KoBEST has such runs
+(BoolQ's moved trailing space, COPA's two spaces). So it runs twice: `hf` (the harness as a
+user runs it) and `sentencepiece` (the harness with its tok_encode swapped for SentencePiece,
+which isolates the scoring from the tokenizer).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import eval_kobest as ek  # noqa: E402
+from model import Llama, LlamaConfig  # noqa: E402
+
+TASK_YAML = {  # lm-eval 0.4.13 tasks/kobest/*.yaml with the dataset made local
+    "boolq": 'doc_to_text: "{{paragraph}} 질문: {{question}} 답변: "\ndoc_to_target: "{{label}}"\n'
+             'doc_to_choice: ["아니오", "예"]\n',
+    "copa": "doc_to_text: !function utils.copa_doc_to_text\ndoc_to_target: !function utils.copa_doc_to_target\n"
+            "doc_to_choice: !function utils.copa_doc_to_choice\n",
+    "hellaswag": 'doc_to_text: "{{query}}"\ndoc_to_target: "{{label}}"\n'
+                 "process_docs: !function utils.hellaswag_process_doc\ndoc_to_choice: \"choices\"\n",
+    "sentineg": 'doc_to_text: !function utils.sentineg_doc_to_text\ndoc_to_target: "{{label}}"\n'
+                'doc_to_choice: ["부정", "긍정"]\n',
+    "wic": "doc_to_text: !function utils.wic_doc_to_text\ndoc_to_target: \"{{label}}\"\n"
+           "doc_to_choice: ['아니오', '예']\n",
+}
+METRICS = """metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+{norm}  - metric: f1
+    aggregation: !function utils.macro_f1_score
+    average: macro
+    hf_evaluate: true
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def write_lm_eval_tasks(folder, data_dir, tasks, split):
+    """Local copies of lm-eval's kobest tasks (named local_kobest_<task>) and group."""
+    import lm_eval
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(lm_eval.__file__).parent / "tasks" / "kobest" / "utils.py", folder / "utils.py")
+    for t in tasks:
+        files = {"train": str(Path(data_dir, t, "train.jsonl").resolve()),
+                 split: str(Path(data_dir, t, f"{split}.jsonl").resolve())}
+        norm = "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n" if t == "hellaswag" else ""
+        (folder / f"local_kobest_{t}.yaml").write_text(
+            f"task: local_kobest_{t}\ndataset_path: json\ndataset_kwargs:\n  data_files: {json.dumps(files)}\n"
+            f"output_type: multiple_choice\ntraining_split: train\ntest_split: {split}\n"
+            + TASK_YAML[t] + METRICS.format(norm=norm), encoding="utf-8")
+    agg = "".join(f"  - metric: {m}\n    aggregation: mean\n    weight_by_size: true\n"
+                  for m in ("acc", "acc_norm", "f1"))
+    (folder / "local_kobest.yaml").write_text(
+        "group: local_kobest\ntask:\n" + "".join(f"  - local_kobest_{t}\n" for t in tasks)
+        + "aggregate_metric_list:\n" + agg + "metadata:\n  version: 1.0\n", encoding="utf-8")
+
+
+def run_lm_eval(folder, tasks_dir, tasks, args, sp=None):
+    """lm-eval on the HF folder; with `sp`, its tokenizer calls go through SentencePiece."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    lm = HFLM(pretrained=str(folder), dtype="float32", device="cpu", batch_size=args.batch_size)
+    if sp is not None:
+        bos = [sp.bos_id()]
+        lm.tok_encode = lambda s, add_special_tokens=None, left_truncate_len=None, **kw: (
+            (bos if add_special_tokens is not False else []) + sp.encode(s))[-(left_truncate_len or 0):]
+    tm = TaskManager(include_path=str(tasks_dir))
+    t0 = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=lm, tasks=["local_kobest"] if len(tasks) > 1 else
+                                  [f"local_kobest_{tasks[0]}"], num_fewshot=args.num_fewshot,
+                                  limit=args.limit, task_manager=tm, bootstrap_iters=0, log_samples=True,
+                                  fewshot_random_seed=ek.FEWSHOT_SEED)
+    elapsed = time.perf_counter() - t0
+    res = {}
+    for t in tasks:
+        r = out["results"][f"local_kobest_{t}"]
+        res[t] = {m: r[f"{m},none"] for m in ("acc", "f1", "acc_norm") if f"{m},none" in r}
+        res[t]["lls"] = [[float(x[0][0]) for x in s["resps"]]
+                         for s in sorted(out["samples"][f"local_kobest_{t}"], key=lambda s: s["doc_id"])]
+    if len(tasks) > 1:
+        g = out["groups"]["local_kobest"] if "groups" in out else out["results"]["local_kobest"]
+        res["kobest"] = {m: g[f"{m},none"] for m in ("acc", "f1", "acc_norm") if f"{m},none" in g}
+    return res, elapsed
+
+
+def build_model(args, tmp):
+    import sentencepiece as spm
+    if args.model:
+        folder = Path(args.model)
+        return Llama.from_pretrained(folder).eval(), spm.SentencePieceProcessor(
+            model_file=str(folder / "tokenizer.model")), folder
+    tok = args.tokenizer
+    if tok is None:  # a small Korean BPE, Llama-style (byte fallback, identity normalizer)
+        import gzip
+        with gzip.open(ROOT / "assets" / "korean_corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+            texts = [json.loads(line)["text"] for line in f]
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_prefix=str(tmp / "ko"), model_type="bpe",
+            vocab_size=args.vocab_size, byte_fallback=True, normalization_rule_name="identity",
+            split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=2, minloglevel=2)
+        tok = tmp / "ko.model"
+    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=sp.get_piece_size(), hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
+                      num_hidden_layers=args.layers, num_attention_heads=args.hidden // 32,
+                      num_key_value_heads=max(1, args.hidden // 64), max_position_embeddings=4096,
+                      initializer_range=0.2)  # 0.02 is nearly blind (DESIGN.md section 3)
+    model = Llama(cfg).eval()
+    folder = tmp / "model"
+    model.save_pretrained(folder)
+    shutil.copy(tok, folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    return model, sp, folder
+
+
+def compare(name, ours, theirs, tasks):
+    """Print per-metric agreement to 4 decimals; return True when everything agrees."""
+    ok = True
+    for t in list(tasks) + (["kobest"] if "kobest" in theirs else []):
+        for m in ("acc", "f1", "acc_norm"):
+            if m in theirs.get(t, {}):
+                a, b = ours[t][m], theirs[t][m]
+                same = round(a, 4) == round(b, 4)
+                ok &= same
+                if not same:
+                    print(f"  {name}: {t} {m} differs: eval_kobest {a:.4f} vs {b:.4f}")
+    return ok
+
+
+def max_diff(a, b):
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(ek.DEFAULT_DATA), help="KoBEST folder (skt/kobest_v1 JSONL layout)")
+    p.add_argument("--tasks", default=",".join(ek.TASKS))
+    p.add_argument("--limit", type=int, default=None, help="first N test examples per task")
+    p.add_argument("--num-fewshot", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="for eval_kobest and lm-eval alike")
+    p.add_argument("--model", default=None, help="an HF folder instead of the random model")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.model for the random model "
+                   "(default: a Korean BPE trained here on assets/korean_corpus.jsonl.gz)")
+    p.add_argument("--vocab-size", type=int, default=4000)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no-reference", action="store_true", help="skip the slow reference scorer")
+    p.add_argument("--harness", default="hf,sentencepiece",
+                   help="lm-eval runs: hf (its own tokenizer), sentencepiece (tokenizer swapped), or none")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tasks = args.tasks.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="eval_bench_"))
+    try:
+        model, sp, folder = build_model(args, tmp)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"model: {n_params / 1e6:.1f}M params, vocab {model.config.vocab_size}, hidden "
+              f"{model.config.hidden_size}, {model.config.num_hidden_layers} layers; torch threads "
+              f"{torch.get_num_threads()}; data {args.data}; batch size {args.batch_size}")
+
+        ek.evaluate(model, sp, tasks[:1], args.data, limit=2, batch_size=args.batch_size)  # warm-up
+        t0 = time.perf_counter()
+        ours = ek.evaluate(model, sp, tasks, args.data, num_fewshot=args.num_fewshot,
+                           batch_size=args.batch_size, limit=args.limit, log_samples=True)
+        t_ours = time.perf_counter() - t0
+        n = sum(m["n"] for m in ours["results"].values())
+        mine = {**ours["results"], **ours["groups"]}
+        print(f"eval_kobest: {n} examples in {t_ours:.1f}s = {n / t_ours:.1f} examples/s")
+        print(ek.format_table(ours))
+        our_lls = {t: [s["lls"] for s in ours["samples"][t]] for t in tasks}
+
+        if not args.no_reference:
+            t0 = time.perf_counter()
+            ref, ref_lls = {}, {}
+            for t in tasks:
+                docs, _ = ek.load_split(args.data, t, "test")
+                docs = docs[:args.limit] if args.limit else docs
+                shots = ek.load_split(args.data, t, "train")[0] if args.num_fewshot else []
+                exs = ek.build_examples(t, docs, ek.build_contexts(t, docs, shots, args.num_fewshot), sp)
+                ref_lls[t] = ek.score_reference(model, exs)
+                ref[t] = ek.task_metrics(t, exs, ref_lls[t])
+            t_ref = time.perf_counter() - t0
+            ref.update({"kobest": ek.group_metrics(ref)} if len(tasks) > 1 else {})
+            d = max(max_diff(our_lls[t], ref_lls[t]) for t in tasks)
+            same = compare("reference", mine, ref, tasks)
+            print(f"reference (one forward per choice): {n / t_ref:.1f} examples/s; eval_kobest is "
+                  f"{t_ref / t_ours:.2f}x faster; max |log-likelihood diff| {d:.2e}; "
+                  f"metrics agree to 4 decimals: {same}")
+
+        modes = [m for m in args.harness.split(",") if m and m != "none"]
+        try:
+            import lm_eval  # noqa: F401
+        except ImportError:
+            print("lm-eval is not installed: skipping the harness comparison (see this file's docstring)")
+            modes = []
+        if modes:
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            write_lm_eval_tasks(tmp / "tasks", args.data, tasks, "test")
+        for mode in modes:
+            theirs, t_h = run_lm_eval(folder, tmp / "tasks", tasks, args, sp if mode == "sentencepiece" else None)
+            d = max(max_diff(our_lls[t], theirs[t]["lls"]) for t in tasks)
+            flips = sum(ek.argmax(a) != ek.argmax(b) for t in tasks for a, b in zip(our_lls[t], theirs[t]["lls"]))
+            same = compare(f"lm-eval[{mode}]", mine, theirs, tasks)
+            print(f"lm-eval 0.4.13 [{mode} tokenizer]: {n / t_h:.1f} examples/s; eval_kobest is "
+                  f"{t_h / t_ours:.2f}x faster; max |log-likelihood diff| {d:.2e}; predictions that "
+                  f"differ {flips}/{n}; every metric agrees to 4 decimals: {same}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

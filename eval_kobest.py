@@ -1,0 +1,545 @@
+"""KoBEST scored exactly as lm-evaluation-harness 0.4.13 scores it, without the harness.
+
+Five Korean tasks (BoolQ, COPA, HellaSwag, SentiNeg, WiC; DESIGN.md section 4): each choice
+is scored by the summed log-probability of " " + choice after the prompt; acc is the argmax,
+f1 the macro F1 over the split, acc_norm (HellaSwag) the argmax of score / len(choice).
+The speed comes from packing: all choices of an example share one row, the prompt is run
+once, and each choice's tokens attend to the prompt and to themselves only (a tree mask), so
+the numbers are those of one forward pass per choice. Rows are sorted by length and batched.
+
+    python eval_kobest.py --model FOLDER                      # the 40-row sample in assets/
+    python eval_kobest.py --model FOLDER --data ../shared/kobest --output results.json
+    python eval_kobest.py --model FOLDER --data ../shared/kobest --num-fewshot 5 --tasks copa,wic
+    python eval_kobest.py --model FOLDER --data hf            # skt/kobest_v1 via `datasets` (online)
+
+FOLDER is a Hugging Face Llama-architecture folder (config.json, safetensors, tokenizer.model).
+From Python (an in-memory model and a SentencePieceProcessor):
+
+    results = evaluate(model, sp, tasks=["copa"], data_dir="../shared/kobest")
+"""
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_DATA = ROOT / "assets" / "kobest_sample"
+TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
+FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
+# field -> type, per task, as in the HF dataset skt/kobest_v1; label ranges below
+FIELDS = {
+    "boolq": {"paragraph": str, "question": str, "label": int},
+    "copa": {"premise": str, "question": str, "alternative_1": str, "alternative_2": str, "label": int},
+    "hellaswag": {"context": str, "ending_1": str, "ending_2": str, "ending_3": str, "ending_4": str,
+                  "label": int},
+    "sentineg": {"sentence": str, "label": int},
+    "wic": {"word": str, "context_1": str, "context_2": str, "label": int},
+}
+N_LABELS = {"boolq": 2, "copa": 2, "hellaswag": 4, "sentineg": 2, "wic": 2}
+
+
+# ---- data: local JSONL in the skt/kobest_v1 layout, or the `datasets` library ----
+
+def check_doc(task, doc, where):
+    """Raise ValueError naming `where` (file:line) unless doc has the task's fields."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    for key, typ in FIELDS[task].items():
+        if key not in doc:
+            raise ValueError(f"{where}: missing field {key!r} (a {task} row needs {', '.join(FIELDS[task])})")
+        v = doc[key]
+        if typ is int and isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            v = doc[key] = int(v)  # some exports write labels as strings
+        if not isinstance(v, typ) or isinstance(v, bool):
+            raise ValueError(f"{where}: field {key!r} should be {typ.__name__}, got {v!r}")
+    if not 0 <= doc["label"] < N_LABELS[task]:
+        raise ValueError(f"{where}: label {doc['label']} out of range 0..{N_LABELS[task] - 1}")
+    if task == "copa" and doc["question"].strip() not in ("원인", "결과"):
+        raise ValueError(f"{where}: COPA question must be 원인 or 결과, got {doc['question']!r}")
+    return doc
+
+
+def load_split(data_dir, task, split):
+    """(docs, sha256 of the file) from DATA_DIR/<task>/<split>.jsonl."""
+    path = Path(data_dir) / task / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (expected the skt/kobest_v1 JSONL layout "
+                                f"DIR/<task>/<split>.jsonl)")
+    raw = path.read_bytes()
+    docs = []
+    for i, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
+        docs.append(check_doc(task, doc, f"{path}:{i}"))
+    if not docs:
+        raise ValueError(f"{path}: no rows")
+    return docs, hashlib.sha256(raw).hexdigest()
+
+
+def load_split_hf(task, split, name="skt/kobest_v1"):
+    """The same rows through `datasets` (optional; needs the library and the hub)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit("error: --data hf needs the `datasets` library (pip install datasets); "
+                         "or point --data at a local folder such as ../shared/kobest") from None
+    rows = [dict(r) for r in datasets.load_dataset(name, task, split=split)]
+    docs = [check_doc(task, r, f"{name}/{task}/{split} row {i}") for i, r in enumerate(rows)]
+    blob = "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows).encode()
+    return docs, hashlib.sha256(blob).hexdigest()
+
+
+# ---- prompts: lm-eval 0.4.13 tasks/kobest/*.yaml and utils.py ----
+
+def doc_to_text(task, doc):
+    if task == "boolq":
+        return f"{doc['paragraph']} 질문: {doc['question']} 답변: "
+    if task == "copa":
+        connector = {"원인": " 왜냐하면", "결과": " 그래서"}[doc["question"].strip()]
+        return f"{doc['premise']} {connector}"  # two spaces before the connector, as lm-eval has it
+    if task == "hellaswag":
+        return f"문장: {doc['context']}"
+    if task == "sentineg":
+        return f"문장: {doc['sentence']} 긍부정:"
+    if task == "wic":
+        return f"문장1: {doc['context_1']} 문장2: {doc['context_2']} 두 문장에서 {doc['word']}가 같은 뜻으로 쓰였나?"
+    raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+
+
+def doc_to_choices(task, doc):
+    if task in ("boolq", "wic"):
+        return ["아니오", "예"]
+    if task == "sentineg":
+        return ["부정", "긍정"]
+    if task == "copa":
+        return [doc["alternative_1"], doc["alternative_2"]]
+    return [doc[f"ending_{i}"] for i in range(1, 5)]
+
+
+def doc_to_gold(task, doc):
+    if task == "copa":
+        # lm-eval's COPA target is the answer *text*, looked up with choices.index(): the first
+        # equal alternative wins when both alternatives are the same string
+        choices = doc_to_choices(task, doc)
+        return choices.index(choices[doc["label"]])
+    return doc["label"]
+
+
+def build_contexts(task, docs, fewshot_docs=(), num_fewshot=0, seed=FEWSHOT_SEED):
+    """The prompt of each doc. With num_fewshot > 0: lm-eval's ContextSampler, one
+    random.Random(seed) per task drawing rnd.sample(train, k) for each test doc in order;
+    each shot is written `text + " " + answer + "\\n\\n"` before the query."""
+    if num_fewshot <= 0:
+        return [doc_to_text(task, d) for d in docs]
+    if len(fewshot_docs) < num_fewshot:
+        raise ValueError(f"{task}: asked for {num_fewshot} shots but the few-shot split has {len(fewshot_docs)} rows")
+    rnd = random.Random(seed)
+    out = []
+    for d in docs:
+        shots = rnd.sample(fewshot_docs, num_fewshot)
+        prefix = "".join(doc_to_text(task, s) + " " + doc_to_choices(task, s)[doc_to_gold(task, s)] + "\n\n"
+                         for s in shots)
+        out.append(prefix + doc_to_text(task, d))
+    return out
+
+
+# ---- tokenization: what lm-eval's HFLM does with a Llama tokenizer ----
+
+def encode_pair(sp, context, continuation):
+    """(context ids, continuation ids) as lm-eval's _encode_pair: trailing spaces of the context
+    move to the continuation; the context is encoded alone (with BOS when the tokenizer has one)
+    and the continuation is what tokens(context + continuation) has past that length."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
+    whole, ctx = sp.encode([context + continuation, context])
+    ctx = bos + ctx
+    return ctx, (bos + whole)[len(ctx):]
+
+
+@dataclass
+class Example:
+    task: str
+    doc_id: int
+    context: str
+    choices: list
+    gold: int
+    ctx_ids: list = field(default_factory=list)
+    cont_ids: list = field(default_factory=list)   # one token list per choice
+
+
+def build_examples(task, docs, contexts, sp):
+    exs = []
+    for i, (doc, ctx) in enumerate(zip(docs, contexts)):
+        ex = Example(task, i, ctx, doc_to_choices(task, doc), doc_to_gold(task, doc))
+        for c in ex.choices:
+            ctx_ids, cont = encode_pair(sp, ctx, " " + c)
+            if not cont:
+                raise ValueError(f"{task} doc {i}: choice {c!r} encodes to no tokens after the context")
+            ex.ctx_ids = ctx_ids
+            ex.cont_ids.append(cont)
+        exs.append(ex)
+    return exs
+
+
+# ---- scoring ----
+
+def max_length(model):
+    return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
+def upcast(x):
+    """At least fp32 for the log-softmax (bf16 logits are upcast; a float64 model stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def lm_input(ctx_ids, cont_ids, max_len):
+    """lm-eval's causal input: (ctx + cont)[-(max_len + 1):][:-1], scored on its last len(cont)."""
+    return (ctx_ids + cont_ids)[-(max_len + 1):][:-1]
+
+
+@torch.no_grad()
+def score_reference(model, examples):
+    """The slow, obviously-correct scorer: one model.forward per choice, full log-softmax,
+    summed log-probabilities of the continuation tokens. Tests and the benchmark compare to it."""
+    dev, M = next(model.parameters()).device, max_length(model)
+    out = []
+    for ex in examples:
+        lls = []
+        for cont in ex.cont_ids:
+            inp = torch.tensor([lm_input(ex.ctx_ids, cont, M)], device=dev)
+            logits, _ = model(inp)                                     # (1, T, V)
+            logp = F.log_softmax(upcast(logits[0, -len(cont):]), dim=-1)  # (L, V)
+            lls.append(float(logp.gather(1, torch.tensor(cont, device=dev)[:, None]).sum()))
+        out.append(lls)
+    return out
+
+
+def pack_example(ex, max_len):
+    """Rows for one example as (prefix, [(choice index, segment tokens)]). The prompt is the
+    prefix; choice j adds a segment cont_j[:-1] whose first target cont_j[0] is predicted at the
+    last prefix position. A choice whose input lm-eval would left-truncate gets its own row."""
+    shared, rows = [], []
+    for j, cont in enumerate(ex.cont_ids):
+        if len(ex.ctx_ids) + len(cont) > max_len + 1:
+            inp = lm_input(ex.ctx_ids, cont, max_len)
+            rows.append((inp[:len(inp) - len(cont) + 1], [(j, cont)]))
+        else:
+            shared.append((j, cont))
+    if shared:
+        rows.append((ex.ctx_ids, shared))
+    return rows
+
+
+def rope_tables(model, n, device):
+    """(n, head_dim) cos and sin for positions 0..n-1, fp32, exactly as model.forward makes them."""
+    from model import rope_inv_freq
+    inv = rope_inv_freq(model.config, device)
+    t = torch.arange(0, n, device=device, dtype=torch.float32)
+    freqs = torch.outer(t, inv)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+@torch.no_grad()
+def packed_forward(model, rows, cos_tab, sin_tab):
+    """Run a batch of packed rows through model's own modules with a tree mask; return, per
+    row and segment, the continuation's log-probabilities (fp32 log-softmax as the reference)
+    and whether each token is the argmax. Only the positions that predict a continuation
+    token go through the LM head."""
+    cfg = model.config
+    dev = model.model.embed_tokens.weight.device
+    B, T = len(rows), max(len(p) + sum(len(c) - 1 for _, c in segs) for p, segs in rows)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    seg = torch.full((B, T), -1, dtype=torch.long)       # 0 prefix, j+1 segment j, -1 padding
+    where, targets, owner = [], [], []                  # flat lists over every scored token
+    for b, (prefix, segs) in enumerate(rows):
+        n = len(prefix)
+        ids[b, :n] = torch.tensor(prefix)
+        pos[b, :n] = torch.arange(n)
+        seg[b, :n] = 0
+        s = n
+        for k, (j, cont) in enumerate(segs):
+            L = len(cont) - 1                            # the last token is never an input
+            if L:
+                ids[b, s:s + L] = torch.tensor(cont[:-1])
+                pos[b, s:s + L] = torch.arange(n, n + L)
+                seg[b, s:s + L] = k + 1
+            # cont[0] is predicted at the last prefix position, cont[t] at segment position t-1
+            for t, tok in enumerate(cont):
+                where.append((b, n - 1 if t == 0 else s + t - 1))
+                targets.append(tok)
+                owner.append((b, k))
+            s += L
+    ids, pos, seg = ids.to(dev), pos.to(dev), seg.to(dev)
+    # mask[b, q, k]: key k is not after query q, and is in the prefix or in q's own segment
+    # (padding queries see the prefix and earlier padding, so no softmax row is empty)
+    order = torch.arange(T, device=dev)
+    causal = order[None, :, None] >= order[None, None, :]                        # (1, T, T)
+    mask = (causal & ((seg[:, None, :] == 0) | (seg[:, :, None] == seg[:, None, :])))[:, None]  # (B, 1, T, T)
+    H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    x = model.model.embed_tokens(ids)                                            # (B, T, C)
+    cos = cos_tab[pos][:, None].to(x.dtype)                                      # (B, 1, T, D)
+    sin = sin_tab[pos][:, None].to(x.dtype)
+    for layer in model.model.layers:
+        att = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = att.q_proj(h).view(B, T, H, D).transpose(1, 2)                       # (B, H, T, D)
+        k = att.k_proj(h).view(B, T, KV, D).transpose(1, 2)                      # (B, KV, T, D)
+        v = att.v_proj(h).view(B, T, KV, D).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=KV != H)
+        x = x + att.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    bi = torch.tensor([w[0] for w in where], device=dev)
+    ti = torch.tensor([w[1] for w in where], device=dev)
+    h = model.model.norm(x[bi, ti])                                              # (N, C)
+    W = model.output_weight() if hasattr(model, "output_weight") else (
+        model.model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
+    logits = F.linear(h, W[:cfg.vocab_size])                                     # (N, V) activation dtype
+    logp = F.log_softmax(upcast(logits), dim=-1)
+    tgt = torch.tensor(targets, device=dev)
+    lp = logp.gather(1, tgt[:, None])[:, 0].double().cpu().tolist()
+    greedy = (logits.argmax(-1) == tgt).cpu().tolist()
+    out = {}
+    for (b, k), a, g in zip(owner, lp, greedy):
+        s, gr = out.get((b, k), (0.0, True))
+        out[(b, k)] = (s + a, gr and g)
+    return out
+
+
+@torch.no_grad()
+def score_packed(model, examples, batch_size=32, progress=None):
+    """Summed log-probabilities (and is-greedy flags) per example and choice, batched:
+    rows sorted longest first so each batch pads little, `batch_size` rows a forward."""
+    M = max_length(model)
+    rows = []                                  # (example index, prefix, segments)
+    for e, ex in enumerate(examples):
+        rows += [(e, p, segs) for p, segs in pack_example(ex, M)]
+    rows.sort(key=lambda r: -(len(r[1]) + sum(len(c) - 1 for _, c in r[2])))
+    longest = max(len(p) + sum(len(c) for _, c in s) for _, p, s in rows) if rows else 1
+    dev = model.model.embed_tokens.weight.device
+    cos, sin = rope_tables(model, longest, dev)
+    lls = [[None] * len(ex.cont_ids) for ex in examples]
+    greedy = [[None] * len(ex.cont_ids) for ex in examples]
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        res = packed_forward(model, [(p, s) for _, p, s in chunk], cos, sin)
+        for b, (e, _, segs) in enumerate(chunk):
+            for k, (j, _) in enumerate(segs):
+                lls[e][j], greedy[e][j] = res[(b, k)]
+        if progress:
+            progress(len(chunk))
+    return lls, greedy
+
+
+# ---- metrics: lm-eval's acc, acc_norm, and sklearn's macro F1 ----
+
+def argmax(xs):
+    best = 0
+    for i, x in enumerate(xs):
+        if x > xs[best]:
+            best = i                                 # first index wins ties, like np.argmax
+    return best
+
+
+def macro_f1(golds, preds):
+    """sklearn.metrics.f1_score(golds, preds, average="macro"): mean F1 over every label seen in
+    either list; a label with no true or predicted positives scores 0."""
+    labels = sorted(set(golds) | set(preds))
+    f1s = []
+    for c in labels:
+        tp = sum(g == c and p == c for g, p in zip(golds, preds))
+        fp = sum(g != c and p == c for g, p in zip(golds, preds))
+        fn = sum(g == c and p != c for g, p in zip(golds, preds))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return sum(f1s) / len(f1s)
+
+
+def task_metrics(task, examples, lls):
+    preds = [argmax(s) for s in lls]
+    golds = [ex.gold for ex in examples]
+    m = {"acc": sum(p == g for p, g in zip(preds, golds)) / len(golds), "f1": macro_f1(golds, preds)}
+    if task == "hellaswag":
+        norm = [argmax([s / len(c) for s, c in zip(sc, ex.choices)]) for sc, ex in zip(lls, examples)]
+        m["acc_norm"] = sum(p == g for p, g in zip(norm, golds)) / len(golds)
+    m["n"] = len(golds)
+    return m
+
+
+def group_metrics(per_task):
+    """lm-eval's kobest group score: each metric averaged over the tasks that report it,
+    weighted by their number of test examples (acc_norm is therefore HellaSwag's alone)."""
+    out = {}
+    for metric in ("acc", "acc_norm", "f1"):
+        have = [m for m in per_task.values() if metric in m]
+        if have:
+            out[metric] = sum(m[metric] * m["n"] for m in have) / sum(m["n"] for m in have)
+    out["n"] = sum(m["n"] for m in per_task.values())
+    return out
+
+
+def evaluate(model, sp, tasks=TASKS, data_dir=None, split="test", num_fewshot=0, batch_size=32,
+             limit=None, log_samples=False, seed=FEWSHOT_SEED, verbose=False):
+    """Score `tasks` with an in-memory Llama and SentencePieceProcessor; returns
+    {"results": {task: {acc, f1, [acc_norm], n}}, "groups": {"kobest": ...}, "data": {...},
+    "timing": {...}, ["samples": {task: [...]}]}. data_dir "hf" reads skt/kobest_v1 via datasets."""
+    data_dir = DEFAULT_DATA if data_dir is None else data_dir
+    was_training = model.training
+    model.eval()
+    results, samples, checksums, timing = {}, {}, {}, {}
+    for task in tasks:
+        if task not in FIELDS:
+            raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+        t0 = time.perf_counter()
+        load = (lambda s: load_split_hf(task, s)) if str(data_dir) == "hf" else \
+            (lambda s: load_split(data_dir, task, s))
+        docs, checksums[f"{task}/{split}"] = load(split)
+        if limit:
+            docs = docs[:limit]
+        shots = []
+        if num_fewshot > 0:
+            shots, checksums[f"{task}/train"] = load("train")
+        contexts = build_contexts(task, docs, shots, num_fewshot, seed)
+        examples = build_examples(task, docs, contexts, sp)
+        t1 = time.perf_counter()
+        lls, greedy = score_packed(model, examples, batch_size)
+        t2 = time.perf_counter()
+        results[task] = task_metrics(task, examples, lls)
+        timing[task] = {"prepare_s": t1 - t0, "score_s": t2 - t1, "examples_per_s": len(examples) / (t2 - t1)}
+        if verbose:
+            print(f"{task}: {len(examples)} examples in {t2 - t0:.1f}s", file=sys.stderr)
+        if log_samples:
+            samples[task] = [{"doc_id": ex.doc_id, "context": ex.context, "choices": ex.choices,
+                              "gold": ex.gold, "lls": sc, "is_greedy": gr, "pred": argmax(sc),
+                              "acc": float(argmax(sc) == ex.gold),
+                              **({"pred_norm": argmax([s / len(c) for s, c in zip(sc, ex.choices)])}
+                                 if task == "hellaswag" else {})}
+                             for ex, sc, gr in zip(examples, lls, greedy)]
+    model.train(was_training)
+    blob = json.dumps(checksums, sort_keys=True).encode()
+    out = {"results": results, "groups": {"kobest": group_metrics(results)} if len(results) > 1 else {},
+           "data": {"path": str(data_dir), "split": split, "sha256": hashlib.sha256(blob).hexdigest(),
+                    "files": checksums},
+           "timing": timing}
+    if log_samples:
+        out["samples"] = samples
+    return out
+
+
+def format_table(out):
+    lines = [f"{'task':<12}{'n':>6}{'acc':>9}{'f1':>9}{'acc_norm':>10}"]
+    rows = list(out["results"].items()) + [(f"{k} (avg)", v) for k, v in out["groups"].items()]
+    for name, m in rows:
+        fmt = lambda k: f"{m[k]:.4f}" if k in m else "-"
+        lines.append(f"{name:<12}{m['n']:>6}{fmt('acc'):>9}{fmt('f1'):>9}{fmt('acc_norm'):>10}")
+    return "\n".join(lines)
+
+
+def write_json_atomic(path, obj):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path, rows):
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def add_args(p):
+    """The flags, shared with `redwhale.py eval`."""
+    p.add_argument("--model", required=True, help="Hugging Face Llama folder with tokenizer.model")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="folder in the skt/kobest_v1 JSONL layout (<task>/<split>.jsonl), or 'hf' "
+                        "for the datasets library; default: the 40-row sample in assets/")
+    p.add_argument("--split", default="test", help="split to score (lm-eval scores test)")
+    p.add_argument("--num-fewshot", type=int, default=0, help="shots drawn from train (seed 1234)")
+    p.add_argument("--batch-size", type=int, default=32, help="packed rows (examples) per forward")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N examples per task")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--output", default="kobest_results.json", help="JSON file for the numbers")
+    p.add_argument("--log-samples", action="store_true",
+                   help="also write per-example scores and predictions to OUTPUT's .samples.jsonl")
+    return p
+
+
+def run(args):
+    import sentencepiece as spm
+
+    from model import Llama
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise SystemExit(f"error: unknown task(s) {', '.join(bad)} (known: {', '.join(TASKS)})")
+    tok = Path(args.model) / "tokenizer.model"
+    if not tok.exists():
+        raise SystemExit(f"error: {tok} not found (the model folder needs its tokenizer.model)")
+    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    model = Llama.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device).eval()
+    if sp.get_piece_size() > model.config.vocab_size:
+        raise SystemExit(f"error: {tok} has {sp.get_piece_size()} pieces but {args.model}/config.json "
+                         f"says vocab_size {model.config.vocab_size}")
+    t0 = time.perf_counter()
+    out = evaluate(model, sp, tasks, args.data, args.split, args.num_fewshot, args.batch_size, args.limit,
+                   log_samples=args.log_samples, verbose=True)
+    elapsed = time.perf_counter() - t0
+    samples = out.pop("samples", None)
+    out = {"model": str(Path(args.model).resolve()), "args": vars(args) | {"device": device, "dtype": dtype},
+           **out, "elapsed_s": elapsed}
+    print(format_table(out))
+    n = sum(m["n"] for m in out["results"].values())
+    print(f"{n} examples in {elapsed:.1f}s ({n / elapsed:.1f}/s); data sha256 {out['data']['sha256'][:12]}")
+    if args.output:
+        write_json_atomic(args.output, out)
+        print(f"wrote {args.output}")
+        if samples is not None:
+            path = Path(args.output).with_suffix(".samples.jsonl")
+            write_jsonl_atomic(path, [{"task": t, **s} for t, rows in samples.items() for s in rows])
+            print(f"wrote {path}")
+    return out
+
+
+def main(argv=None):
+    p = add_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
