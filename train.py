@@ -38,287 +38,20 @@ import resource
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from lora import DEFAULT_TARGETS, add_lora, has_lora, merge_lora
+import plan
+from lora import add_lora, has_lora, merge_lora
 from model import Llama
+from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
+from shards import TokenShards
 
-GROUPS = ("embed", "head", "norm", "layers", "odd_layers", "even_layers", "lora", "all")  # + layers.N
-LORA_DEFAULTS = {"r": 32, "alpha": 32.0, "dropout": 0.1, "targets": list(DEFAULT_TARGETS)}
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "generation_config.json")
-
-
-# ---------------------------------------------------------------- recipe
-
-@dataclass
-class Stage:
-    name: str
-    train: list                       # parameter groups that get gradients
-    tokens: float = 0                 # budget in tokens ...
-    steps: int = 0                    # ... or in optimizer steps (steps wins)
-    lr: float = 1e-4                  # peak learning rate
-    min_lr_ratio: float = 0.1         # the schedule ends at lr * min_lr_ratio
-    warmup: float = 0.01              # < 1: fraction of the stage's steps; >= 1: steps
-    schedule: str = "cosine"          # cosine | wsd (warmup-stable-decay)
-    decay_frac: float = 0.2           # wsd: the final fraction of steps that decays linearly
-    batch_tokens: int = 1 << 20       # global tokens per optimizer step
-    weight_decay: float = 0.1
-    freeze_old_rows: bool = False     # train only the new embedding/head rows (EEVE)
-    lora: dict | None = None          # {"r", "alpha", "dropout", "targets"}; implied by "lora" in train
-
-
-@dataclass
-class Recipe:
-    stages: list
-    seq_len: int = 2048
-    micro_batch: int = 1              # sequences per micro-batch per rank
-    grad_clip: float = 1.0
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
-    old_vocab_size: int | str = 0     # rows that freeze_old_rows keeps; "auto": expand_report.json
-
-
-def default_recipe():
-    """RedWhale's four stages. Budgets, learning rates and batch sizes are not published:
-    these are our choices (about 10B tokens in all, as in the paper)."""
-    return Recipe(stages=[
-        Stage("embed", ["embed", "head"], tokens=2.5e9, lr=2e-4),
-        Stage("odd_layers", ["odd_layers"], tokens=2.5e9, lr=5e-5),
-        Stage("even_layers", ["even_layers"], tokens=2.5e9, lr=5e-5),
-        Stage("lora", ["lora", "embed", "head"], tokens=2.5e9, lr=1e-4, lora=dict(LORA_DEFAULTS)),
-    ])
-
-
-def load_recipe(path):
-    """Read a JSON/TOML recipe; every error names the file and the stage or key."""
-    if path is None:
-        return default_recipe()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if path.endswith(".toml"):
-            import tomllib
-            d = tomllib.loads(raw.decode("utf-8"))
-        else:
-            d = json.loads(raw)
-    except FileNotFoundError:
-        raise SystemExit(f"error: recipe {path} not found") from None
-    except ValueError as e:
-        raise SystemExit(f"error: recipe {path} is not valid JSON/TOML: {e}") from None
-    top = {f.name for f in fields(Recipe)}
-    if not isinstance(d, dict) or not isinstance(d.get("stages"), list) or not d["stages"]:
-        raise SystemExit(f"error: {path}: needs a non-empty list 'stages'")
-    for k in d:
-        if k not in top:
-            raise SystemExit(f"error: {path}: unknown key {k!r} (known: {sorted(top)})")
-    known = {f.name for f in fields(Stage)}
-    stages = []
-    for i, s in enumerate(d["stages"]):
-        where = f"{path}: stage {i + 1}"
-        if not isinstance(s, dict) or "train" not in s:
-            raise SystemExit(f"error: {where}: needs a 'train' list of parameter groups")
-        for k in s:
-            if k not in known:
-                raise SystemExit(f"error: {where}: unknown key {k!r} (known: {sorted(known)})")
-        s = {"name": f"stage{i + 1}", **s}
-        if isinstance(s["train"], str):
-            s["train"] = [s["train"]]
-        for g in s["train"]:
-            if g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit()):
-                raise SystemExit(f"error: {where} ({s['name']}): unknown parameter group {g!r} "
-                                 f"(known: {', '.join(GROUPS)}, layers.N)")
-        if s.get("schedule", "cosine") not in ("cosine", "wsd"):
-            raise SystemExit(f"error: {where}: schedule {s['schedule']!r} is not cosine or wsd")
-        if "lora" in s["train"]:
-            extra = set(s.get("lora") or {}) - set(LORA_DEFAULTS)
-            if extra:
-                raise SystemExit(f"error: {where}: unknown lora keys {sorted(extra)}")
-            s["lora"] = {**LORA_DEFAULTS, **(s.get("lora") or {})}
-        if not (s.get("tokens") or s.get("steps")):
-            raise SystemExit(f"error: {where}: give 'tokens' or 'steps'")
-        stages.append(Stage(**s))
-    return Recipe(**{**d, "stages": stages})
-
-
-def resolve(recipe, args, world):
-    """Per stage: micro-batch B, sequence T, accumulation G, steps, warmup, after the flags."""
-    B = args.batch_size or recipe.micro_batch
-    T = args.seq_len or recipe.seq_len
-    plan = []
-    for i, st in enumerate(recipe.stages):
-        if args.grad_accum:
-            G = args.grad_accum
-        elif args.steps_per_stage:
-            G = 1                       # a smoke test: the command line describes the whole batch
-        else:
-            G, rem = divmod(int(st.batch_tokens), B * T * world)
-            if rem or G < 1:
-                raise SystemExit(f"error: stage {i + 1} ({st.name}): batch_tokens {int(st.batch_tokens)} is not "
-                                 f"a multiple of batch-size {B} x seq-len {T} x {world} ranks; "
-                                 "change the recipe or pass --grad-accum")
-        batch_tokens = B * T * G * world
-        steps = args.steps_per_stage or st.steps or math.ceil(st.tokens / batch_tokens)
-        warmup = int(round(st.warmup * steps)) if st.warmup < 1 else int(st.warmup)
-        plan.append({"name": st.name, "B": B, "T": T, "G": G, "steps": int(steps), "warmup": warmup,
-                     "batch_tokens": batch_tokens})
-    return plan
-
-
-def lr_at(st, p, step):
-    """Learning rate of optimizer step `step` (0-based) of a stage: a pure function."""
-    n, w, lo = p["steps"], p["warmup"], st.lr * st.min_lr_ratio
-    if step < w:
-        return st.lr * (step + 1) / w
-    if st.schedule == "wsd":
-        d = max(1, int(round(st.decay_frac * n)))
-        return st.lr if step < n - d else lo + (st.lr - lo) * (n - step - 1) / d
-    t = (step - w) / max(1, n - w - 1)
-    return lo + 0.5 * (st.lr - lo) * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-def step_seed(seed, stage, step, rank):
-    return int(np.random.SeedSequence([seed, stage, step + 1, rank]).generate_state(1)[0])
-
-
-# ---------------------------------------------------------------- parameter groups
-
-def select_params(model, groups, where="recipe"):
-    """Names of the parameters that train for these groups (LoRA adapters only via 'lora')."""
-    names = [n for n, _ in model.named_parameters()]
-    L = len(model.model.layers)
-    head = "model.embed_tokens.weight" if model.lm_head is None else "lm_head.weight"
-
-    def layer_of(n):
-        return int(n.split(".")[2]) if n.startswith("model.layers.") else None
-
-    is_lora = ["lora_A" in n or "lora_B" in n for n in names]
-    out = set()
-    for g in groups:
-        if g == "lora":
-            pick = [n for n, lo in zip(names, is_lora) if lo]
-        else:
-            base = [n for n, lo in zip(names, is_lora) if not lo]
-            if g == "embed":
-                pick = ["model.embed_tokens.weight"]
-            elif g == "head":
-                pick = [head]
-            elif g == "norm":
-                pick = ["model.norm.weight"]
-            elif g == "all":
-                pick = base
-            elif g == "layers":
-                pick = [n for n in base if layer_of(n) is not None]
-            elif g in ("odd_layers", "even_layers"):
-                r = 1 if g == "odd_layers" else 0
-                pick = [n for n in base if layer_of(n) is not None and layer_of(n) % 2 == r]
-            elif g.startswith("layers.") and g[7:].isdigit():
-                if int(g[7:]) >= L:
-                    raise SystemExit(f"error: {where}: group {g!r}, but the model has {L} layers")
-                pick = [n for n in base if layer_of(n) == int(g[7:])]
-            else:
-                raise SystemExit(f"error: {where}: unknown parameter group {g!r}")
-        if not pick:
-            raise SystemExit(f"error: {where}: group {g!r} selects no parameters (the model has {L} layers)")
-        out.update(pick)
-    return out
-
-
-def old_rows(recipe, init_from):
-    n = recipe.old_vocab_size
-    if n == "auto":
-        path = os.path.join(init_from, "expand_report.json")
-        if not os.path.exists(path):
-            raise SystemExit(f"error: old_vocab_size 'auto' needs {path}; give --freeze-old-rows N instead")
-        with open(path, encoding="utf-8") as f:
-            n = json.load(f).get("old_vocab_size")
-        if not isinstance(n, int):
-            raise SystemExit(f"error: {path}: no integer 'old_vocab_size'")
-    return int(n or 0)
-
-
-# ---------------------------------------------------------------- data
-
-class TokenShards:
-    """data.py's shards: DIR/meta.json + raw little-endian id files, read through np.memmap.
-    Training windows are T+1 tokens starting every T tokens inside one shard; window g of the
-    whole run is perm_epoch[g % N] with perm_epoch a permutation seeded by (seed, epoch)."""
-
-    def __init__(self, folder, seq_len, model_vocab, val_tokens=None, seed=0):
-        self.T, self.seed, self.vocab = seq_len, seed, model_vocab
-        mpath = os.path.join(folder, "meta.json")
-        if not os.path.exists(mpath):
-            raise SystemExit(f"error: {mpath} not found (is {folder} a data.py shard folder?)")
-        with open(mpath, encoding="utf-8") as f:
-            try:
-                meta = json.load(f)
-            except ValueError as e:
-                raise SystemExit(f"error: {mpath}: not valid JSON ({e})") from None
-        for k in ("dtype", "vocab_size", "shards"):
-            if k not in meta:
-                raise SystemExit(f"error: {mpath}: missing key {k!r}")
-        if meta["dtype"] not in ("uint16", "uint32"):
-            raise SystemExit(f"error: {mpath}: dtype {meta['dtype']!r} is not uint16 or uint32")
-        if meta["vocab_size"] > model_vocab:
-            raise SystemExit(f"error: {mpath}: vocab_size {meta['vocab_size']} exceeds the model's vocab_size "
-                             f"{model_vocab}: the shards were tokenized with a bigger tokenizer than the "
-                             "model has rows (expand the model first, or use its tokenizer)")
-        dtype = np.dtype(meta["dtype"]).newbyteorder("<")
-
-        def open_all(key):
-            arrs = []
-            for i, s in enumerate(meta.get(key) or []):
-                p = os.path.join(folder, s.get("file", ""))
-                if "file" not in s or not os.path.exists(p):
-                    raise SystemExit(f"error: {mpath}: {key}[{i}]: shard file {p} not found")
-                n = os.path.getsize(p) // dtype.itemsize
-                if n != s.get("num_tokens", n) or os.path.getsize(p) % dtype.itemsize:
-                    raise SystemExit(f"error: {p}: {os.path.getsize(p)} bytes, meta.json says "
-                                     f"{s.get('num_tokens')} {meta['dtype']} tokens (truncated?)")
-                arrs.append(np.memmap(p, dtype=dtype, mode="r"))
-            return arrs
-
-        self.train = open_all("shards")
-        if not self.train:
-            raise SystemExit(f"error: {mpath}: 'shards' is empty")
-        self.val = open_all("val_shards")
-        if not self.val:                 # hold out the tail of the last shard for eval loss
-            last = self.train[-1]
-            if val_tokens is None:
-                val_tokens = min(len(last) // 10, 1 << 20)
-            val_tokens = val_tokens if val_tokens > seq_len else 0
-            if val_tokens:
-                self.train[-1], self.val = last[:-val_tokens], [last[-val_tokens:]]
-        self.counts = [max(0, (len(a) - 1) // seq_len) for a in self.train]
-        self.starts = np.cumsum([0] + self.counts)
-        self.N = int(self.starts[-1])
-        if self.N == 0:
-            raise SystemExit(f"error: {folder}: fewer than seq-len + 1 = {seq_len + 1} tokens in every shard")
-        self.val_windows = [(a, j * seq_len) for a in self.val for j in range((len(a) - 1) // seq_len)]
-        self._perm = (None, None)
-
-    def _window(self, arr, start, where):
-        w = torch.from_numpy(arr[start:start + self.T + 1].astype(np.int64))
-        if int(w.max()) >= self.vocab:
-            raise SystemExit(f"error: {where}: token id {int(w.max())} >= model vocab_size {self.vocab}")
-        return w
-
-    def train_window(self, g):
-        epoch, i = divmod(g, self.N)
-        if self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.N))
-        w = int(self._perm[1][i])
-        s = int(np.searchsorted(self.starts, w, side="right") - 1)
-        return self._window(self.train[s], (w - self.starts[s]) * self.T, f"train shard {s}")
-
-    def batch(self, first, B):
-        """(x, y) of shape (B, T): windows first .. first+B-1 of the run's sample order."""
-        w = torch.stack([self.train_window(first + b) for b in range(B)])
-        return w[:, :-1], w[:, 1:]
 
 
 # ---------------------------------------------------------------- the trainer
@@ -403,8 +136,13 @@ class Trainer:
                                      eps=1e-8, fused=self.device.type == "cuda")
         fwd = torch.compile(model) if self.compile else model     # compile first, then wrap (DESIGN.md)
         if self.ddp:
-            fwd = DDP(fwd, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+            # gradient_as_bucket_view: the all-reduce buckets *are* the .grad tensors (no second copy)
+            fwd = DDP(fwd, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
+                      gradient_as_bucket_view=True)
         self.fwd = fwd
+        if self.device.type == "cuda":      # peak_mem_gb in the log is per stage
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
         n_train = sum(p.numel() for p in self.params)
         n_all = sum(p.numel() for p in model.parameters())
         self.log(f"stage {s + 1}/{len(self.plan)} {st.name}: training {n_train:,} of {n_all:,} parameters "
@@ -460,7 +198,7 @@ class Trainer:
         if self.device.type == "cuda" and self.args.sdpa == "flash":
             from torch.nn.attention import SDPBackend, sdpa_kernel
             sdpa = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
-        flops_tok = flops_per_token(model, T) if self.device.type == "cuda" else 0
+        flops_tok = plan.flops_per_token(model, T) if self.device.type == "cuda" else 0
         last_loss, last_ck = None, None
         for step in range(start, p["steps"]):
             t0 = time.time()
@@ -647,26 +385,6 @@ def _key(q):
     return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
 
 
-def flops_per_token(model, T):
-    """Model FLOPs of one training token for this stage: forward 2N + attention, backward
-    through the layers above the lowest trainable one, weight gradients only where trained."""
-    cfg = model.config
-    L = cfg.num_hidden_layers
-    mats = {n: p for n, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in n}
-    per_layer = sum(p.numel() for n, p in mats.items() if n.startswith("model.layers.0."))
-    head = cfg.hidden_size * cfg.vocab_size
-    attn = 4 * T * cfg.num_attention_heads * cfg.head_dim          # QK^T and AV, forward
-    lowest = L
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            lowest = min(lowest, int(n.split(".")[2]) if n.startswith("model.layers.") else
-                         (-1 if "embed_tokens" in n else L))
-    n_back = L - max(lowest, 0) if lowest < L else 0                # layers the gradient flows through
-    w_grad = sum(p.numel() for n, p in mats.items() if p.requires_grad)
-    w_grad += head if (model.lm_head is None and model.model.embed_tokens.weight.requires_grad) else 0
-    return 2 * (L * per_layer + head) + L * attn + 2 * (n_back * per_layer + head) + 2 * n_back * attn + 2 * w_grad
-
-
 def export(model, init_from, folder, dtype="auto"):
     """Merge LoRA, write an HF folder (padded rows dropped) with the tokenizer files, atomically."""
     merge_lora(model)
@@ -753,7 +471,6 @@ def main(argv=None):
         print(f"exported {export_run(args.export, args.export_to, args.export_dtype)}")
         return
     if args.plan:
-        import plan
         if not args.init_from:
             p.error("--plan needs --init-from HF_DIR or config.json")
         plan.print_plan(args, recipe)

@@ -26,12 +26,12 @@ from model import Llama, LlamaConfig, read_safetensors
 
 OLD_ROWS = 1000          # pretend rows < 1000 are the base model's, the rest are new pieces
 RECIPE = {"seq_len": 64, "micro_batch": 4, "old_vocab_size": OLD_ROWS, "stages": [
-    {"name": "embed", "train": ["embed", "head"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+    {"name": "embed", "train": ["embed", "head"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
      "freeze_old_rows": True},
-    {"name": "odd", "train": ["odd_layers"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256},
-    {"name": "even", "train": ["even_layers"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+    {"name": "odd", "train": ["odd_layers"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256},
+    {"name": "even", "train": ["even_layers"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
      "schedule": "wsd"},
-    {"name": "lora", "train": ["lora", "embed", "head"], "steps": 12, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+    {"name": "lora", "train": ["lora", "embed", "head"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
      "lora": {"r": 4, "alpha": 8}}]}
 
 
@@ -72,7 +72,7 @@ def setup(tmp_path_factory, base_spm):
 
 def run(setup, out, *extra, recipe=None):
     train.main(["--init-from", str(setup / "init"), "--data", str(setup / "data"), "--out", str(out),
-                "--recipe", str(recipe or setup / "recipe.json"), "--eval-every", "6", "--eval-batches", "4",
+                "--recipe", str(recipe or setup / "recipe.json"), "--eval-every", "4", "--eval-batches", "4",
                 "--ckpt-every", "0", *map(str, extra)])
     return read_log(out)
 
@@ -99,21 +99,21 @@ def test_every_stage_lowers_the_eval_loss(setup, reference):
     data = train.TokenShards(str(setup / "data"), 64, 2000, seed=1234)
     model = Llama.from_pretrained(str(setup / "init"))
     before = train.evaluate(model, data, 4, 4)          # the same held-out windows the run scores
-    ends = [r["eval_loss"] for r in log if r["step"] == 12]
-    assert len(ends) == 4 and len(log) == 48
+    ends = [r["eval_loss"] for r in log if r["step"] == 8]
+    assert len(ends) == 4 and len(log) == 32
     losses = [before] + ends
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
-    assert [r["stage"] for r in log] == [s for s in (1, 2, 3, 4) for _ in range(12)]
+    assert [r["stage"] for r in log] == [s for s in (1, 2, 3, 4) for _ in range(8)]
     # the learning rate follows the schedule: warmup 2 steps, then cosine / warmup-stable-decay
     lr = [r["lr"] for r in log]
-    assert lr[0] == pytest.approx(5e-3) and lr[1] == pytest.approx(1e-2) and lr[11] == pytest.approx(1e-3)
-    assert lr[24 + 2:24 + 9] == [pytest.approx(1e-2)] * 7 and lr[35] == pytest.approx(1e-3)
+    assert lr[0] == pytest.approx(5e-3) and lr[1] == pytest.approx(1e-2) and lr[7] == pytest.approx(1e-3)
+    assert lr[16 + 1:16 + 6] == [pytest.approx(1e-2)] * 5 and lr[16 + 6] < 1e-2 and lr[23] == pytest.approx(1e-3)
 
 
 def test_frozen_parameters_are_bit_identical_and_trained_ones_move(setup, reference):
     out, _ = reference
     ck = sorted(os.listdir(out / "checkpoints"))
-    assert ck == ["step-00000012", "step-00000024", "step-00000036", "step-00000048"]
+    assert ck == ["step-00000008", "step-00000016", "step-00000024", "step-00000032"]
     init = dict(read_safetensors(str(setup / "init" / "model.safetensors")))
     states = [init] + [state(out / "checkpoints" / c) for c in ck]
     trained = [
@@ -137,30 +137,33 @@ def test_frozen_parameters_are_bit_identical_and_trained_ones_move(setup, refere
         assert (states[0][k][OLD_ROWS:] != states[1][k][OLD_ROWS:]).any(dim=1).all()
 
 
-def test_interrupted_and_resumed_run_reproduces_the_losses_exactly(setup, reference, tmp_path):
-    ref_out, ref_log = reference
-    out = tmp_path / "chain"
-    mid_lora = None
-    for i in range(8):                   # 6 steps per invocation: resumes mid-stage, at stage ends, mid-LoRA
-        log = run(setup, out, "--max-steps", 6, *(["--resume", "auto"] if i else []))
-        assert len(log) == 6 * (i + 1)
-        if len(log) == 42:               # the newest checkpoint holds LoRA adapters: export it now
-            assert any("lora_A" in k for k in state(out / "checkpoints" / "step-00000042"))
-            mid_lora = train.export_run(str(out), str(tmp_path / "mid_lora"))
+@pytest.fixture(scope="module")
+def chain(setup):
+    """The same run cut into 4-step pieces, each resumed with --resume auto: it resumes mid-stage,
+    from a stage end into the LoRA stage, and mid-LoRA; the mid-LoRA checkpoint is exported."""
+    out = setup / "chain"
+    for i in range(8):
+        log = run(setup, out, "--max-steps", 4, *(["--resume", "auto"] if i else []))
+        assert len(log) == 4 * (i + 1)
+        if len(log) == 28:               # stage 4 step 4: the newest checkpoint holds live adapters
+            lora_state = state(out / "checkpoints" / "step-00000028")
+            mid_lora = train.export_run(str(out), str(setup / "mid_lora"))
+    return out, log, lora_state, mid_lora
+
+
+def test_interrupted_and_resumed_run_reproduces_the_losses_exactly(reference, chain):
+    (ref_out, ref_log), (out, log, _, _) = reference, chain
     keys = ("stage", "step", "tokens", "loss", "lr", "grad_norm", "eval_loss")
     assert [[r.get(k) for k in keys] for r in log] == [[r.get(k) for k in keys] for r in ref_log]
     with open(out / "final" / "model.safetensors", "rb") as a, open(ref_out / "final" / "model.safetensors", "rb") as b:
         assert a.read() == b.read()
-    assert os.path.exists(mid_lora + "/config.json")
 
 
-def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(setup, reference, tmp_path):
+def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(setup, reference, chain):
     from transformers import LlamaForCausalLM
-    out, _ = reference
+    (out, _), (_, _, sd, folder) = reference, chain
     ids = torch.randint(0, 2000, (2, 40), generator=torch.Generator().manual_seed(0))
-    # a checkpoint taken mid-LoRA stage: the model with live adapters is the reference
-    run(setup, tmp_path / "r", "--max-steps", 40)
-    sd = state(tmp_path / "r" / "checkpoints" / "step-00000040")
+    # the model with live (unmerged) adapters, as the checkpoint holds it, is the reference
     assert any("lora_A" in k for k in sd)
     lora_model = Llama.from_pretrained(str(setup / "init"))
     add_lora(lora_model, r=4, alpha=8, dropout=0.1)
@@ -168,7 +171,6 @@ def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(setup
     lora_model.eval()
     with torch.no_grad():
         want = lora_model(ids)[0]
-    folder = train.export_run(str(tmp_path / "r"), str(tmp_path / "exported"))
     assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.model"]
     hf = LlamaForCausalLM.from_pretrained(folder).eval()
     with torch.no_grad():
@@ -187,7 +189,7 @@ def test_two_process_torchrun_matches_one_process(setup, tmp_path):
     recipe = json.loads(json.dumps(RECIPE))
     recipe["stages"] = recipe["stages"][:2] + recipe["stages"][3:]
     for st in recipe["stages"]:
-        st.update(steps=4, batch_tokens=512)
+        st.update(steps=3, batch_tokens=512)
     recipe["stages"][-1]["lora"]["dropout"] = 0.0   # dropout masks are per rank by design
     with open(tmp_path / "r.json", "w") as f:
         json.dump(recipe, f)
@@ -195,7 +197,7 @@ def test_two_process_torchrun_matches_one_process(setup, tmp_path):
     assert {r["stage"] for r in one} == {1, 2, 3}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "train.py"), "--init-from", str(setup / "init"), "--data", str(setup / "data"),
-           "--out", str(tmp_path / "two"), "--recipe", str(tmp_path / "r.json"), "--eval-every", "6",
+           "--out", str(tmp_path / "two"), "--recipe", str(tmp_path / "r.json"), "--eval-every", "4",
            "--eval-batches", "4", "--ckpt-every", "0"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,0 +1,179 @@
+"""--plan: for a model config and a recipe, what trains in each stage and the memory per GPU,
+before anyone rents a node. Also the FLOPs per token that train.py's MFU uses.
+
+    python train.py --plan --init-from upstage/SOLAR-10.7B-v1.0/config.json --seq-len 4096
+    python train.py --plan --init-from DIR --recipe my.json --batch-size 2 --activation-checkpointing
+
+The model is built on the meta device (no memory, no weights needed: a config.json is
+enough) with the exact parameters train.py would create, LoRA adapters included, and the
+stage's parameter groups are selected by the same function train.py uses. Memory per GPU
+under DDP (every rank holds a full replica):
+
+    weights      trained params fp32 (4 B), frozen ones bf16 (2 B) with --dtype bf16, else 4 B;
+                 under autocast + the bf16 copy of each trained matrix kept for backward
+    grads        trained params, fp32 (DDP's buckets are views of them: gradient_as_bucket_view)
+    optimizer    AdamW's two fp32 moments per trained param (8 B)
+    activations  what autograd saves for backward, for the layers the gradient has to flow
+                 through (above the lowest trained one), per micro-batch of B x T tokens, plus
+                 the logits and their fp32 copies; with activation checkpointing only each
+                 layer's input plus one layer's worth
+A fixed 1.5 GB is added for the CUDA context, cuBLAS/flash workspaces and allocator slack.
+bench/gpu_check.py compares these numbers with torch.cuda.max_memory_allocated on a GPU.
+"""
+import contextlib
+
+import torch
+
+from lora import add_lora
+from model import Llama, LlamaConfig
+from recipe import old_rows, resolve, select_params
+
+OVERHEAD = 1.5e9
+
+
+def meta_model(cfg, lora=None):
+    with torch.device("meta"):
+        m = Llama(cfg)
+    if lora:
+        add_lora(m, lora["r"], lora["alpha"], lora["dropout"], tuple(lora["targets"]))
+    return m
+
+
+def lowest_trained_layer(model):
+    """Index of the lowest layer the gradient must reach: -1 if the embedding trains, L if
+    only the final norm / head train (no backward through the layers at all)."""
+    L, lowest = len(model.model.layers), len(model.model.layers)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            lowest = min(lowest, int(n.split(".")[2]) if n.startswith("model.layers.") else
+                         (-1 if "embed_tokens" in n else L))
+    return lowest
+
+
+def flops_per_token(model, T):
+    """Model FLOPs of one training token for this stage: forward 2N + attention, backward for
+    the activations through the layers above the lowest trained one, weight gradients only where
+    trained. Training everything gives the usual 6N + 12 L C T."""
+    cfg = model.config
+    L = cfg.num_hidden_layers
+    mats = {n: p for n, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in n}
+    per_layer = sum(p.numel() for n, p in mats.items() if n.startswith("model.layers.0."))
+    head = cfg.hidden_size * cfg.vocab_size
+    attn = 4 * T * cfg.num_attention_heads * cfg.head_dim          # QK^T and AV, forward
+    lowest = lowest_trained_layer(model)
+    n_back = L - max(lowest, 0) if lowest < L else 0
+    w_grad = sum(p.numel() for n, p in mats.items() if p.requires_grad)
+    w_grad += head if (model.lm_head is None and model.model.embed_tokens.weight.requires_grad) else 0
+    return 2 * (L * per_layer + head) + L * attn + 2 * (n_back * per_layer + head) + 2 * n_back * attn + 2 * w_grad
+
+
+def layer_kinds(model):
+    """For each layer the gradient flows through: 'trained' (a weight of it trains), 'lora' (its
+    adapters train) or 'frozen' (only the activation gradient passes). Layers below the lowest
+    trained one keep nothing for backward and are left out."""
+    lowest = lowest_trained_layer(model)
+    kinds = []
+    for i in range(max(lowest, 0), len(model.model.layers)):
+        ps = dict(model.model.layers[i].named_parameters())
+        if any(p.requires_grad for n, p in ps.items() if "lora_" not in n):
+            kinds.append("trained")
+        elif any(p.requires_grad for p in ps.values()):
+            kinds.append("lora")
+        else:
+            kinds.append("frozen")
+    return kinds
+
+
+def activation_bytes(cfg, B, T, kinds, mixed, checkpointing=False, lora_r=0, mask_bytes=1, backward_temps=True):
+    """Bytes autograd keeps for backward in one micro-batch, counted op by op for model.py's
+    layer (and checked against torch's saved-tensor hooks in tests/test_plan.py):
+      every layer   two RMSNorm inputs in fp32 (+ their rsqrt), SDPA's q, k, v, output and fp32
+                    logsumexp, SwiGLU's gate, up and silu(gate)
+      trained       + the inputs of its Linears: two normed inputs, o_proj's and down_proj's input
+      lora          + per adapter its dropout mask and dropped-out input, and the (r,) A output
+    mask_bytes: 1 for CUDA's bool dropout mask (CPU keeps a float mask: 4 in fp32)."""
+    a = 2 if mixed else 4                      # activation dtype under bf16 autocast
+    C, F, H = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+    Hd, KV = H * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    base = 2 * 4 * (C + 1) + a * (2 * Hd + 2 * KV) + 4 * H + a * 3 * F
+    extra = {"frozen": 0, "trained": a * (2 * C + Hd + F),
+             "lora": (a + mask_bytes) * (5 * C + Hd + F) + 7 * lora_r * a}
+    per_token = [base + extra[k] for k in kinds]
+    # final norm input + log_softmax output (fp32); backward also holds the fp32 and bf16 logits grads
+    head = 4 * C + 4 * cfg.vocab_size + ((4 + a) * cfg.vocab_size if backward_temps else 0)
+    if checkpointing and per_token:              # only layer inputs, plus one layer recomputed at a time
+        return B * T * (4 * C * len(per_token) + max(per_token) + head)
+    return B * T * (sum(per_token) + head)
+
+
+def autocast_copies(model, mixed):
+    """bf16 autocast casts each trained fp32 matrix to bf16 for the forward and keeps the copy
+    for backward: 2 bytes per trained matmul weight (not the embedding, which is a lookup)."""
+    return 2 * sum(p.numel() for n, p in model.named_parameters()
+                   if mixed and p.requires_grad and p.dim() == 2 and "embed_tokens" not in n)
+
+
+def measure_saved_bytes(model, ids, autocast=contextlib.nullcontext()):
+    """What autograd really saves for backward in one forward (parameters excluded): the
+    ground truth for activation_bytes. Tensors sharing a storage are counted once."""
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        model(ids, ids)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows=0):
+    """One dict per stage: parameter counts and the memory estimate in bytes."""
+    rows = []
+    for i, (st, p) in enumerate(zip(recipe.stages, plan_rows)):
+        m = meta_model(cfg, st.lora)
+        names = select_params(m, st.train, f"stage {i + 1} ({st.name})")
+        for n, prm in m.named_parameters():
+            prm.requires_grad_(n in names)
+        params = dict(m.named_parameters())
+        n_all = sum(x.numel() for x in params.values())
+        n_train = sum(params[n].numel() for n in names)
+        r = {"stage": i + 1, "name": st.name, "params": n_all, "trainable": n_train,
+             "weights": n_train * 4 + (n_all - n_train) * (2 if mixed else 4) + autocast_copies(m, mixed),
+             "grads": n_train * 4, "optimizer": n_train * 8,
+             "activations": activation_bytes(cfg, p["B"], p["T"], layer_kinds(m), mixed, checkpointing,
+                                             st.lora["r"] if st.lora else 0)}
+        if st.freeze_old_rows:           # the kept copy of the original rows of embed / head
+            r["optimizer"] += sum(old_rows * cfg.hidden_size * 4 for n in names
+                                  if n in ("model.embed_tokens.weight", "lm_head.weight"))
+        r["total"] = r["weights"] + r["grads"] + r["optimizer"] + r["activations"] + OVERHEAD
+        rows.append(r)
+    return rows
+
+
+def print_plan(args, recipe):
+    cfg = LlamaConfig.from_pretrained(args.init_from)
+    cfg.vocab_multiple = args.vocab_multiple or 64
+    mixed = args.dtype != "fp32"
+    plan_rows = resolve(recipe, args, args.world_size)
+    old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
+    rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old)
+    p0 = plan_rows[0]
+    gb = 1e9
+    print(f"model {args.init_from}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size} "
+          f"(padded {cfg.padded_vocab_size}), {rows[0]['params'] / 1e9:.2f}B parameters")
+    print(f"{'bf16 autocast, frozen weights bf16, trained fp32' if mixed else 'fp32'}; micro-batch {p0['B']} x "
+          f"seq {p0['T']}; activation checkpointing {'on' if args.activation_checkpointing else 'off'}; "
+          f"{args.world_size} GPU(s) with DDP (full replica each); +{OVERHEAD / gb:.1f} GB CUDA overhead")
+    print(f"{'stage':<16}{'trainable':>16}{'%':>7}{'weights':>9}{'grads':>8}{'optim':>8}{'activ':>8}{'total':>8}"
+          f"  fits {args.gpu_mem_gb:g} GB?")
+    for r, p in zip(rows, plan_rows):
+        fits = r["total"] <= args.gpu_mem_gb * gb
+        print(f"{r['stage']} {r['name']:<14}{r['trainable']:>16,}{100 * r['trainable'] / r['params']:>6.2f}%"
+              f"{r['weights'] / gb:>9.1f}{r['grads'] / gb:>8.1f}{r['optimizer'] / gb:>8.1f}"
+              f"{r['activations'] / gb:>8.1f}{r['total'] / gb:>8.1f}  {'yes' if fits else 'NO'}")
+    if any(r["total"] > args.gpu_mem_gb * gb for r in rows):
+        print("stages marked NO do not fit: try --activation-checkpointing, a smaller --batch-size "
+              "(more --grad-accum), or a GPU with more memory")
+    return rows

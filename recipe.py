@@ -1,0 +1,215 @@
+"""The training recipe as data: stages, what each trains, for how long, at which learning rate.
+
+A recipe is a JSON (or TOML) file; train.py's flags override the common knobs. Keys:
+
+    top level   seq_len (2048), micro_batch (1: sequences per micro-batch per rank), grad_clip (1.0),
+                betas ([0.9, 0.95]), old_vocab_size (rows kept by freeze_old_rows; "auto" reads
+                expand_report.json {"old_vocab_size": N} in the --init-from folder), stages (list)
+    per stage   name, train (parameter groups), tokens or steps, lr (peak), min_lr_ratio (0.1),
+                warmup (< 1: fraction of steps, else steps), schedule (cosine | wsd), decay_frac
+                (wsd: final fraction that decays, 0.2), batch_tokens (global tokens per optimizer
+                step, 2^20), weight_decay (0.1; never on norms and biases), freeze_old_rows,
+                lora ({"r": 32, "alpha": 32, "dropout": 0.1, "targets": [...]}, with "lora" in train)
+
+Parameter groups: embed, head (= embed when tied), norm (the final RMSNorm), layers, odd_layers
+(0-based indices 1, 3, 5, ...), even_layers (0, 2, 4, ...), layers.N, lora (the adapters), all
+(everything but adapters). A layer group trains the whole decoder layer, its norms included.
+
+    python -c "import recipe; print(recipe.default_recipe())"
+"""
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from lora import DEFAULT_TARGETS
+
+GROUPS = ("embed", "head", "norm", "layers", "odd_layers", "even_layers", "lora", "all")  # + layers.N
+LORA_DEFAULTS = {"r": 32, "alpha": 32.0, "dropout": 0.1, "targets": list(DEFAULT_TARGETS)}
+
+
+@dataclass
+class Stage:
+    name: str
+    train: list                       # parameter groups that get gradients
+    tokens: float = 0                 # budget in tokens ...
+    steps: int = 0                    # ... or in optimizer steps (steps wins)
+    lr: float = 1e-4                  # peak learning rate
+    min_lr_ratio: float = 0.1         # the schedule ends at lr * min_lr_ratio
+    warmup: float = 0.01              # < 1: fraction of the stage's steps; >= 1: steps
+    schedule: str = "cosine"          # cosine | wsd (warmup-stable-decay)
+    decay_frac: float = 0.2           # wsd: the final fraction of steps that decays linearly
+    batch_tokens: int = 1 << 20       # global tokens per optimizer step
+    weight_decay: float = 0.1
+    freeze_old_rows: bool = False     # train only the new embedding/head rows (EEVE)
+    lora: dict | None = None          # {"r", "alpha", "dropout", "targets"}; implied by "lora" in train
+
+
+@dataclass
+class Recipe:
+    stages: list
+    seq_len: int = 2048
+    micro_batch: int = 1              # sequences per micro-batch per rank
+    grad_clip: float = 1.0
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    old_vocab_size: int | str = 0     # rows that freeze_old_rows keeps; "auto": expand_report.json
+
+
+def default_recipe():
+    """RedWhale's four stages. Budgets, learning rates and batch sizes are not published:
+    these are our choices (about 10B tokens in all, as in the paper)."""
+    return Recipe(stages=[
+        Stage("embed", ["embed", "head"], tokens=2.5e9, lr=2e-4),
+        Stage("odd_layers", ["odd_layers"], tokens=2.5e9, lr=5e-5),
+        Stage("even_layers", ["even_layers"], tokens=2.5e9, lr=5e-5),
+        Stage("lora", ["lora", "embed", "head"], tokens=2.5e9, lr=1e-4, lora=dict(LORA_DEFAULTS)),
+    ])
+
+
+def load_recipe(path):
+    """Read a JSON/TOML recipe; every error names the file and the stage or key."""
+    if path is None:
+        return default_recipe()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if path.endswith(".toml"):
+            import tomllib
+            d = tomllib.loads(raw.decode("utf-8"))
+        else:
+            d = json.loads(raw)
+    except FileNotFoundError:
+        raise SystemExit(f"error: recipe {path} not found") from None
+    except ValueError as e:
+        raise SystemExit(f"error: recipe {path} is not valid JSON/TOML: {e}") from None
+    top = {f.name for f in fields(Recipe)}
+    if not isinstance(d, dict) or not isinstance(d.get("stages"), list) or not d["stages"]:
+        raise SystemExit(f"error: {path}: needs a non-empty list 'stages'")
+    for k in d:
+        if k not in top:
+            raise SystemExit(f"error: {path}: unknown key {k!r} (known: {sorted(top)})")
+    known = {f.name for f in fields(Stage)}
+    stages = []
+    for i, s in enumerate(d["stages"]):
+        where = f"{path}: stage {i + 1}"
+        if not isinstance(s, dict) or "train" not in s:
+            raise SystemExit(f"error: {where}: needs a 'train' list of parameter groups")
+        for k in s:
+            if k not in known:
+                raise SystemExit(f"error: {where}: unknown key {k!r} (known: {sorted(known)})")
+        s = {"name": f"stage{i + 1}", **s}
+        if isinstance(s["train"], str):
+            s["train"] = [s["train"]]
+        for g in s["train"]:
+            if g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit()):
+                raise SystemExit(f"error: {where} ({s['name']}): unknown parameter group {g!r} "
+                                 f"(known: {', '.join(GROUPS)}, layers.N)")
+        if s.get("schedule", "cosine") not in ("cosine", "wsd"):
+            raise SystemExit(f"error: {where}: schedule {s['schedule']!r} is not cosine or wsd")
+        if "lora" in s["train"]:
+            extra = set(s.get("lora") or {}) - set(LORA_DEFAULTS)
+            if extra:
+                raise SystemExit(f"error: {where}: unknown lora keys {sorted(extra)}")
+            s["lora"] = {**LORA_DEFAULTS, **(s.get("lora") or {})}
+        if not (s.get("tokens") or s.get("steps")):
+            raise SystemExit(f"error: {where}: give 'tokens' or 'steps'")
+        stages.append(Stage(**s))
+    return Recipe(**{**d, "stages": stages})
+
+
+def resolve(recipe, args, world):
+    """Per stage: micro-batch B, sequence T, accumulation G, steps, warmup, after the flags."""
+    B = args.batch_size or recipe.micro_batch
+    T = args.seq_len or recipe.seq_len
+    plan = []
+    for i, st in enumerate(recipe.stages):
+        if args.grad_accum:
+            G = args.grad_accum
+        elif args.steps_per_stage:
+            G = 1                       # a smoke test: the command line describes the whole batch
+        else:
+            G, rem = divmod(int(st.batch_tokens), B * T * world)
+            if rem or G < 1:
+                raise SystemExit(f"error: stage {i + 1} ({st.name}): batch_tokens {int(st.batch_tokens)} is not "
+                                 f"a multiple of batch-size {B} x seq-len {T} x {world} ranks; "
+                                 "change the recipe or pass --grad-accum")
+        batch_tokens = B * T * G * world
+        steps = args.steps_per_stage or st.steps or math.ceil(st.tokens / batch_tokens)
+        warmup = int(round(st.warmup * steps)) if st.warmup < 1 else int(st.warmup)
+        plan.append({"name": st.name, "B": B, "T": T, "G": G, "steps": int(steps), "warmup": warmup,
+                     "batch_tokens": batch_tokens})
+    return plan
+
+
+def lr_at(st, p, step):
+    """Learning rate of optimizer step `step` (0-based) of a stage: a pure function."""
+    n, w, lo = p["steps"], p["warmup"], st.lr * st.min_lr_ratio
+    if step < w:
+        return st.lr * (step + 1) / w
+    if st.schedule == "wsd":
+        d = max(1, int(round(st.decay_frac * n)))
+        return st.lr if step < n - d else lo + (st.lr - lo) * (n - step - 1) / d
+    t = (step - w) / max(1, n - w - 1)
+    return lo + 0.5 * (st.lr - lo) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def step_seed(seed, stage, step, rank):
+    return int(np.random.SeedSequence([seed, stage, step + 1, rank]).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------- parameter groups
+
+def select_params(model, groups, where="recipe"):
+    """Names of the parameters that train for these groups (LoRA adapters only via 'lora')."""
+    names = [n for n, _ in model.named_parameters()]
+    L = len(model.model.layers)
+    head = "model.embed_tokens.weight" if model.lm_head is None else "lm_head.weight"
+
+    def layer_of(n):
+        return int(n.split(".")[2]) if n.startswith("model.layers.") else None
+
+    is_lora = ["lora_A" in n or "lora_B" in n for n in names]
+    out = set()
+    for g in groups:
+        if g == "lora":
+            pick = [n for n, lo in zip(names, is_lora) if lo]
+        else:
+            base = [n for n, lo in zip(names, is_lora) if not lo]
+            if g == "embed":
+                pick = ["model.embed_tokens.weight"]
+            elif g == "head":
+                pick = [head]
+            elif g == "norm":
+                pick = ["model.norm.weight"]
+            elif g == "all":
+                pick = base
+            elif g == "layers":
+                pick = [n for n in base if layer_of(n) is not None]
+            elif g in ("odd_layers", "even_layers"):
+                r = 1 if g == "odd_layers" else 0
+                pick = [n for n in base if layer_of(n) is not None and layer_of(n) % 2 == r]
+            elif g.startswith("layers.") and g[7:].isdigit():
+                if int(g[7:]) >= L:
+                    raise SystemExit(f"error: {where}: group {g!r}, but the model has {L} layers")
+                pick = [n for n in base if layer_of(n) == int(g[7:])]
+            else:
+                raise SystemExit(f"error: {where}: unknown parameter group {g!r}")
+        if not pick:
+            raise SystemExit(f"error: {where}: group {g!r} selects no parameters (the model has {L} layers)")
+        out.update(pick)
+    return out
+
+
+def old_rows(recipe, init_from):
+    n = recipe.old_vocab_size
+    if n == "auto":
+        path = os.path.join(init_from, "expand_report.json")
+        if not os.path.exists(path):
+            raise SystemExit(f"error: old_vocab_size 'auto' needs {path}; give --freeze-old-rows N instead")
+        with open(path, encoding="utf-8") as f:
+            n = json.load(f).get("old_vocab_size")
+        if not isinstance(n, int):
+            raise SystemExit(f"error: {path}: no integer 'old_vocab_size'")
+    return int(n or 0)
