@@ -14,7 +14,8 @@ proto, and measure the token ratio (tokens with the merged tokenizer / tokens wi
     python tokenizer.py expand --model BASE_HF_DIR --tokenizer out/merged --init subword --out out/expanded
 
 Corpus files are plain text (one text per line) or JSONL (field --text-field, default "text";
-"*" takes every string field of a row as a text of its own), optionally gzipped.
+"*" takes a row's "text" field if it has one, else each of its string fields as a text of its
+own, as for KoBEST rows), optionally gzipped.
 """
 import argparse
 import gzip
@@ -61,9 +62,9 @@ def read_texts(paths, text_field="text"):
                         row = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-                    if text_field == "*":  # every string field is a text of its own (KoBEST rows)
-                        texts = [v for v in row.values() if isinstance(v, str) and v] if isinstance(
-                            row, dict) else []
+                    if text_field == "*":  # "text" if there is one, else every string field (KoBEST rows)
+                        texts = [] if not isinstance(row, dict) else [row["text"]] if "text" in row else [
+                            v for v in row.values() if isinstance(v, str) and v]
                     else:
                         texts = [row.get(text_field)] if isinstance(row, dict) else []
                     if not texts or not all(isinstance(t, str) and t for t in texts):
@@ -159,6 +160,9 @@ def is_latin_digit_punct(c):
 
 
 RULES = ("not_normal", "in_base", "latin_digit_punct", "non_hangul", "covered_char", "too_long")
+# drop_covered_chars is off by default: "▁X" pieces are BPE's first step into most Korean words,
+# and dropping them left 7,860 of 18k longer pieces unreachable at 20k (they are then dropped too)
+FILTER_DEFAULTS = dict(hangul_only=True, drop_latin=True, drop_covered_chars=False, max_piece_chars=8)
 
 
 def filter_pieces(korean, base, hangul_only=True, drop_latin=True, drop_covered_chars=False,
@@ -227,6 +231,7 @@ def merge(base, korean, out_dir, eval_texts=None, **filters):
     """Merge the filtered Korean pieces into the base; write an HF tokenizer folder and
     merge_report.json to out_dir; return the report."""
     base_proto, korean_proto = load_proto(base), load_proto(korean)
+    filters = {**FILTER_DEFAULTS, **filters}
     if korean_proto.trainer_spec.model_type != sp_pb2.TrainerSpec.BPE:
         print("warning: the Korean model is not BPE; many merged pieces may be unreachable", file=sys.stderr)
     kept, dropped, examples = filter_pieces(korean_proto, base_proto, **filters)
@@ -356,10 +361,15 @@ def decompositions(merged, n_base):
     return {i: decompose(proto.pieces[i].piece, sp) for i in range(n_base, len(proto.pieces))}
 
 
-def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multiple=1, dtype=None, seed=0):
+def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multiple=1, dtype="auto", seed=0):
     """Load an HF Llama folder, grow it to the merged tokenizer's vocabulary with `init`, and save
-    model + merged tokenizer to out_dir as an HF folder."""
+    model + merged tokenizer to out_dir as an HF folder. dtype "auto" keeps the checkpoint's."""
+    import torch
+
     import model as M  # torch is only needed here
+    if dtype == "auto":
+        dtype = M.LlamaConfig.from_pretrained(model_dir).torch_dtype
+    dtype = getattr(torch, dtype.removeprefix("torch.")) if isinstance(dtype, str) else dtype
     llama = M.Llama.from_pretrained(model_dir, dtype=dtype)
     n_base = llama.config.vocab_size
     proto = load_proto(tokenizer_dir)
@@ -467,11 +477,19 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output HF folder (model + merged tokenizer)")
     p.add_argument("--vocab-multiple", type=int, default=1, help="pad rows to a multiple (64 for GPUs)")
     p.add_argument("--seed", type=int, default=0, help="seed for the `random` init")
-    for p in sub.choices.values():
-        if p.prog.split()[-1] in ("train", "merge", "ratio", "sweep"):
-            p.add_argument("--text-field", default="text", help="JSONL field with the text; '*' = all string fields")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype (auto: the checkpoint's torch_dtype; new rows are computed in fp32)")
+    for name in ("train", "merge", "ratio", "sweep"):
+        sub.choices[name].add_argument("--text-field", default="text",
+                                       help="JSONL field with the text ('*': 'text' if present, else all strings)")
     a = ap.parse_args(argv)
+    try:
+        run(a)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
+
+def run(a):
     if a.cmd == "train":
         path = train_korean(read_texts(a.corpus, a.text_field), a.out, vocab_size=a.vocab_size, **_train_kw(a))
         print(f"wrote {path} ({len(load_proto(path).pieces)} pieces)")
@@ -494,12 +512,9 @@ def main(argv=None):
         if a.json:
             _write_json(a.json, rows)
     elif a.cmd == "expand":
-        expand(a.model, a.tokenizer, a.init, a.out, vocab_multiple=a.vocab_multiple, seed=a.seed)
+        expand(a.model, a.tokenizer, a.init, a.out, vocab_multiple=a.vocab_multiple, dtype=a.dtype, seed=a.seed)
         print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    main()

@@ -167,6 +167,21 @@ def test_expand_refuses_a_tokenizer_not_built_on_the_model_tokenizer(setup, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_expand_keeps_the_checkpoint_dtype(setup, tmp_path):
+    base_dir, tok, report = setup
+    Llama.from_pretrained(base_dir, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    (tmp_path / "bf16" / "tokenizer.model").write_bytes((base_dir / "tokenizer.model").read_bytes())
+    model = T.expand(tmp_path / "bf16", tok, "subword", tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    weights = dict(read_safetensors(tmp_path / "out" / "model.safetensors"))
+    emb = weights["model.embed_tokens.weight"]
+    assert emb.dtype == torch.bfloat16 and emb.shape[0] == report["final_size"]
+    old = Llama.from_pretrained(tmp_path / "bf16").model.embed_tokens.weight  # fp32 copy of the bf16 rows
+    i, ids = next(iter(decomps(setup).items()))
+    assert torch.equal(emb[i], old[ids].mean(0).to(torch.bfloat16))  # mean in fp32, then cast
+    assert torch.equal(model.model.embed_tokens.weight, emb)
+
+
 def test_expanded_folder_loads_in_transformers_and_reloads(setup, tmp_path):
     transformers = pytest.importorskip("transformers")
     base_dir, tok, report = setup

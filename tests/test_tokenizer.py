@@ -51,7 +51,8 @@ def test_read_texts_plain_jsonl_gz_and_all_fields(tmp_path):
         f.write(json.dumps({"text": "압축된 문서", "source": "x"}, ensure_ascii=False) + "\n")
     (tmp_path / "c.jsonl").write_text(json.dumps({"premise": "전제", "alt": "대안", "label": 1}) + "\n")
     assert list(T.read_texts([tmp_path / "a.txt", tmp_path / "b.jsonl.gz"])) == ["첫째 줄", "둘째 줄", "압축된 문서"]
-    assert list(T.read_texts([tmp_path / "c.jsonl"], text_field="*")) == ["전제", "대안"]
+    # "*": KoBEST-style rows give each string field; rows with a "text" field give just that
+    assert list(T.read_texts([tmp_path / "c.jsonl", tmp_path / "b.jsonl.gz"], "*")) == ["전제", "대안", "압축된 문서"]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -241,6 +242,10 @@ def test_command_line_train_merge_ratio(tmp_path, base_spm, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["ratio"] == report["ratio"][str(corpus)]["ratio"]
     assert printed["per_text"][str(corpus)]["texts"] == 2000
+    (tmp_path / "bad.jsonl").write_text('{"text": "좋아요"}\n{"txt": "오타"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"error: .*bad.jsonl:2: no string field 'text'"):
+        T.main(["train", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "ko2")])
+    assert not (tmp_path / "ko2" / "korean.model").exists()
 
 
 # ---- the real Llama-2-style base (Mistral-7B v0.1) ----
