@@ -626,9 +626,11 @@ def _init_worker(cfg, lm):
               if cfg.near_dedup else None)
 
 
-def _process(texts):
-    """Normalize and filter each text, then hash, MinHash and score the survivors as a batch."""
+def _process(batch):
+    """Normalize and filter each readable text of a batch of (file, line, text, reason), then
+    hash, MinHash and score the survivors together."""
     cfg, mh, lm = _W["cfg"], _W["mh"], _W["lm"]
+    texts = [d[2] for d in batch if d[3] is None]
     t = dict.fromkeys(("normalize", "filter", "exact_dedup", "near_dedup", "perplexity"), 0.0)
     out = {"text": [], "reason": [], "in_chars": 0, "in_bytes": 0}
     for raw in texts:
@@ -660,26 +662,26 @@ def _process(texts):
     return out
 
 
-def _run_ordered(batches, cfg, lm):
-    """Yield (batch, result) in input order, with at most 4 batches per worker in flight
-    (Pool.imap would read the whole input ahead)."""
-    if cfg.workers <= 1:
-        _init_worker(cfg, lm)
-        for batch in batches:
-            yield batch, _process([d[2] for d in batch if d[3] is None])
+def ordered_map(fn, items, workers, init, initargs):
+    """Yield (item, fn(item)) in input order from `workers` processes, with at most 4 items
+    per worker in flight: Pool.imap reads all of its input ahead, a 100 GB corpus included."""
+    if workers <= 1:
+        init(*initargs)
+        for item in items:
+            yield item, fn(item)
         return
     import multiprocessing as mp
     from collections import deque
-    with mp.get_context("spawn").Pool(cfg.workers, _init_worker, (cfg, lm)) as pool:
+    with mp.get_context("spawn").Pool(workers, init, initargs) as pool:
         pending = deque()
-        for batch in batches:
-            pending.append((batch, pool.apply_async(_process, ([d[2] for d in batch if d[3] is None],))))
-            if len(pending) >= 4 * cfg.workers:
-                b, r = pending.popleft()
-                yield b, r.get()
+        for item in items:
+            pending.append((item, pool.apply_async(fn, (item,))))
+            if len(pending) >= 4 * workers:
+                item, r = pending.popleft()
+                yield item, r.get()
         while pending:
-            b, r = pending.popleft()
-            yield b, r.get()
+            item, r = pending.popleft()
+            yield item, r.get()
 
 
 # ----------------------------------------------------------------------------------------
@@ -803,7 +805,8 @@ def clean(inputs, out_dir, cfg=None):
         total = sum(os.path.getsize(f) for f in files)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=not cfg.progress or None)
         n_stage = 0
-        for batch, res in _run_ordered(_batches(files, cfg, file_stats, bar), cfg, lm):
+        for batch, res in ordered_map(_process, _batches(files, cfg, file_stats, bar), cfg.workers,
+                                      _init_worker, (cfg, lm)):
             steps["read"]["docs_in"] += len(batch)
             j, fis, lns = 0, [], []
             for fi, ln, text, reason in batch:
@@ -1026,15 +1029,9 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
 
     skipped, doc_i = [], 0
     bar = tqdm(desc="tokenize", unit=" docs", disable=not progress or None)
-    if workers <= 1:
-        _tok_init(proto)
-        results = map(_tok_batch, batches())
-    else:
-        import multiprocessing as mp
-        pool = mp.get_context("spawn").Pool(workers, _tok_init, (proto,))
-        results = pool.imap(_tok_batch, batches(), chunksize=1)  # bounded by the slow writer
+    results = ordered_map(_tok_batch, batches(), workers, _tok_init, (proto,))
     try:
-        for flat, lengths in results:
+        for _, (flat, lengths) in results:
             if len(flat) and (flat.max() >= vocab or flat.min() < 0):
                 raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
             for doc in np.split(flat, np.cumsum(lengths)[:-1]):
@@ -1046,8 +1043,7 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
             bar.update(len(lengths))
     finally:
         bar.close()
-        if workers > 1:
-            pool.terminate()
+        results.close()  # stops the worker pool, also after an error
         for w in writers.values():
             if w["f"]:
                 w["f"].close()
