@@ -234,6 +234,9 @@ def pack_example(ex, max_len):
     last prefix position. A choice whose input lm-eval would left-truncate gets its own row."""
     shared, rows = [], []
     for j, cont in enumerate(ex.cont_ids):
+        if len(cont) > max_len:
+            raise ValueError(f"{ex.task} doc {ex.doc_id}: choice {j} has {len(cont)} tokens, more than the "
+                             f"model's {max_len} positions")
         if len(ex.ctx_ids) + len(cont) > max_len + 1:
             inp = lm_input(ex.ctx_ids, cont, max_len)
             rows.append((inp[:len(inp) - len(cont) + 1], [(j, cont)]))
@@ -328,7 +331,7 @@ def packed_forward(model, rows, cos_tab, sin_tab):
 
 
 @torch.no_grad()
-def score_packed(model, examples, batch_size=32, progress=None):
+def score_packed(model, examples, batch_size=32):
     """Summed log-probabilities (and is-greedy flags) per example and choice, batched:
     rows sorted longest first so each batch pads little, `batch_size` rows a forward."""
     M = max_length(model)
@@ -347,8 +350,6 @@ def score_packed(model, examples, batch_size=32, progress=None):
         for b, (e, _, segs) in enumerate(chunk):
             for k, (j, _) in enumerate(segs):
                 lls[e][j], greedy[e][j] = res[(b, k)]
-        if progress:
-            progress(len(chunk))
     return lls, greedy
 
 
@@ -455,22 +456,12 @@ def format_table(out):
     return "\n".join(lines)
 
 
-def write_json_atomic(path, obj):
+def write_atomic(path, text):
+    """Write through a temp file and rename, so an interrupted run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path, rows):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -523,11 +514,12 @@ def run(args):
     n = sum(m["n"] for m in out["results"].values())
     print(f"{n} examples in {elapsed:.1f}s ({n / elapsed:.1f}/s); data sha256 {out['data']['sha256'][:12]}")
     if args.output:
-        write_json_atomic(args.output, out)
+        write_atomic(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         if samples is not None:
             path = Path(args.output).with_suffix(".samples.jsonl")
-            write_jsonl_atomic(path, [{"task": t, **s} for t, rows in samples.items() for s in rows])
+            write_atomic(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
+                                       for t, rows in samples.items() for s in rows))
             print(f"wrote {path}")
     return out
 
