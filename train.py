@@ -264,7 +264,9 @@ class Trainer:
             interrupted = bool(stop[1]) or (self.args.max_steps and self.steps_run >= self.args.max_steps)
             if done and st.lora:
                 merge_lora(model)        # the next stage (and the checkpoint) see plain HF weights
-            if done or interrupted or (self.args.ckpt_every and (step + 1) % self.args.ckpt_every == 0):
+            if self.args.no_save:
+                pass
+            elif done or interrupted or (self.args.ckpt_every and (step + 1) % self.args.ckpt_every == 0):
                 last_ck = self.save_checkpoint(model, s, step + 1, tokens, last_loss)
             if interrupted and not (done and s + 1 == len(self.plan)):
                 why = f"signal {self.stop_signal}" if self.stop_signal else f"--max-steps {self.args.max_steps}"
@@ -350,7 +352,7 @@ class Trainer:
         bar.close()
         if self.master:
             logf.close()
-        if not stopped and self.master:
+        if not stopped and self.master and not args.no_save:
             path = export(model, args.init_from, os.path.join(self.out, "final"), args.export_dtype)
             self.log(f"exported {path}")
         if self.ddp:
@@ -452,6 +454,7 @@ def main(argv=None):
                    help="without val_shards: hold out this many tokens of the last shard (default 10%%, max 1M)")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (and at stage ends)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="keep the newest K checkpoints")
+    p.add_argument("--no-save", action="store_true", help="no checkpoints, no export (benchmarks, smoke tests)")
     p.add_argument("--max-steps", type=int, default=0, help="checkpoint and stop after N steps in this run")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU bf16 peak for MFU (H100/H200: 989)")
     p.add_argument("--export-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],

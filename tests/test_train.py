@@ -287,3 +287,17 @@ def test_bad_input_is_a_clear_error(setup, tmp_path, case):
     with pytest.raises(SystemExit, match=want):
         train.main(["--init-from", str(setup / "init"), "--data", str(data), "--out", str(tmp_path / "o"),
                     "--recipe", str(recipe), *map(str, extra)])
+
+
+def test_gpu_check_script_dry_run_on_cpu(tmp_path):
+    """bench/gpu_check.py is meant for one short run on a lent GPU: its plumbing (process group,
+    the MFU run through train.py, the per-stage memory run against --plan) is checked here."""
+    out = tmp_path / "gpu_check.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out-json", str(out)],
+                       capture_output=True, text=True, timeout=300, env={k: v for k, v in os.environ.items()
+                                                                          if k not in ("RANK", "WORLD_SIZE")})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["backend"] == "gloo" and res["all_reduce_ok"] and res["flash"] == "skipped"
+    assert len(res["mfu_losses"]) == 6 and all(np.isfinite(res["mfu_losses"]))
+    assert [m["stage"] for m in res["memory"]] == ["embed", "odd_layers", "even_layers", "lora"]

@@ -1,0 +1,209 @@
+"""One short check of train.py on one GPU: bf16, torch.compile, flash SDPA, NCCL, MFU, memory.
+
+    python bench/gpu_check.py                      # one GPU, about 5 minutes, writes gpu_check.json
+    torchrun --standalone --nproc_per_node=1 bench/gpu_check.py     # the same through torchrun
+    python bench/gpu_check.py --dry-run            # CPU, tiny config: the script's own plumbing (gloo)
+
+What it does, each step printed as it passes:
+  1. NCCL: a process group of world size 1 (torchrun's, or one it makes itself) and an all_reduce.
+  2. flash SDPA: scaled_dot_product_attention in bf16 with GQA under
+     sdpa_kernel([FLASH_ATTENTION]) only, against the math backend.
+  3. MFU: train.py's own loop (a one-stage recipe training everything), a ~1.1B Llama
+     (hidden 2048, 16 layers, 32/8 heads, FFN 8192, vocab 32000) at sequence 2048, bf16 autocast,
+     torch.compile, flash SDPA, DDP over NCCL; MFU is read from log.jsonl (goal >= 45% on H100/H200).
+  4. Memory: the default four-stage recipe, 3 steps per stage, eager; the peak memory of each stage
+     (torch.cuda.max_memory_allocated, reset at every stage start) against --plan's estimate.
+The numbers go to --out-json (default gpu_check.json, or $OUT/gpu_check.json when $OUT is set).
+"""
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import plan  # noqa: E402
+import train  # noqa: E402
+from model import Llama, LlamaConfig  # noqa: E402
+from recipe import default_recipe  # noqa: E402
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
+               "B200": 2250.0}
+
+
+def say(msg):
+    print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_dist_env():
+    """Outside torchrun, set the variables it would set, for a world of one: train.py then
+    takes its DDP path (NCCL on CUDA, gloo on CPU) exactly as under torchrun."""
+    if "RANK" not in os.environ or os.environ.get("GPU_CHECK_OWN_ENV"):
+        # a fresh port for every process group this process makes (a closed store's port may linger)
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), GPU_CHECK_OWN_ENV="1")
+
+
+def check_collective(cuda):
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend)
+    dev = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
+    t = torch.full((4,), 2.0, device=dev)
+    dist.all_reduce(t)
+    ok = bool((t == 2.0 * dist.get_world_size()).all())
+    dist.destroy_process_group()
+    if not ok:
+        raise SystemExit(f"{backend} all_reduce gave {t.tolist()}")
+    say(f"{backend}: all_reduce over {os.environ['WORLD_SIZE']} rank(s) ok")
+    return {"backend": backend, "all_reduce_ok": ok}
+
+
+def check_flash(cuda):
+    """Not fatal: when flash cannot take model.py's call, the MFU run says so and uses --sdpa auto."""
+    if not cuda:
+        say("flash SDPA: skipped (no CUDA)")
+        return {"flash": "skipped"}
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(2, 32, 2048, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 8, 2048, 128, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    except RuntimeError as e:
+        say(f"FAILED: flash SDPA refuses bf16 GQA causal attention: {str(e)[:300]}")
+        return {"flash": f"failed: {str(e)[:300]}"}
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
+    err = float((y.float() - ref).abs().max())
+    ok = err < 2e-2
+    say(f"flash SDPA (bf16, GQA 32/8, causal): max |flash - math| = {err:.2e} {'ok' if ok else 'FAILED'}")
+    return {"flash": "ok" if ok else "wrong", "flash_max_abs_err": err}
+
+
+def write_inputs(d, cfg, n_tokens):
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Llama(cfg)
+    model.to(torch.bfloat16).save_pretrained(os.path.join(d, "init"))   # bf16 on disk, as real checkpoints
+    del model
+    os.makedirs(os.path.join(d, "data"), exist_ok=True)
+    ids = np.random.default_rng(0).integers(3, cfg.vocab_size, n_tokens).astype(np.uint16)
+    ids.tofile(os.path.join(d, "data", "t.bin"))
+    with open(os.path.join(d, "data", "meta.json"), "w") as f:
+        json.dump({"dtype": "uint16", "vocab_size": cfg.vocab_size, "eos_id": 2, "bos_id": 1,
+                   "num_tokens": n_tokens, "shards": [{"file": "t.bin", "num_tokens": n_tokens}]}, f)
+
+
+def run_train(d, name, recipe, extra):
+    path = os.path.join(d, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(recipe, f)
+    out = os.path.join(d, name)
+    ensure_dist_env()
+    t0 = time.time()
+    train.main(["--init-from", os.path.join(d, "init"), "--data", os.path.join(d, "data"), "--out", out,
+                "--recipe", path, "--eval-every", "0", "--ckpt-every", "0", "--val-tokens", "0",
+                "--no-save", *extra])
+    with open(os.path.join(out, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    return log, time.time() - t0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny config, gloo: test the script itself")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch in the MFU run")
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--mfu-steps", type=int, default=15, help="steps of the MFU run (the first 5 are warmup)")
+    p.add_argument("--mem-batch-size", type=int, default=2, help="micro-batch of the per-stage memory run")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--out-json", default=os.path.join(os.environ.get("OUT", "."), "gpu_check.json"))
+    args = p.parse_args()
+    cuda = torch.cuda.is_available() and not args.dry_run
+    if not cuda and not args.dry_run:
+        raise SystemExit("no CUDA device: run with --dry-run to check the script on CPU")
+    if args.dry_run:
+        cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+        args.seq_len, args.batch_size, args.mfu_steps, args.mem_batch_size = 64, 2, 6, 2
+    else:
+        cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=args.seq_len)
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), 989.0)
+    res = {"device": name, "torch": torch.__version__, "peak_tflops": peak, "dry_run": args.dry_run}
+    say(f"{name}, torch {torch.__version__}" + (f", CUDA {torch.version.cuda}, bf16 {torch.cuda.is_bf16_supported()}"
+                                                if cuda else ""))
+    ensure_dist_env()
+    res.update(check_collective(cuda))
+    res.update(check_flash(cuda))
+    T = args.seq_len
+    steps = args.mfu_steps
+    B = args.batch_size
+    # enough tokens that no window repeats
+    n_tokens = (steps * B + 3 * 4 * args.mem_batch_size + 4) * (T + 1)
+    with tempfile.TemporaryDirectory() as d:
+        write_inputs(d, cfg, n_tokens)
+        n_params = sum(x.numel() for x in Llama.from_pretrained(os.path.join(d, "init")).parameters())
+        say(f"model: {n_params / 1e9:.2f}B parameters; MFU run: {steps} steps of {B} x {T} tokens, "
+            f"{'bf16 + compile + flash SDPA' if cuda else 'fp32 eager (dry run)'}, DDP over "
+            f"{'NCCL' if cuda else 'gloo'}")
+        recipe = {"seq_len": T, "micro_batch": B, "stages": [
+            {"name": "all", "train": ["all"], "steps": steps, "lr": 1e-4, "warmup": 0, "batch_tokens": B * T}]}
+        sdpa = "flash" if res["flash"] == "ok" else "auto"
+        extra = ["--peak-tflops", str(peak)] + (["--compile", "--sdpa", sdpa, "--dtype", "bf16"] if cuda else [])
+        log, wall = run_train(d, "mfu", recipe, extra)
+        warm = log[min(5, len(log) - 1):]
+        tps = float(np.median([r["tokens_per_s"] for r in warm]))
+        res.update(mfu_tokens_per_s=tps, mfu_wall_s=wall, mfu_first_step_s=B * T / log[0]["tokens_per_s"],
+                   mfu_losses=[r["loss"] for r in log])
+        if cuda:
+            res["mfu"] = float(np.median([r["mfu"] for r in warm]))
+            say(f"MFU {100 * res['mfu']:.1f}% (goal >= 45%), {tps:,.0f} tokens/s, first (compile) step "
+                f"{res['mfu_first_step_s']:.1f}s, peak {log[-1]['peak_mem_gb']:.1f} GB")
+        else:
+            say(f"dry run: {tps:,.0f} tokens/s on CPU, loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
+        if not all(np.isfinite(r["loss"]) for r in log):
+            raise SystemExit("non-finite loss in the MFU run")
+        if not args.skip_memory:
+            # the default recipe at its real shapes, 3 steps per stage, eager, measured per stage
+            Bm = args.mem_batch_size
+            mem_extra = ["--steps-per-stage", "3", "--batch-size", str(Bm), "--seq-len", str(T), "--no-compile"]
+            mem_extra += ["--dtype", "bf16"] if cuda else []
+            log, _ = run_train(d, "memory", {"seq_len": T, "stages": [
+                {**{k: v for k, v in vars(st).items() if v is not None}, "tokens": 0, "steps": 3}
+                for st in default_recipe().stages]}, mem_extra)
+            rows = plan.stage_rows(LlamaConfig.from_pretrained(os.path.join(d, "init")), default_recipe(),
+                                   [{"B": Bm, "T": T}] * 4, mixed=cuda)
+            res["memory"] = []
+            say(f"per-stage peak memory at micro-batch {Bm} x {T} (max_memory_allocated vs --plan without "
+                f"the {plan.OVERHEAD / 1e9:.1f} GB overhead)")
+            for row in rows:
+                got = max(r["peak_mem_gb"] for r in log if r["stage"] == row["stage"])
+                est = (row["total"] - plan.OVERHEAD) / 1e9
+                res["memory"].append({"stage": row["name"], "measured_gb": got, "plan_gb": est})
+                say(f"  {row['name']:<12} measured {got:7.2f} GB   plan {est:7.2f} GB   ratio {est / got:.2f}"
+                    + ("" if cuda else "   (CPU: peak RSS of the process, not comparable)"))
+    with open(args.out_json, "w") as f:
+        json.dump(res, f, indent=1)
+    say(f"all checks passed; numbers in {args.out_json}")
+
+
+if __name__ == "__main__":
+    main()
