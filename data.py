@@ -460,6 +460,13 @@ class CleanConfig:
     ppl_order: int = 3
     ppl_percentile: float = 0.0     # drop documents above this perplexity percentile (0: off)
     ppl_max: float = 0.0            # drop documents above this perplexity (0: off)
+    ppl_model: str = ""             # second stage: a model.py (HF-format) folder scoring survivors
+    ppl_model_tokenizer: str = ""   # its SentencePiece model (default: PPL_MODEL/tokenizer.model)
+    ppl_model_percentile: float = 90.0  # drop documents above this percentile of model perplexity
+    ppl_model_max: float = 0.0      # ... or above this model perplexity (0: off)
+    ppl_model_tokens: int = 512     # score the first this many tokens of each document
+    ppl_model_batch: int = 8
+    ppl_model_device: str = "cpu"
     target_docs: int = 0            # random selection to a size (0: keep all)
     target_chars: int = 0
     target_bytes: int = 0
@@ -750,6 +757,48 @@ def sample_to_target(sizes, alive, target, seed):
 # ----------------------------------------------------------------------------------------
 # clean(): the whole pipeline.
 
+def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, device="cpu"):
+    """Yield the perplexity of each text under a model.py Llama: exp of the mean next-token
+    loss over its first `max_tokens` tokens after BOS (inf for an empty text). torch and
+    model.py are imported only here: the rest of data.py needs neither."""
+    import sentencepiece as spm
+    import torch
+    import torch.nn.functional as F
+
+    from model import Llama
+    tok = Path(tokenizer or Path(model_dir) / "tokenizer.model")
+    if not tok.is_file():
+        raise DataError(f"{tok}: no tokenizer for --ppl-model (give --ppl-model-tokenizer)")
+    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    model = Llama.from_pretrained(model_dir, device=device).eval()
+    if sp.get_piece_size() > model.config.vocab_size:
+        raise DataError(f"{tok}: {sp.get_piece_size()} pieces, but {model_dir} has {model.config.vocab_size} rows")
+    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
+    chunk = []
+
+    def score(chunk):
+        ids = [bos + x[:max_tokens] for x in sp.encode(chunk)]
+        x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+        y = torch.full_like(x, -100)  # padding and the last position predict nothing
+        for r, s in enumerate(ids):
+            x[r, :len(s)] = torch.tensor(s)
+            y[r, :len(s) - 1] = torch.tensor(s[1:])
+        with torch.no_grad():
+            logits, _ = model(x.to(device))  # (B, T, V)
+            nll = F.cross_entropy(logits.float().transpose(1, 2), y.to(device), reduction="none")  # (B, T)
+        n = (y != -100).sum(1)
+        ppl = torch.exp(nll.sum(1).cpu() / n.clamp(min=1))
+        return torch.where(n > 0, ppl, torch.inf).tolist()
+
+    for t in texts:
+        chunk.append(t)
+        if len(chunk) == batch:
+            yield from score(chunk)
+            chunk = []
+    if chunk:
+        yield from score(chunk)
+
+
 def load_ppl_model(cfg):
     if not cfg.ppl_ref:
         return None
@@ -782,6 +831,8 @@ def clean(inputs, out_dir, cfg=None):
         raise DataError("--ppl-percentile/--ppl-max need a reference text: --ppl-ref FILE")
     if lm is None:
         notes.append("perplexity filter skipped: no --ppl-ref given")
+    if cfg.ppl_model and not Path(cfg.ppl_model).is_dir():
+        raise DataError(f"--ppl-model {cfg.ppl_model}: no such model folder")
     steps = {s: {"docs_in": 0, "docs_out": 0, "dropped": {}, "cpu_seconds": 0.0}
              for s in ("read", "normalize", "filter", "exact_dedup", "near_dedup", "perplexity", "sample")}
     drop = lambda step, reason, k=1: steps[step]["dropped"].__setitem__(
@@ -845,7 +896,7 @@ def clean(inputs, out_dir, cfg=None):
         src_file, src_line = ld("file", np.int32), ld("line", np.int64)
         reason = np.zeros(n, np.int8)  # 0 kept; else the index in `codes`
         dup_of = np.full(n, -1, np.int64)
-        codes = [None, "exact_dup", "near_dup", "perplexity", "sampled_out"]
+        codes = [None, "exact_dup", "near_dup", "perplexity", "sampled_out", "model_perplexity"]
         t0 = time.process_time()  # CPU seconds, like the workers' timings: robust to a busy machine
         if cfg.exact_dedup:
             d = exact_duplicates(ld("hash", np.uint64))
@@ -866,18 +917,40 @@ def clean(inputs, out_dir, cfg=None):
                 cuts.append(float(np.percentile(ppl[reason == 0], cfg.ppl_percentile)))
             ppl_cut = min(cuts)
             reason[(reason == 0) & (ppl > ppl_cut)] = 3
+        model_cut = None
+        if cfg.ppl_model and (reason == 0).any():  # second stage: the survivors under a real model
+            alive = reason == 0
+
+            def alive_texts():
+                with open(tmp / "stage.jsonl", encoding="utf-8") as f:
+                    for i, line in enumerate(f):
+                        if alive[i]:
+                            yield json.loads(line)["text"]
+            mp = np.fromiter(tqdm(model_perplexities(
+                alive_texts(), cfg.ppl_model, cfg.ppl_model_tokenizer, cfg.ppl_model_tokens,
+                cfg.ppl_model_batch, cfg.ppl_model_device), total=int(alive.sum()), desc="model perplexity",
+                disable=not cfg.progress or None), np.float64, count=int(alive.sum()))
+            cuts = [cfg.ppl_model_max] if cfg.ppl_model_max else []
+            if cfg.ppl_model_percentile:
+                cuts.append(float(np.percentile(mp[np.isfinite(mp)], cfg.ppl_model_percentile))
+                            if np.isfinite(mp).any() else np.inf)
+            if cuts:
+                model_cut = min(cuts)
+                idx = np.flatnonzero(alive)
+                reason[idx[mp > model_cut]] = 5
         t3 = time.process_time()
         for unit, target in (("docs", cfg.target_docs), ("chars", cfg.target_chars), ("bytes", cfg.target_bytes)):
             if target:
                 sizes = np.ones(n, np.int64) if unit == "docs" else ld(unit, np.int64)
                 reason[(reason == 0) & ~sample_to_target(sizes, reason == 0, target, cfg.seed)] = 4
         t4 = time.process_time()
-        for (s, sec), code in zip((("exact_dedup", t1 - t0), ("near_dedup", t2 - t1),
-                                   ("perplexity", t3 - t2), ("sample", t4 - t3)), range(1, 5)):
+        for s, sec, code_ in (("exact_dedup", t1 - t0, [1]), ("near_dedup", t2 - t1, [2]),
+                              ("perplexity", t3 - t2, [3, 5]), ("sample", t4 - t3, [4])):
             steps[s]["cpu_seconds"] += sec
-            k = int((reason == code).sum())
-            if k:
-                drop(s, codes[code], k)
+            for code in code_:
+                k = int((reason == code).sum())
+                if k:
+                    drop(s, codes[code], k)
 
         # pass 2: copy kept lines to the output, dropped ones to dropped.jsonl
         outputs, out_f, n_out, sizes_out = [], None, 0, {"chars": 0, "bytes": 0}
@@ -933,7 +1006,8 @@ def clean(inputs, out_dir, cfg=None):
               "chars_in": sizes_in["chars"], "bytes_in": sizes_in["bytes"],
               "chars_out": sizes_out["chars"], "bytes_out": sizes_out["bytes"],
               "steps": steps, "files": file_stats, "outputs": outputs, "notes": notes,
-              "perplexity_cutoff": ppl_cut, "seconds": round(time.time() - t_start, 3),
+              "perplexity_cutoff": ppl_cut, "model_perplexity_cutoff": model_cut,
+              "seconds": round(time.time() - t_start, 3),
               "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}
     _write_atomic(out_dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     return report
@@ -1123,6 +1197,13 @@ def _add_clean_args(p):
     p.add_argument("--ppl-order", type=int, default=d.ppl_order, help="n-gram order")
     p.add_argument("--ppl-percentile", type=float, default=0.0, help="drop documents above this percentile")
     p.add_argument("--ppl-max", type=float, default=0.0, help="drop documents above this perplexity")
+    p.add_argument("--ppl-model", default="", help="second stage: a model folder (config.json + safetensors)")
+    p.add_argument("--ppl-model-tokenizer", default="", help="its tokenizer.model (default: in the folder)")
+    p.add_argument("--ppl-model-percentile", type=float, default=90.0, help="drop above this model percentile")
+    p.add_argument("--ppl-model-max", type=float, default=0.0, help="drop above this model perplexity")
+    p.add_argument("--ppl-model-tokens", type=int, default=512, help="tokens scored per document")
+    p.add_argument("--ppl-model-batch", type=int, default=8, help="documents per forward pass")
+    p.add_argument("--ppl-model-device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--target-docs", type=_size, default=0, help="random selection to this many documents")
     p.add_argument("--target-chars", type=_size, default=0, help="... or characters (e.g. 500M)")
     p.add_argument("--target-bytes", type=_size, default=0, help="... or UTF-8 bytes (e.g. 40G)")

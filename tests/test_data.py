@@ -445,3 +445,39 @@ def test_command_line_clean_then_tokenize(base_spm, tmp_path):
     meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
     assert meta["num_docs"] + meta["val_num_docs"] == 50 and meta["val_num_docs"] > 0
     assert run("clean", "nothing.jsonl", "--out", "o").returncode == 2
+
+
+# ---------------------------------------------------------------------------- model perplexity
+
+def test_model_perplexity_second_stage(base_spm, tmp_path):
+    import shutil
+
+    import torch
+
+    from model import Llama, LlamaConfig
+    torch.manual_seed(0)
+    cfg_m = LlamaConfig(vocab_size=2000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        initializer_range=0.2)  # a wide init so documents get distinct scores
+    model = Llama(cfg_m).eval()
+    model.save_pretrained(tmp_path / "m")
+    shutil.copy(base_spm, tmp_path / "m" / "tokenizer.model")
+    docs = [normalize(d) for d in long_docs(20)]
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    # the reference: each document alone, no padding, its first 64 tokens after BOS
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    want = []
+    with torch.no_grad():
+        for d in docs:
+            ids = torch.tensor([[1] + sp.encode(d)[:64]])
+            _, loss = model(ids[:, :-1], ids[:, 1:])
+            want.append(float(torch.exp(loss)))
+    got = list(data.model_perplexities(docs, tmp_path / "m", max_tokens=64, batch=3))
+    assert np.allclose(got, want, rtol=1e-4)  # batching with padding changes nothing
+    rep = clean([tmp_path / "in.jsonl"], tmp_path / "o", cfg(ppl_model=str(tmp_path / "m"), ppl_model_tokens=64,
+                                                           ppl_model_percentile=75, ppl_model_batch=3))
+    cut = np.percentile(want, 75)
+    assert rep["model_perplexity_cutoff"] == pytest.approx(cut, rel=1e-4)
+    assert rep["dropped"] == {"model_perplexity": 5}
+    assert read_clean(tmp_path / "o") == [d for d, w in zip(docs, want) if w <= cut]
