@@ -3,8 +3,9 @@
     # clean: normalize -> rule filters -> exact dedup -> MinHash near-dedup -> perplexity -> sample
     python data.py clean raw/ more.jsonl.gz --out clean/ --workers 8
     python data.py clean raw/ --out clean/ --ppl-ref wiki_ko.txt --ppl-percentile 90 --target-bytes 40G
+    python data.py clean raw/ --out clean/ --ppl-model SOLAR-10.7B/ --ppl-model-device cuda  # 2nd stage
     # tokenize: cleaned text + a SentencePiece model -> uint16/uint32 .bin shards + meta.json
-    python data.py tokenize clean/clean.jsonl --tokenizer out/tokenizer --out tokens/ --val-docs 500
+    python data.py tokenize clean/clean.jsonl --tokenizer merged/ --out tokens/ --val-docs 500
 
 `clean` writes DIR/clean.jsonl (one {"text": ...} per line; clean_NNNNN.jsonl with
 --shard-docs), DIR/report.json (documents and sizes in and out of every step, dropped
@@ -12,12 +13,12 @@ documents by reason: docs_in == docs_out + sum(dropped)) and, with --keep-droppe
 DIR/dropped.jsonl (each dropped document with its reason and source file:line).
 
 It streams: pass 1 runs the per-document steps (decode, normalize, filter, hash, MinHash,
-perplexity) in --workers processes and spills survivors to a temp file plus a few numbers
-per document (exact hash, LSH band keys, perplexity, sizes: about 40 + 8*bands bytes);
-the dedup, perplexity-percentile and sampling decisions are then made with numpy sorts over
-those arrays, and pass 2 copies the kept lines out. RAM grows only with those per-document
-arrays (see README), never with the text. Every decision is a pure function of the input
-order and the seed, so 1 and N workers give byte-identical output.
+n-gram perplexity) in --workers processes and spills the survivors to a temp folder next
+to the output, with about 0.7 KB of numbers per document (exact hash, MinHash signature,
+LSH band keys, perplexity, sizes). The dedup, perplexity and sampling decisions are then
+numpy sorts over those arrays (about 150 MB of RAM per million documents at the peak), and
+pass 2 copies the kept lines out. The text itself never sits in RAM. Every decision is a
+pure function of the input order and the seed, so 1 and N workers give identical output.
 """
 import argparse
 import codecs
@@ -532,15 +533,15 @@ def detect_encoding(path, choice="auto"):
             head = f.read(1 << 20)
         except (OSError, EOFError):
             return "utf-8"  # a broken .gz: reading it reports the error
-    best = None
-    for enc in ("utf-8", "cp949"):  # final=False: a character cut by the 1 MiB window is fine
-        try:
-            codecs.getincrementaldecoder(enc)().decode(head, final=False)
-            return enc
-        except UnicodeDecodeError:
-            bad = codecs.getincrementaldecoder(enc)(errors="replace").decode(head).count("\ufffd")
-            best = min(best or (bad, enc), (bad, enc))
-    return best[1]
+    # CP949 Hangul is invalid UTF-8 at almost every character, while UTF-8 Hangul often
+    # decodes as CP949 without error: so UTF-8 wins unless it fails on more than 1% of
+    # the non-ASCII bytes and CP949 fails less.
+    bad = {enc: codecs.getincrementaldecoder(enc)(errors="replace").decode(head).count("\ufffd")
+           for enc in ("utf-8", "cp949")}
+    non_ascii = int(np.count_nonzero(np.frombuffer(head, np.uint8) >= 0x80))
+    if bad["utf-8"] > 0.01 * non_ascii and bad["cp949"] < bad["utf-8"]:
+        return "cp949"
+    return "utf-8"
 
 
 def read_docs(path, cfg, stats, progress=None):

@@ -280,10 +280,11 @@ def test_invalid_utf8_is_counted_not_fatal(tmp_path):
     lines = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in good]
     lines.insert(1, b'{"text": "' + good[0][:60].encode() + b'\xff\xc3 \xed\xa0\x80"}')  # invalid bytes
     (tmp_path / "x.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    rep = clean([tmp_path / "x.jsonl"], tmp_path / "r", cfg(encoding="utf-8"))
+    rep = clean([tmp_path / "x.jsonl"], tmp_path / "r", cfg())  # auto: still UTF-8, one bad line
+    assert rep["files"][0]["encoding"] == "utf-8"
     assert rep["files"][0]["replaced_lines"] == 1 and rep["docs_out"] == 4
     assert any("\ufffd" in t for t in read_clean(tmp_path / "r"))
-    rep = clean([tmp_path / "x.jsonl"], tmp_path / "d", cfg(encoding="utf-8", on_invalid="drop"))
+    rep = clean([tmp_path / "x.jsonl"], tmp_path / "d", cfg(on_invalid="drop"))
     assert rep["files"][0]["dropped_lines"] == 1 and rep["dropped"] == {"bad_encoding": 1}
     assert read_clean(tmp_path / "d") == [normalize(t) for t in good]
 
