@@ -26,113 +26,22 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from dedup import MinHasher, exact_duplicates, near_duplicates
+from perplexity import NgramLM, model_perplexities
+from textclean import filter_reason, normalize
+
 
 class DataError(ValueError):
     """Bad input or settings; the message names the file, line or flag."""
-
-
-# ----------------------------------------------------------------------------------------
-# Normalization (DESIGN.md section 3). Never NFKC the whole text: it would turn the
-# compatibility jamo of "ㅋㅋㅋ" into conjoining jamo and "ㅋㅏ" into "카".
-
-def _build_table():
-    t = {}
-    for cp in range(0xFF01, 0xFF5F):  # fullwidth ASCII -> ASCII
-        t[cp] = cp - 0xFEE0
-    t[0x3000] = 0x20  # ideographic space
-    for cp in range(0xFFA1, 0xFFDD):  # halfwidth Hangul -> compatibility jamo ("<narrow> 3131")
-        dec = unicodedata.decomposition(chr(cp))
-        if dec.startswith("<narrow>"):
-            t[cp] = int(dec.split()[1], 16)
-    for cp in (0x3164, 0x115F, 0x1160, 0xFFA0):  # Hangul fillers: invisible, break tokenizers
-        t[cp] = None
-    for cp in range(0x10000):  # controls and format characters (zero-width, BOM, bidi marks)
-        cat = unicodedata.category(chr(cp))
-        if cat == "Cc" or cat == "Cf":
-            t[cp] = None
-        elif cat == "Zs" and cp != 0x20:
-            t[cp] = 0x20  # no-break and other spaces
-    for cp in (0xE0001, *range(0xE0020, 0xE0080)):  # tag characters
-        t[cp] = None
-    del t[0x09], t[0x0A]  # tab and newline stay
-    for cp in (0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029):  # every line break becomes \n
-        t[cp] = 0x0A
-    return t
-
-
-_TABLE = _build_table()
-
-
-def _char_class(cps):  # "[a-bc-d...]" from code points, as ranges: a long class is 15x slower
-    cps, parts = sorted(cps), []
-    lo = prev = cps[0]
-    for c in cps[1:] + [-1]:
-        if c != prev + 1:
-            parts.append(re.escape(chr(lo)) + ("-" + re.escape(chr(prev)) if prev > lo else ""))
-            lo = c
-        prev = c
-    return re.compile("[" + "".join(parts) + "]")
-
-
-_NEEDS_TABLE = _char_class(_TABLE)  # most texts have nothing to fold or delete: skip translate
-_SPACES = re.compile(r"[ \t]*\n[ \t]*")
-_SPACE_RUN = re.compile(r" {2,}")
-_BLANK_RUN = re.compile(r"\n{3,}")
-
-
-def normalize(text, max_repeat=5):
-    """NFC, folds, deletions, unified newlines, collapsed spaces, repeats capped to
-    `max_repeat` (0: no cap). Idempotent: normalize(normalize(x)) == normalize(x)."""
-    if _NEEDS_TABLE.search(text):  # delete before NFC: a zero-width space can split jamo
-        text = text.replace("\r\n", "\n").translate(_TABLE)
-    text = unicodedata.normalize("NFC", text)
-    text = _SPACE_RUN.sub(" ", text)
-    if "\n" in text:
-        text = _BLANK_RUN.sub("\n\n", _SPACES.sub("\n", text))
-    text = text.strip()
-    if max_repeat > 0:  # after NFC, so composing cannot make a new run longer than the cap
-        text = re.sub(r"(.)\1{%d,}" % max_repeat, lambda m: m.group(1) * max_repeat, text, flags=re.S)
-    return text
-
-
-# ----------------------------------------------------------------------------------------
-# Rule filters: cheap per-document statistics, Gopher-style repetition checks.
-
-def _codepoints(text):
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-
-
-def _char_classes():
-    """uint8 class per code point: 0 space, 1 other (digit, punctuation, symbol), 2 letter, 3 Hangul."""
-    cls = np.ones(0x110000, np.uint8)
-    for lo, hi in ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0x24F), (0x370, 0x52F), (0x3040, 0x30FF),
-                   (0x4E00, 0x9FFF), (0xF900, 0xFAFF)):  # Latin, Greek, Cyrillic, kana, Hanja
-        cls[lo:hi + 1] = 2
-    cls[[0xD7, 0xF7]] = 1  # x and / signs sit inside Latin-1
-    for lo, hi in ((0xAC00, 0xD7A3), (0x3131, 0x318E), (0x1100, 0x11FF)):  # syllables, both jamo
-        cls[lo:hi + 1] = 3
-    cls[[0x20, 0x0A, 0x09]] = 0
-    return cls
-
-
-_CLASS = _char_classes()
-
-
-def char_stats(text):
-    """(Hangul letters, all letters, non-space characters)."""
-    n = np.bincount(_CLASS[_codepoints(text)], minlength=4)
-    return int(n[3]), int(n[2] + n[3]), int(n[1] + n[2] + n[3])
 
 
 def _parse_ngram_thresholds(spec):
@@ -147,283 +56,6 @@ def _parse_ngram_thresholds(spec):
     return out
 
 
-def repetition_reason(text, cfg):
-    """Gopher (Rae et al. 2021, table A1) repetition checks; returns a reason or None."""
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    if len(lines) > 1:
-        seen, dup, dup_chars = set(), 0, 0
-        for ln in lines:
-            if ln in seen:
-                dup += 1
-                dup_chars += len(ln)
-            seen.add(ln)
-        if dup / len(lines) > cfg.max_dup_line_frac or dup_chars / len(text) > cfg.max_dup_line_char_frac:
-            return "dup_lines"
-    words = text.split()
-    if len(words) < max(cfg.rep_min_words, 2) or len(set(words)) == len(words):
-        return None  # short texts repeat a word pair by chance (Gopher: 50+ words); no repeated word
-    # word ids by str hash: only compared inside this text, so the per-process hash seed
-    # cannot change a decision (short of a 2^-64 collision), and it is 5x faster than a dict
-    ids = np.fromiter(map(hash, words), np.int64, count=len(words)).view(np.uint64)
-    wlen = np.fromiter(map(len, words), np.int64, count=len(words))
-    csum = np.r_[0, np.cumsum(wlen)]
-    total = int(csum[-1])
-    top, dup = cfg.top_ngrams, cfg.dup_ngrams
-    key = ids
-    for n in range(2, max([1, *top, *dup]) + 1):
-        # key[i] identifies words[i:i+n] (wrapping uint64 polynomial; collisions ~2^-64)
-        key = key[:-1] * np.uint64(0x9E3779B97F4A7C15) + ids[n - 1:]
-        if len(key) < 2:
-            break
-        order = np.argsort(key)
-        ks = key[order]
-        same = ks[1:] == ks[:-1]
-        if not same.any():
-            break  # no n-gram repeats, so no longer one does either
-        if n in top:  # the most frequent n-gram (runs of equal sorted keys; ties: the longest)
-            starts = np.flatnonzero(np.r_[True, ~same, True])
-            runs = np.diff(starts)
-            first = order[starts[:-1][runs == runs.max()]]  # one occurrence of each most frequent
-            chars = (csum[first + n] - csum[first]).max()
-            if runs.max() * chars / total > top[n]:
-                return f"top_{n}gram"
-        if n in dup:  # characters of the words covered by n-grams that occur twice or more
-            rep = np.zeros(len(key), bool)
-            rep[order] = np.r_[same, False] | np.r_[False, same]
-            covered = np.zeros(len(words) + 1, np.int64)  # +1 at a repeated n-gram's start, -1 after its end
-            np.add.at(covered, np.flatnonzero(rep), 1)
-            np.add.at(covered, np.flatnonzero(rep) + n, -1)
-            if int(wlen[np.cumsum(covered[:-1]) > 0].sum()) / total > dup[n]:
-                return f"dup_{n}gram"
-    return None
-
-
-def filter_reason(text, cfg):
-    """The first rule the (normalized) text breaks, or None."""
-    if not text:
-        return "empty"
-    if len(text) < cfg.min_chars:
-        return "too_short"
-    if cfg.max_chars and len(text) > cfg.max_chars:
-        return "too_long"
-    hangul, letters, nonspace = char_stats(text)
-    if cfg.min_hangul_frac > 0 and (letters == 0 or hangul / letters < cfg.min_hangul_frac):
-        return "low_hangul"
-    if cfg.max_symbol_frac < 1 and nonspace and (nonspace - letters) / nonspace > cfg.max_symbol_frac:
-        return "symbols"
-    return repetition_reason(text, cfg)
-
-
-# ----------------------------------------------------------------------------------------
-# MinHash with LSH banding, in numpy. Shingles are character n-grams hashed by a rolling
-# polynomial and mixed by splitmix64 (no Python hash(): it changes per process). Permutation
-# i is x -> a_i*x mod 2^64 with odd a_i: a bijection whose high bits order like a
-# multiply-shift hash; the top 32 bits of the minimum are kept. Its Jaccard estimates have
-# the binomial variance J(1-J)/num_perm (tested), and an extra "+ b_i" pass bought nothing.
-# (No small-prime modulus: with 2^61-1 and 32-bit operands "mod" is a no-op and every
-# permutation becomes monotone.)
-
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def _mix64(x):  # splitmix64 finalizer: spreads the polynomial hash over all 64 bits
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-def lsh_params(threshold, num_perm):
-    """(bands, rows): the most rows per band (fewest chance candidates) for which a pair at
-    exactly `threshold` still shares a band with probability >= 0.99. Candidates are then
-    verified by their estimated Jaccard, so the cut at the threshold is sharp both ways
-    (datasketch balances false positives against false negatives instead and, unverified,
-    misses a third of pairs at Jaccard 0.85)."""
-    for r in range(num_perm, 0, -1):
-        b = num_perm // r
-        if 1 - (1 - threshold ** r) ** b >= 0.99:
-            return b, r
-    return num_perm, 1
-
-
-class MinHasher:
-    def __init__(self, num_perm=128, ngram=5, bands=None, rows=None, threshold=0.8, seed=1):
-        rng = np.random.default_rng(seed)
-        self.ngram, self.num_perm = ngram, num_perm
-        self.a = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        if bands is None or rows is None:
-            bands, rows = lsh_params(threshold, num_perm)
-        if bands * rows > num_perm:
-            raise DataError(f"--lsh-bands * rows = {bands}*{rows} exceeds --num-perm {num_perm}")
-        self.bands, self.rows = bands, rows
-        self.band_mult = rng.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-
-    def shingles(self, texts):
-        """Hashes of the character n-grams of each text, concatenated, and each text's count.
-        A text shorter than n is one shingle."""
-        lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
-        cp = _codepoints("".join(texts)).astype(np.uint64)
-        n = self.ngram
-        h = cp[:max(len(cp) - n + 1, 0)].copy()
-        for k in range(1, n):  # h[i] = polynomial hash of cp[i:i+n]
-            h = h * np.uint64(0x100000001B3) + cp[k:len(cp) - n + 1 + k]
-        ends = np.cumsum(lens)
-        counts = np.maximum(lens - n + 1, 0)
-        starts = ends - lens
-        keep = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) if len(texts) else starts
-        h = h[keep]
-        short = np.flatnonzero(lens < n)
-        if len(short):  # rare (texts of 1..n-1 characters): hash the whole text
-            parts, pos = [], np.r_[0, np.cumsum(counts)]
-            for i in range(len(texts)):
-                if 0 < lens[i] < n:
-                    x = 0
-                    for c in cp[starts[i]:ends[i]].tolist():
-                        x = (x * 0x100000001B3 + c) & 0xFFFFFFFFFFFFFFFF
-                    parts.append(np.array([x], np.uint64))
-                elif lens[i]:
-                    parts.append(h[pos[i]:pos[i + 1]])
-            h = np.concatenate(parts) if parts else h
-            counts = np.maximum(counts, lens > 0)
-        return _mix64(h), counts
-
-    def signatures(self, texts):
-        """(len(texts), num_perm) uint32 MinHash signatures; an empty text gets all ones."""
-        sh, counts = self.shingles(texts)
-        sig = np.full((len(texts), self.num_perm), np.iinfo(np.uint64).max, np.uint64)
-        pos = np.r_[0, np.cumsum(counts)]
-        i, n = 0, len(texts)
-        while i < n:  # groups of texts with at most 8k shingles: a (num_perm, 8k) uint64 temp
-            j = i + 1
-            while j < n and pos[j + 1] - pos[i] <= 8192:
-                j += 1
-            if j == i + 1:  # one text, maybe a long one: running minimum over chunks
-                for c in range(pos[i], pos[j], 8192):
-                    v = np.multiply.outer(self.a, sh[c:min(c + 8192, pos[j])])
-                    np.minimum(sig[i], v.min(axis=1), out=sig[i])
-            else:
-                ne = np.flatnonzero(counts[i:j]) + i
-                if len(ne):
-                    v = np.multiply.outer(self.a, sh[pos[i]:pos[j]])  # (num_perm, shingles)
-                    sig[ne] = np.minimum.reduceat(v, pos[ne] - pos[i], axis=1).T
-            i = j
-        return (sig >> np.uint64(32)).astype(np.uint32)
-
-    def signature(self, text):  # (num_perm,) uint32
-        return self.signatures([text])[0]
-
-    def band_keys(self, sig):  # (..., num_perm) -> (..., bands) uint64: equal key <=> equal band
-        rows = sig[..., :self.bands * self.rows].reshape(*sig.shape[:-1], self.bands, self.rows)
-        return _mix64((rows.astype(np.uint64) * self.band_mult).sum(axis=-1, dtype=np.uint64))
-
-
-# ----------------------------------------------------------------------------------------
-# Perplexity: an interpolated absolute-discounting n-gram model over characters or
-# SentencePiece ids, trained on a reference text the user names, all in numpy.
-
-class NgramLM:
-    def __init__(self, order=3, discount=0.75, sp_model=None):
-        self.order, self.discount, self.sp_model, self._sp = order, discount, sp_model, None
-
-    def __getstate__(self):  # the SentencePiece processor is rebuilt from bytes in each worker
-        return {k: v for k, v in self.__dict__.items() if k != "_sp"} | {"_sp": None}
-
-    def encode(self, text):  # ids in [0, V-1); V-1 is the document boundary
-        return self.encode_batch([text])[0]
-
-    def encode_batch(self, texts):
-        if self.sp_model is not None:
-            if self._sp is None:
-                import sentencepiece as spm
-                self._sp = spm.SentencePieceProcessor(model_proto=self.sp_model)
-            return [np.asarray(x, dtype=np.int64) for x in self._sp.encode(list(texts))]
-        lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
-        cp = _codepoints("".join(texts))
-        ids = self.char_ids[np.minimum(cp, len(self.char_ids) - 1)].astype(np.int64)
-        return np.split(ids, np.cumsum(lens)[:-1])
-
-    def fit(self, texts):
-        texts = list(texts)
-        if not texts:
-            raise DataError("perplexity reference text is empty")
-        if self.sp_model is not None:
-            import sentencepiece as spm
-            self.V = spm.SentencePieceProcessor(model_proto=self.sp_model).get_piece_size() + 1
-        else:  # characters of the reference get ids 1..K, anything else 0 (unknown)
-            chars = np.unique(np.concatenate([_codepoints(t) for t in texts]))
-            self.char_ids = np.zeros(int(chars.max()) + 2, np.int32)
-            self.char_ids[chars] = np.arange(1, len(chars) + 1)
-            self.V = len(chars) + 2
-        if float(self.V) ** self.order >= 2**63:
-            raise DataError(f"perplexity order {self.order} is too high for a vocabulary of {self.V}")
-        seq, tgt = self._pad([d for i in range(0, len(texts), 1024) for d in self.encode_batch(texts[i:i + 1024])])
-        self.unigram = np.bincount(seq[tgt], minlength=self.V).astype(np.float64)
-        self.tables = []
-        for k in range(2, self.order + 1):
-            grams, counts = np.unique(self._keys(seq, k)[tgt], return_counts=True)
-            hist, start, types = np.unique(grams // self.V, return_index=True, return_counts=True)
-            self.tables.append((grams, counts, hist, np.add.reduceat(counts, start), types))
-        return self
-
-    def _pad(self, docs):  # one stream, order-1 boundary ids before each document
-        pad = np.full(self.order - 1, self.V - 1, np.int64)
-        seq = np.concatenate([x for d in docs for x in (pad, d)]) if docs else np.zeros(0, np.int64)
-        tgt = np.concatenate([x for d in docs for x in (np.zeros(len(pad), bool), np.ones(len(d), bool))])
-        return seq, tgt
-
-    def _keys(self, seq, k):  # key[t] = id(seq[t-k+1..t]) in base V (0 where t < k-1)
-        key = np.zeros(len(seq), np.int64)
-        for j in range(k):
-            key[k - 1:] = key[k - 1:] * self.V + seq[j:len(seq) - k + 1 + j]
-        return key
-
-    def logprobs(self, docs):  # natural-log probability of every token of every document
-        seq, tgt = self._pad(docs)
-        p = (self.unigram[seq[tgt]] + 1) / (self.unigram.sum() + self.V)
-        D = self.discount
-        for k, (grams, counts, hist, totals, types) in enumerate(self.tables, start=2):
-            key = self._keys(seq, k)[tgt]
-            order = np.argsort(key)  # sorted queries make searchsorted 3x faster (cache-friendly;
-            key = key[order]  # a numpy hash table was slower still)
-            i = np.minimum(np.searchsorted(grams, key), len(grams) - 1)
-            c = np.where(grams[i] == key, counts[i], 0)
-            j = np.minimum(np.searchsorted(hist, key // self.V), len(hist) - 1)
-            seen = hist[j] == key // self.V
-            tot, typ = np.where(seen, totals[j], 1), np.where(seen, types[j], 0)
-            q = np.empty_like(p)
-            q[order] = np.where(seen, np.maximum(c - D, 0) / tot + D * typ / tot * p[order], p[order])
-            p = q
-        return np.log(p)
-
-    def perplexity(self, text):
-        return float(self.perplexities([text])[0])
-
-    def perplexities(self, texts):
-        """exp(mean negative log-likelihood per token) of each text; inf for an empty one."""
-        docs = self.encode_batch(texts) if len(texts) else []
-        lens = np.fromiter(map(len, docs), np.int64, count=len(docs))
-        out = np.full(len(docs), np.inf)
-        if lens.sum():
-            lp = self.logprobs(docs)
-            ne = lens > 0
-            out[ne] = np.exp(-np.add.reduceat(lp, (np.cumsum(lens) - lens)[ne]) / lens[ne])
-        return out
-
-    def save(self, path):
-        np.savez(path, meta=json.dumps({"order": self.order, "discount": self.discount, "V": self.V}),
-                 sp_model=np.frombuffer(self.sp_model or b"", np.uint8), unigram=self.unigram,
-                 char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)),
-                 **{f"t{k}_{i}": a for k, t in enumerate(self.tables) for i, a in enumerate(t)})
-
-    @classmethod
-    def load(cls, path):
-        z = np.load(path)
-        m = json.loads(str(z["meta"]))
-        lm = cls(m["order"], m["discount"], bytes(z["sp_model"]) or None)
-        lm.V, lm.unigram, lm.char_ids = m["V"], z["unigram"], z["char_ids"]
-        lm.tables = [tuple(z[f"t{k}_{i}"] for i in range(5)) for k in range(m["order"] - 1)]
-        return lm
 
 
 # ----------------------------------------------------------------------------------------
@@ -487,6 +119,9 @@ class CleanConfig:
                 raise DataError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
         if not 0 < self.jaccard <= 1:
             raise DataError(f"--jaccard must be in (0, 1], got {self.jaccard}")
+        if self.lsh_bands * self.lsh_rows > self.num_perm:
+            raise DataError(f"--lsh-bands * --lsh-rows = {self.lsh_bands * self.lsh_rows} "
+                            f"exceeds --num-perm {self.num_perm}")
 
 
 def expand_inputs(inputs):
@@ -693,59 +328,7 @@ def ordered_map(fn, items, workers, init, initargs):
 
 
 # ----------------------------------------------------------------------------------------
-# Between the passes: decisions over per-document arrays (sorts, no Python per document
-# except for the few documents that share an LSH bucket).
-
-def exact_duplicates(h):
-    """h (n,) uint64 -> (n,) index of the first document with the same hash, -1 for firsts."""
-    n = len(h)
-    order = np.argsort(h, kind="stable")  # stable: the first of a run is the earliest document
-    hs = h[order]
-    start = np.r_[True, hs[1:] != hs[:-1]] if n else np.zeros(0, bool)
-    first = order[np.maximum.accumulate(np.where(start, np.arange(n), 0))]
-    dup_of = np.full(n, -1, np.int64)
-    dup_of[order] = np.where(first == order, -1, first)
-    return dup_of
-
-
-def near_duplicates(keys, alive, sig, threshold):
-    """keys (n, bands) LSH band keys, sig (n, num_perm) MinHash signatures, alive (n,) bool
-    -> (n,) index of an earlier kept document that shares a band with it and whose estimated
-    Jaccard is >= threshold, or -1. Documents are visited in order and only kept ones join the
-    buckets, so every kept document stands for its cluster (as a streaming LSH would)."""
-    n, bands = keys.shape
-    idx = np.flatnonzero(alive)
-    docs, groups, ngroups = [], [], 0
-    for j in range(bands):  # sort one band's keys at a time: 16 bytes per document of RAM
-        k = np.asarray(keys[idx, j])
-        order = np.argsort(k, kind="stable")
-        ks = k[order]
-        same = ks[1:] == ks[:-1]
-        member = np.r_[same, False] | np.r_[False, same]  # in a bucket of 2 or more
-        start = member & np.r_[True, ~same]
-        gid = np.cumsum(start) - 1
-        docs.append(idx[order[member]])
-        groups.append(ngroups + gid[member])
-        ngroups += int(start.sum())
-    dup_of = np.full(n, -1, np.int64)
-    if not ngroups:
-        return dup_of
-    docs, groups = np.concatenate(docs), np.concatenate(groups)
-    order = np.lexsort((groups, docs))
-    docs, groups = docs[order], groups[order]
-    kept = {}  # bucket -> its kept documents so far; only buckets with collisions appear
-    cuts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-    for d, gs in zip(docs[cuts].tolist(), np.split(groups, cuts[1:])):
-        cands = sorted({c for g in gs.tolist() for c in kept.get(g, ())})
-        if cands:
-            est = (np.asarray(sig[cands]) == np.asarray(sig[d])).mean(axis=1)
-            if est.max() >= threshold:
-                dup_of[d] = cands[int(np.argmax(est >= threshold))]
-                continue
-        for g in gs.tolist():
-            kept.setdefault(g, []).append(d)
-    return dup_of
-
+# Between the passes: sampling to a size (dedup decisions are in dedup.py).
 
 def sample_to_target(sizes, alive, target, seed):
     """Random documents (seeded) whose total size stays within `target`; (n,) bool."""
@@ -757,48 +340,6 @@ def sample_to_target(sizes, alive, target, seed):
 
 # ----------------------------------------------------------------------------------------
 # clean(): the whole pipeline.
-
-def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, device="cpu"):
-    """Yield the perplexity of each text under a model.py Llama: exp of the mean next-token
-    loss over its first `max_tokens` tokens after BOS (inf for an empty text). torch and
-    model.py are imported only here: the rest of data.py needs neither."""
-    import sentencepiece as spm
-    import torch
-    import torch.nn.functional as F
-
-    from model import Llama
-    tok = Path(tokenizer or Path(model_dir) / "tokenizer.model")
-    if not tok.is_file():
-        raise DataError(f"{tok}: no tokenizer for --ppl-model (give --ppl-model-tokenizer)")
-    sp = spm.SentencePieceProcessor(model_file=str(tok))
-    model = Llama.from_pretrained(model_dir, device=device).eval()
-    if sp.get_piece_size() > model.config.vocab_size:
-        raise DataError(f"{tok}: {sp.get_piece_size()} pieces, but {model_dir} has {model.config.vocab_size} rows")
-    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
-    chunk = []
-
-    def score(chunk):
-        ids = [bos + x[:max_tokens] for x in sp.encode(chunk)]
-        x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
-        y = torch.full_like(x, -100)  # padding and the last position predict nothing
-        for r, s in enumerate(ids):
-            x[r, :len(s)] = torch.tensor(s)
-            y[r, :len(s) - 1] = torch.tensor(s[1:])
-        with torch.no_grad():
-            logits, _ = model(x.to(device))  # (B, T, V)
-            nll = F.cross_entropy(logits.float().transpose(1, 2), y.to(device), reduction="none")  # (B, T)
-        n = (y != -100).sum(1)
-        ppl = torch.exp(nll.sum(1).cpu() / n.clamp(min=1))
-        return torch.where(n > 0, ppl, torch.inf).tolist()
-
-    for t in texts:
-        chunk.append(t)
-        if len(chunk) == batch:
-            yield from score(chunk)
-            chunk = []
-    if chunk:
-        yield from score(chunk)
-
 
 def load_ppl_model(cfg):
     if not cfg.ppl_ref:
@@ -827,7 +368,10 @@ def clean(inputs, out_dir, cfg=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = []
-    lm = load_ppl_model(cfg)
+    try:
+        lm = load_ppl_model(cfg)
+    except ValueError as e:  # NgramLM's complaints about the reference, as a one-line error
+        raise DataError(f"--ppl-ref: {e}") from None
     if lm is None and (cfg.ppl_percentile or cfg.ppl_max):
         raise DataError("--ppl-percentile/--ppl-max need a reference text: --ppl-ref FILE")
     if lm is None:
@@ -927,10 +471,13 @@ def clean(inputs, out_dir, cfg=None):
                     for i, line in enumerate(f):
                         if alive[i]:
                             yield json.loads(line)["text"]
-            mp = np.fromiter(tqdm(model_perplexities(
-                alive_texts(), cfg.ppl_model, cfg.ppl_model_tokenizer, cfg.ppl_model_tokens,
-                cfg.ppl_model_batch, cfg.ppl_model_device), total=int(alive.sum()), desc="model perplexity",
-                disable=not cfg.progress or None), np.float64, count=int(alive.sum()))
+            try:
+                mp = np.fromiter(tqdm(model_perplexities(
+                    alive_texts(), cfg.ppl_model, cfg.ppl_model_tokenizer, cfg.ppl_model_tokens,
+                    cfg.ppl_model_batch, cfg.ppl_model_device), total=int(alive.sum()), desc="model perplexity",
+                    disable=not cfg.progress or None), np.float64, count=int(alive.sum()))
+            except (ValueError, KeyError, OSError) as e:  # a bad model folder or tokenizer
+                raise DataError(f"--ppl-model {cfg.ppl_model}: {e}") from None
             cuts = [cfg.ppl_model_max] if cfg.ppl_model_max else []
             if cfg.ppl_model_percentile:
                 cuts.append(float(np.percentile(mp[np.isfinite(mp)], cfg.ppl_model_percentile))

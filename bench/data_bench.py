@@ -32,7 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import data  # noqa: E402
+import dedup  # noqa: E402
+from textclean import normalize  # noqa: E402
 
 
 def build_corpus(path, mb, n_near, n_exact, seed):
@@ -164,7 +165,7 @@ def main():
           f"({cpuN:.1f} CPU s); output identical to 1 worker: {same}")
 
     # 2. near-duplicate quality: the documents that reached near-dedup, in order
-    texts = {i + 1: data.normalize(t) for i, t in enumerate(raw)}
+    texts = {i + 1: normalize(t) for i, t in enumerate(raw)}
     dropped = [json.loads(line) for line in open(tmp / "o1" / "dropped.jsonl", encoding="utf-8")]
     before = {int(r["source"].rsplit(":", 1)[1]) for r in dropped
               if r["reason"] not in ("near_dup", "perplexity", "sampled_out")}
@@ -181,13 +182,13 @@ def main():
 
     # 3. MinHash speed, one core, same documents: data.py vs datasketch
     docs = [texts[ln] for ln in lines]
-    mh = data.MinHasher(128, 5, threshold=0.8)
+    mh = dedup.MinHasher(128, 5, threshold=0.8)
     t = time.process_time()  # CPU time: this machine may be shared; both sides measured alike
     sig = np.concatenate([mh.signatures(docs[i:i + 256]) for i in range(0, len(docs), 256)])
     keys = mh.band_keys(sig)
     t_ours = time.process_time() - t
     t = time.process_time()
-    data.near_duplicates(keys, np.ones(len(docs), bool), sig, 0.8)
+    dedup.near_duplicates(keys, np.ones(len(docs), bool), sig, 0.8)
     t_lsh = time.process_time() - t
     print(f"\nMinHash (signatures + band keys), one core: data.py {len(docs) / t_ours:.0f} docs/s "
           f"({sum(len(d.encode()) for d in docs) / 1e6 / t_ours:.1f} MB/s); LSH dedup {t_lsh:.2f}s")

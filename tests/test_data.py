@@ -16,7 +16,11 @@ import pytest
 from conftest import ROOT, korean_docs
 
 import data
-from data import CleanConfig, DataError, clean, normalize, tokenize
+import dedup
+import perplexity
+import textclean
+from data import CleanConfig, DataError, clean, tokenize
+from textclean import normalize
 
 
 def long_docs(n, min_chars=200):
@@ -104,24 +108,24 @@ def test_normalize_is_idempotent():
 def test_rule_filters_name_the_rule_broken():
     c = cfg()
     good = long_docs(1)[0]
-    assert data.filter_reason(good, c) is None
-    assert data.filter_reason("짧은 글", c) == "too_short"
-    assert data.filter_reason("This is an English paragraph about something else entirely.", c) == "low_hangul"
-    assert data.filter_reason("가격: 1,000원 / 2,000원 / 3,000원 / 4,000원 ###", c) == "symbols"
-    assert data.filter_reason("\n".join(["같은 줄이 계속 반복됩니다 여기"] * 5 + ["다른 줄"]), c) == "dup_lines"
+    assert textclean.filter_reason(good, c) is None
+    assert textclean.filter_reason("짧은 글", c) == "too_short"
+    assert textclean.filter_reason("This is an English paragraph about something else entirely.", c) == "low_hangul"
+    assert textclean.filter_reason("가격: 1,000원 / 2,000원 / 3,000원 / 4,000원 ###", c) == "symbols"
+    assert textclean.filter_reason("\n".join(["같은 줄이 계속 반복됩니다 여기"] * 5 + ["다른 줄"]), c) == "dup_lines"
     spam = " ".join(["지금 바로 클릭하세요"] * 40)
-    assert data.filter_reason(spam, c) == "top_2gram"
+    assert textclean.filter_reason(spam, c) == "top_2gram"
     # short texts are spared the n-gram checks (a word pair repeats by chance)...
-    assert data.filter_reason("여자가 타지에 취직을 했다. 여자가 타지에 방을 구했다.", c) is None
+    assert textclean.filter_reason("여자가 타지에 취직을 했다. 여자가 타지에 방을 구했다.", c) is None
     # ...and each threshold is a setting
-    assert data.filter_reason(spam, cfg(top_ngram="", dup_ngram="")) is None
+    assert textclean.filter_reason(spam, cfg(top_ngram="", dup_ngram="")) is None
 
 
 def test_repeated_ngram_filter_catches_a_repeated_passage():
     base = long_docs(1)[0].split()
     text = " ".join(base[:60] + base[:30])  # half a passage repeated
-    assert data.filter_reason(text, cfg(top_ngram="")) == "dup_5gram"
-    assert data.filter_reason(" ".join(base[:60]), cfg(top_ngram="")) is None
+    assert textclean.filter_reason(text, cfg(top_ngram="")) == "dup_5gram"
+    assert textclean.filter_reason(" ".join(base[:60]), cfg(top_ngram="")) is None
 
 
 def gopher_reference(text, top, dup):
@@ -148,7 +152,7 @@ def test_repetition_rules_match_a_plain_python_gopher():
     docs = [normalize(d) for d in long_docs(150, min_chars=100)]
     docs += [" ".join(w + w[:rng.randint(1, len(w))]) for w in (d.split() for d in docs[:150])]
     for c in (cfg(rep_min_words=2), cfg(rep_min_words=2, top_ngram="")):
-        got = [data.repetition_reason(d.replace("\n", " "), c) for d in docs]
+        got = [textclean.repetition_reason(d.replace("\n", " "), c) for d in docs]
         want = [gopher_reference(d, c.top_ngrams, c.dup_ngrams) for d in docs]
         assert got == want
         assert len(set(want)) >= 3  # the rules really fire, in more than one way
@@ -157,7 +161,7 @@ def test_repetition_rules_match_a_plain_python_gopher():
 # ---------------------------------------------------------------------------- MinHash
 
 def test_minhash_estimates_jaccard_with_binomial_error():
-    mh = data.MinHasher(num_perm=128, ngram=5)
+    mh = dedup.MinHasher(num_perm=128, ngram=5)
     rng = random.Random(0)
     docs = [normalize(d) for d in long_docs(300)]
     pairs = [(d, edit_words(d, f, rng)) for d, f in zip(docs, [0.02, 0.05, 0.1, 0.2, 0.4] * 40)]
@@ -176,7 +180,7 @@ def test_minhash_estimates_jaccard_with_binomial_error():
 
 def test_lsh_params_catch_pairs_at_the_threshold():
     for t in (0.5, 0.8, 0.9):
-        b, r = data.lsh_params(t, 128)
+        b, r = dedup.lsh_params(t, 128)
         assert b * r <= 128
         assert 1 - (1 - t ** r) ** b >= 0.99  # a pair at the threshold becomes a candidate...
         if t >= 0.8:
@@ -188,11 +192,11 @@ def test_near_duplicates_keep_the_first_of_each_cluster():
     sig = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [1, 2, 3, 9], [1, 2, 3, 4], [0, 0, 0, 0], [5, 0, 0, 0]], np.uint32)
     # 2 shares band 0 with 0 and 3/4 of the signature -> dropped; 3 shares band 1 only with
     # the dropped 2 -> kept; 5 shares band 0 with 1 but only 1/4 of the signature -> kept
-    assert data.near_duplicates(keys, np.ones(6, bool), sig, 0.75).tolist() == [-1, -1, 0, -1, -1, -1]
-    assert data.near_duplicates(keys, np.ones(6, bool), sig, 0.8).tolist() == [-1] * 6
+    assert dedup.near_duplicates(keys, np.ones(6, bool), sig, 0.75).tolist() == [-1, -1, 0, -1, -1, -1]
+    assert dedup.near_duplicates(keys, np.ones(6, bool), sig, 0.8).tolist() == [-1] * 6
     alive = np.array([False, True, True, True, True, True])  # 0 already dropped (say, exact dup)
-    assert data.near_duplicates(keys, alive, sig, 0.75).tolist() == [-1, -1, -1, 2, -1, -1]
-    assert data.exact_duplicates(np.array([5, 7, 5, 5, 9], np.uint64)).tolist() == [-1, -1, 0, 0, -1]
+    assert dedup.near_duplicates(keys, alive, sig, 0.75).tolist() == [-1, -1, -1, 2, -1, -1]
+    assert dedup.exact_duplicates(np.array([5, 7, 5, 5, 9], np.uint64)).tolist() == [-1, -1, 0, 0, -1]
 
 
 # ---------------------------------------------------------------------------- clean()
@@ -202,7 +206,7 @@ def planted(tmp_path_factory):
     """300 distinct documents plus an exact duplicate, 10 near-duplicates and 5 distinct
     documents that share a boilerplate line."""
     rng = random.Random(1)
-    docs = [d for d in long_docs(330) if data.filter_reason(normalize(d), cfg()) is None][:320]
+    docs = [d for d in long_docs(330) if textclean.filter_reason(normalize(d), cfg()) is None][:320]
     base, extra = docs[:300], docs[300:]
     near = [edit_words(base[i], 0.03, rng) for i in range(10, 20)]
     boiler = [d + "\n저작권자 © 한국일보 무단 전재 및 재배포 금지" for d in extra[:5]]
@@ -337,7 +341,7 @@ def test_folders_gzip_txt_modes_and_shards(tmp_path):
 
 def test_ngram_lm_is_a_distribution_and_prefers_real_text(tmp_path):
     ref = korean_docs(2000)
-    lm = data.NgramLM(order=3).fit(ref)
+    lm = perplexity.NgramLM(order=3).fit(ref)
     # p(w | history) sums to one over the vocabulary, for a seen and an unseen history
     for hist in ("대한", "\x00\x01"):
         h = lm.encode(hist)
@@ -347,11 +351,11 @@ def test_ngram_lm_is_a_distribution_and_prefers_real_text(tmp_path):
     shuffled = ["".join(random.Random(i).sample(t, len(t))) for i, t in enumerate(real)]
     assert (lm.perplexities(real) < lm.perplexities(shuffled)).all()
     lm.save(tmp_path / "lm.npz")
-    assert np.allclose(data.NgramLM.load(tmp_path / "lm.npz").perplexities(real), lm.perplexities(real))
+    assert np.allclose(perplexity.NgramLM.load(tmp_path / "lm.npz").perplexities(real), lm.perplexities(real))
 
 
 def test_ngram_lm_over_sentencepiece_ids(base_spm):
-    lm = data.NgramLM(order=3, sp_model=base_spm.read_bytes()).fit(korean_docs(1000))
+    lm = perplexity.NgramLM(order=3, sp_model=base_spm.read_bytes()).fit(korean_docs(1000))
     real = long_docs(10)
     shuffled = [" ".join(random.Random(0).sample(t.split(), len(t.split()))) for t in real]
     assert lm.perplexities(real).mean() < lm.perplexities(shuffled).mean()
@@ -474,7 +478,7 @@ def test_model_perplexity_second_stage(base_spm, tmp_path):
             ids = torch.tensor([[1] + sp.encode(d)[:64]])
             _, loss = model(ids[:, :-1], ids[:, 1:])
             want.append(float(torch.exp(loss)))
-    got = list(data.model_perplexities(docs, tmp_path / "m", max_tokens=64, batch=3))
+    got = list(perplexity.model_perplexities(docs, tmp_path / "m", max_tokens=64, batch=3))
     assert np.allclose(got, want, rtol=1e-4)  # batching with padding changes nothing
     rep = clean([tmp_path / "in.jsonl"], tmp_path / "o", cfg(ppl_model=str(tmp_path / "m"), ppl_model_tokens=64,
                                                            ppl_model_percentile=75, ppl_model_batch=3))

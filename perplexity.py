@@ -1,0 +1,160 @@
+"""Perplexity filters for data.py clean: an n-gram language model in numpy (over characters
+or SentencePiece ids, trained on a reference text the user names) and, as an optional second
+stage, the perplexity of a model.py Llama.
+
+    python -c "import perplexity as p; lm = p.NgramLM(3).fit(['가나다라'] * 3); print(lm.perplexity('가나다'))"
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from textclean import codepoints
+
+# Perplexity: an interpolated absolute-discounting n-gram model over characters or
+# SentencePiece ids, trained on a reference text the user names, all in numpy.
+
+class NgramLM:
+    def __init__(self, order=3, discount=0.75, sp_model=None):
+        self.order, self.discount, self.sp_model, self._sp = order, discount, sp_model, None
+
+    def __getstate__(self):  # the SentencePiece processor is rebuilt from bytes in each worker
+        return {k: v for k, v in self.__dict__.items() if k != "_sp"} | {"_sp": None}
+
+    def encode(self, text):  # ids in [0, V-1); V-1 is the document boundary
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts):
+        if self.sp_model is not None:
+            if self._sp is None:
+                import sentencepiece as spm
+                self._sp = spm.SentencePieceProcessor(model_proto=self.sp_model)
+            return [np.asarray(x, dtype=np.int64) for x in self._sp.encode(list(texts))]
+        lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
+        cp = codepoints("".join(texts))
+        ids = self.char_ids[np.minimum(cp, len(self.char_ids) - 1)].astype(np.int64)
+        return np.split(ids, np.cumsum(lens)[:-1])
+
+    def fit(self, texts):
+        texts = list(texts)
+        if not texts:
+            raise ValueError("perplexity reference text is empty")
+        if self.sp_model is not None:
+            import sentencepiece as spm
+            self.V = spm.SentencePieceProcessor(model_proto=self.sp_model).get_piece_size() + 1
+        else:  # characters of the reference get ids 1..K, anything else 0 (unknown)
+            chars = np.unique(np.concatenate([codepoints(t) for t in texts]))
+            self.char_ids = np.zeros(int(chars.max()) + 2, np.int32)
+            self.char_ids[chars] = np.arange(1, len(chars) + 1)
+            self.V = len(chars) + 2
+        if float(self.V) ** self.order >= 2**63:
+            raise ValueError(f"perplexity order {self.order} is too high for a vocabulary of {self.V}")
+        seq, tgt = self._pad([d for i in range(0, len(texts), 1024) for d in self.encode_batch(texts[i:i + 1024])])
+        self.unigram = np.bincount(seq[tgt], minlength=self.V).astype(np.float64)
+        self.tables = []
+        for k in range(2, self.order + 1):
+            grams, counts = np.unique(self._keys(seq, k)[tgt], return_counts=True)
+            hist, start, types = np.unique(grams // self.V, return_index=True, return_counts=True)
+            self.tables.append((grams, counts, hist, np.add.reduceat(counts, start), types))
+        return self
+
+    def _pad(self, docs):  # one stream, order-1 boundary ids before each document
+        pad = np.full(self.order - 1, self.V - 1, np.int64)
+        seq = np.concatenate([x for d in docs for x in (pad, d)]) if docs else np.zeros(0, np.int64)
+        tgt = np.concatenate([x for d in docs for x in (np.zeros(len(pad), bool), np.ones(len(d), bool))])
+        return seq, tgt
+
+    def _keys(self, seq, k):  # key[t] = id(seq[t-k+1..t]) in base V (0 where t < k-1)
+        key = np.zeros(len(seq), np.int64)
+        for j in range(k):
+            key[k - 1:] = key[k - 1:] * self.V + seq[j:len(seq) - k + 1 + j]
+        return key
+
+    def logprobs(self, docs):  # natural-log probability of every token of every document
+        seq, tgt = self._pad(docs)
+        p = (self.unigram[seq[tgt]] + 1) / (self.unigram.sum() + self.V)
+        D = self.discount
+        for k, (grams, counts, hist, totals, types) in enumerate(self.tables, start=2):
+            key = self._keys(seq, k)[tgt]
+            order = np.argsort(key)  # sorted queries make searchsorted 3x faster (cache-friendly;
+            key = key[order]  # a numpy hash table was slower still)
+            i = np.minimum(np.searchsorted(grams, key), len(grams) - 1)
+            c = np.where(grams[i] == key, counts[i], 0)
+            j = np.minimum(np.searchsorted(hist, key // self.V), len(hist) - 1)
+            seen = hist[j] == key // self.V
+            tot, typ = np.where(seen, totals[j], 1), np.where(seen, types[j], 0)
+            q = np.empty_like(p)
+            q[order] = np.where(seen, np.maximum(c - D, 0) / tot + D * typ / tot * p[order], p[order])
+            p = q
+        return np.log(p)
+
+    def perplexity(self, text):
+        return float(self.perplexities([text])[0])
+
+    def perplexities(self, texts):
+        """exp(mean negative log-likelihood per token) of each text; inf for an empty one."""
+        docs = self.encode_batch(texts) if len(texts) else []
+        lens = np.fromiter(map(len, docs), np.int64, count=len(docs))
+        out = np.full(len(docs), np.inf)
+        if lens.sum():
+            lp = self.logprobs(docs)
+            ne = lens > 0
+            out[ne] = np.exp(-np.add.reduceat(lp, (np.cumsum(lens) - lens)[ne]) / lens[ne])
+        return out
+
+    def save(self, path):
+        np.savez(path, meta=json.dumps({"order": self.order, "discount": self.discount, "V": self.V}),
+                 sp_model=np.frombuffer(self.sp_model or b"", np.uint8), unigram=self.unigram,
+                 char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)),
+                 **{f"t{k}_{i}": a for k, t in enumerate(self.tables) for i, a in enumerate(t)})
+
+    @classmethod
+    def load(cls, path):
+        z = np.load(path)
+        m = json.loads(str(z["meta"]))
+        lm = cls(m["order"], m["discount"], bytes(z["sp_model"]) or None)
+        lm.V, lm.unigram, lm.char_ids = m["V"], z["unigram"], z["char_ids"]
+        lm.tables = [tuple(z[f"t{k}_{i}"] for i in range(5)) for k in range(m["order"] - 1)]
+        return lm
+
+
+def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, device="cpu"):
+    """Yield the perplexity of each text under a model.py Llama: exp of the mean next-token
+    loss over its first `max_tokens` tokens after BOS (inf for an empty text). torch and
+    model.py are imported only here: the rest of data.py needs neither."""
+    import sentencepiece as spm
+    import torch
+    import torch.nn.functional as F
+
+    from model import Llama
+    tok = Path(tokenizer or Path(model_dir) / "tokenizer.model")
+    if not tok.is_file():
+        raise ValueError(f"{tok}: no tokenizer for --ppl-model (give --ppl-model-tokenizer)")
+    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    model = Llama.from_pretrained(model_dir, device=device).eval()
+    if sp.get_piece_size() > model.config.vocab_size:
+        raise ValueError(f"{tok}: {sp.get_piece_size()} pieces, but {model_dir} has {model.config.vocab_size} rows")
+    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
+    chunk = []
+
+    def score(chunk):
+        ids = [bos + x[:max_tokens] for x in sp.encode(chunk)]
+        x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+        y = torch.full_like(x, -100)  # padding and the last position predict nothing
+        for r, s in enumerate(ids):
+            x[r, :len(s)] = torch.tensor(s)
+            y[r, :len(s) - 1] = torch.tensor(s[1:])
+        with torch.no_grad():
+            logits, _ = model(x.to(device))  # (B, T, V)
+            nll = F.cross_entropy(logits.float().transpose(1, 2), y.to(device), reduction="none")  # (B, T)
+        n = (y != -100).sum(1)
+        ppl = torch.exp(nll.sum(1).cpu() / n.clamp(min=1))
+        return torch.where(n > 0, ppl, torch.inf).tolist()
+
+    for t in texts:
+        chunk.append(t)
+        if len(chunk) == batch:
+            yield from score(chunk)
+            chunk = []
+    if chunk:
+        yield from score(chunk)
