@@ -56,8 +56,6 @@ def _parse_ngram_thresholds(spec):
     return out
 
 
-
-
 # ----------------------------------------------------------------------------------------
 # Reading: .txt (blank-line blocks or lines) and .jsonl, optionally .gz; files or folders.
 # The encoding is decided per file from its first MiB; each line is then decoded on its own
@@ -124,13 +122,16 @@ class CleanConfig:
                             f"exceeds --num-perm {self.num_perm}")
 
 
-def expand_inputs(inputs):
-    """Files and folders (searched recursively, sorted) -> list of input files."""
+def expand_inputs(inputs, skip=None):
+    """Files and folders (searched recursively, sorted; hidden files and folders and the
+    folder `skip`, our own output, left out) -> list of input files."""
     out = []
+    skip = Path(skip).resolve() if skip else None
     for p in map(Path, inputs):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                           and _kind(f, strict=False))
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f, strict=False)
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and not (skip and f.resolve().is_relative_to(skip)))
             if not found:
                 raise DataError(f"{p}: folder holds no .txt/.jsonl (optionally .gz) files")
             out += found
@@ -364,7 +365,7 @@ def clean(inputs, out_dir, cfg=None):
     and out_dir/report.json; returns the report dict."""
     cfg = cfg or CleanConfig()
     t_start = time.time()
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, skip=out_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = []
@@ -663,6 +664,13 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
                 write("val" if is_val else "train", ids)
                 doc_i += 1
             bar.update(len(lengths))
+    except BaseException:  # leave no half-written shard behind
+        for w in writers.values():
+            if w["f"]:
+                w["f"].close()
+            for s in w["shards"]:
+                (out_dir / (s["file"] + ".tmp")).unlink(missing_ok=True)
+        raise
     finally:
         bar.close()
         results.close()  # stops the worker pool, also after an error

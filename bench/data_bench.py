@@ -103,8 +103,11 @@ def quality(matches, texts, positives):
 def run_clean(inputs, out, extra, workers):
     """Whole pipeline in a child process: wall seconds, CPU seconds of the child and its
     workers, and the main process's peak RSS in MB."""
-    code = ("import resource, sys, data; rc = data.main(sys.argv[1:]); "
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of this (large)
+    # process would report our own RSS
+    code = ("import sys, data; rc = data.main(sys.argv[1:]); "
+            "print('MAXRSS', [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]); "
+            "sys.exit(rc)")
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0 = ru.ru_utime + ru.ru_stime
     t = time.time()

@@ -327,10 +327,13 @@ def test_folders_gzip_txt_modes_and_shards(tmp_path):
     write_jsonl(tmp_path / "in" / "sub" / "b.jsonl.gz", docs[2:5], gz=True)
     (tmp_path / "in" / "c.txt").write_text(docs[5] + "\n")
     (tmp_path / "in" / "skip.csv").write_text("ignored")
-    rep = clean([tmp_path / "in"], tmp_path / "o", cfg(shard_docs=4))
+    (tmp_path / "in" / ".hidden").mkdir()
+    write_jsonl(tmp_path / "in" / ".hidden" / "x.jsonl", ["숨은 파일은 읽지 않는다 " * 5])
+    rep = clean([tmp_path / "in"], tmp_path / "in" / "o", cfg(shard_docs=4))
+    assert clean([tmp_path / "in"], tmp_path / "in" / "o", cfg())["docs_in"] == 6  # not its own output
     assert [f["path"].rsplit("/", 1)[1] for f in rep["files"]] == ["a.txt", "c.txt", "b.jsonl.gz"]
     assert rep["outputs"] == ["clean_00000.jsonl", "clean_00001.jsonl"]
-    got = [json.loads(line)["text"] for name in rep["outputs"] for line in open(tmp_path / "o" / name)]
+    got = [json.loads(line)["text"] for name in rep["outputs"] for line in open(tmp_path / "in" / "o" / name)]
     assert got == [normalize(d) for d in docs[:2] + docs[5:] + docs[2:5]]
     lines = tmp_path / "l.txt"
     lines.write_text("\n".join(docs[:3]))
@@ -426,11 +429,12 @@ def test_uint32_shards_above_65536_pieces(base_spm, tmp_path):
 
 
 def test_tokenize_checks_ids_against_the_vocabulary(base_spm, tmp_path, monkeypatch):
-    write_jsonl(tmp_path / "c.jsonl", ["가나다"])
-    monkeypatch.setattr(data, "_tok_batch", lambda texts: (np.array([5, 2000]), np.array([2])))
+    write_jsonl(tmp_path / "c.jsonl", ["가나다"] * 3)
+    calls = iter([(np.array([5, 7]), np.array([2])), (np.array([5, 2000]), np.array([2]))])
+    monkeypatch.setattr(data, "_tok_batch", lambda texts: next(calls))  # the 2nd batch is bad
     with pytest.raises(DataError, match="outside the vocabulary of 2000"):
-        tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", progress=False)
-    assert not (tmp_path / "tok" / "meta.json").exists()
+        tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", progress=False, batch_docs=1)
+    assert list((tmp_path / "tok").iterdir()) == []  # no meta.json, no half-written shard
 
 
 # ---------------------------------------------------------------------------- command line
