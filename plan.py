@@ -175,5 +175,6 @@ def print_plan(args, recipe):
               f"{r['activations'] / gb:>8.1f}{r['total'] / gb:>8.1f}  {'yes' if fits else 'NO'}")
     if any(r["total"] > args.gpu_mem_gb * gb for r in rows):
         print("stages marked NO do not fit: try --activation-checkpointing, a smaller --batch-size "
-              "(more --grad-accum), or a GPU with more memory")
+              "(more --grad-accum), a recipe that trains fewer layers per stage (layers.N groups), or a "
+              "GPU with more memory (DDP keeps weights, grads and AdamW state whole on every GPU)")
     return rows

@@ -8,7 +8,8 @@ A recipe is a JSON (or TOML) file; train.py's flags override the common knobs. K
     per stage   name, train (parameter groups), tokens or steps, lr (peak), min_lr_ratio (0.1),
                 warmup (< 1: fraction of steps, else steps), schedule (cosine | wsd), decay_frac
                 (wsd: final fraction that decays, 0.2), batch_tokens (global tokens per optimizer
-                step, 2^20), weight_decay (0.1; never on norms and biases), freeze_old_rows,
+                step: gradient accumulation makes up the rest; unset: one micro-batch per rank,
+                no accumulation), weight_decay (0.1; never on norms and biases), freeze_old_rows,
                 lora ({"r": 32, "alpha": 32, "dropout": 0.1, "targets": [...]}, with "lora" in train)
 
 Parameter groups: embed, head (= embed when tied), norm (the final RMSNorm), layers, odd_layers
@@ -41,7 +42,7 @@ class Stage:
     warmup: float = 0.01              # < 1: fraction of the stage's steps; >= 1: steps
     schedule: str = "cosine"          # cosine | wsd (warmup-stable-decay)
     decay_frac: float = 0.2           # wsd: the final fraction of steps that decays linearly
-    batch_tokens: int = 1 << 20       # global tokens per optimizer step
+    batch_tokens: int | None = None   # global tokens per optimizer step (None: B x T x ranks)
     weight_decay: float = 0.1
     freeze_old_rows: bool = False     # train only the new embedding/head rows (EEVE)
     lora: dict | None = None          # {"r", "alpha", "dropout", "targets"}; implied by "lora" in train
@@ -59,12 +60,12 @@ class Recipe:
 
 def default_recipe():
     """RedWhale's four stages. Budgets, learning rates and batch sizes are not published:
-    these are our choices (about 10B tokens in all, as in the paper)."""
+    these are our choices (about 10B tokens in all, as in the paper; 2^20 tokens a step)."""
     return Recipe(stages=[
-        Stage("embed", ["embed", "head"], tokens=2.5e9, lr=2e-4),
-        Stage("odd_layers", ["odd_layers"], tokens=2.5e9, lr=5e-5),
-        Stage("even_layers", ["even_layers"], tokens=2.5e9, lr=5e-5),
-        Stage("lora", ["lora", "embed", "head"], tokens=2.5e9, lr=1e-4, lora=dict(LORA_DEFAULTS)),
+        Stage("embed", ["embed", "head"], tokens=2.5e9, lr=2e-4, batch_tokens=1 << 20),
+        Stage("odd_layers", ["odd_layers"], tokens=2.5e9, lr=5e-5, batch_tokens=1 << 20),
+        Stage("even_layers", ["even_layers"], tokens=2.5e9, lr=5e-5, batch_tokens=1 << 20),
+        Stage("lora", ["lora", "embed", "head"], tokens=2.5e9, lr=1e-4, lora=dict(LORA_DEFAULTS), batch_tokens=1 << 20),
     ])
 
 
@@ -127,8 +128,8 @@ def resolve(recipe, args, world):
     for i, st in enumerate(recipe.stages):
         if args.grad_accum:
             G = args.grad_accum
-        elif args.steps_per_stage:
-            G = 1                       # a smoke test: the command line describes the whole batch
+        elif args.steps_per_stage or not st.batch_tokens:
+            G = 1                       # a smoke test, or no batch_tokens: the command line describes the batch
         else:
             G, rem = divmod(int(st.batch_tokens), B * T * world)
             if rem or G < 1:

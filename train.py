@@ -3,21 +3,27 @@
 The default recipe never trains everything at once, to fit memory: (1) embeddings + LM head,
 (2) odd layers (0-based indices 1, 3, 5, ...), (3) even layers (0, 2, 4, ...), (4) LoRA r=32
 alpha=32 dropout=0.1 on every attention and MLP projection with embeddings + head trainable.
-The LoRA is merged into the weights at the end of its stage. A recipe is JSON (or TOML):
+The LoRA is merged into the weights at the end of its stage. A recipe is JSON or TOML (all
+keys in recipe.py's docstring; the data format in shards.py's):
 
     {"seq_len": 2048, "micro_batch": 1, "old_vocab_size": "auto",
      "stages": [{"name": "embed", "train": ["embed", "head"], "tokens": 2.5e9, "lr": 2e-4,
                  "warmup": 0.01, "schedule": "cosine", "batch_tokens": 1048576,
                  "freeze_old_rows": true}, ...]}
 
-Parameter groups: embed, head, norm (the final one), layers, odd_layers, even_layers, layers.N,
-lora, all. Commands:
+Each stage sets requires_grad, then builds a fresh torch.compile wrapper, DDP wrapper and AdamW
+(fused on CUDA; no weight decay on norms and biases). Gradient accumulation syncs only on the
+last micro-step; the loss is normalized by the target tokens of the whole global batch. On
+CUDA: bf16 autocast with frozen weights stored in bf16 and trained ones in fp32, flash SDPA,
+compile on by default; on CPU fp32, compile off. Commands:
 
     python train.py --init-from EXPANDED_HF_DIR --data SHARD_DIR --out runs/x      # one process
     torchrun --standalone --nproc_per_node=8 train.py --init-from DIR --data DIR --out runs/x
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
-        --rdzv_endpoint=HOST0:29500 train.py ...       # on each node, node_rank 0 and 1
+        --rdzv_endpoint=HOST0:29500 train.py ...  # and --node_rank=1 on the second node; --out on
+                                                  # shared storage (global rank 0 writes it)
     ... --resume auto                  # continue from the newest checkpoint in --out
+    ... --max-steps 1000               # checkpoint and stop after 1000 steps of this invocation
     python train.py --plan --init-from DIR_OR_CONFIG_JSON [--recipe FILE] [--gpu-mem-gb 80]
     python train.py --export runs/x   # merge LoRA, write runs/x/final from the last checkpoint
     python train.py ... --steps-per-stage 20 --batch-size 2 --seq-len 256   # smoke test
@@ -31,6 +37,7 @@ reproduces the losses of an uninterrupted one. SIGTERM/SIGINT checkpoint and exi
 """
 import argparse
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -62,7 +69,8 @@ class Trainer:
         self.ddp = "RANK" in os.environ
         if self.ddp:
             cuda = torch.cuda.is_available() and args.device != "cpu"
-            dist.init_process_group("nccl" if cuda else "gloo")
+            # rank 0 alone writes checkpoints (tens of GB for a 10B model) while the others wait
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=args.dist_timeout))
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
             self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
@@ -138,7 +146,7 @@ class Trainer:
         if self.ddp:
             # gradient_as_bucket_view: the all-reduce buckets *are* the .grad tensors (no second copy)
             fwd = DDP(fwd, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-                      gradient_as_bucket_view=True)
+                      gradient_as_bucket_view=True, broadcast_buffers=False)   # RoPE tables are rebuilt, not synced
         self.fwd = fwd
         if self.device.type == "cuda":      # peak_mem_gb in the log is per stage
             torch.cuda.empty_cache()
@@ -249,7 +257,7 @@ class Trainer:
                 rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.args.peak_tflops * 1e12 * W)
                 rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
             else:
-                rec["peak_mem_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+                rec["peak_mem_gb"] = cpu_peak_bytes() / 1e9
             done = step + 1 == p["steps"]
             if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
                 rec["eval_loss"] = evaluate(model, data, B, self.args.eval_batches, self.autocast,
@@ -360,6 +368,15 @@ class Trainer:
             dist.destroy_process_group()
 
 
+def cpu_peak_bytes():
+    """Peak RSS of this process: /proc's VmHWM (ru_maxrss would start at a forking parent's RSS)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 @torch.no_grad()
 def evaluate(model, data, B, batches, autocast=contextlib.nullcontext(), rank=0, world=1):
     """Mean loss per token over the first batches * B * world held-out windows (all ranks)."""
@@ -454,6 +471,7 @@ def main(argv=None):
                    help="without val_shards: hold out this many tokens of the last shard (default 10%%, max 1M)")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (and at stage ends)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="keep the newest K checkpoints")
+    p.add_argument("--dist-timeout", type=int, default=60, help="minutes a collective may wait (checkpoint writes)")
     p.add_argument("--no-save", action="store_true", help="no checkpoints, no export (benchmarks, smoke tests)")
     p.add_argument("--max-steps", type=int, default=0, help="checkpoint and stop after N steps in this run")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU bf16 peak for MFU (H100/H200: 989)")

@@ -1,6 +1,6 @@
 """Training-step speed of train.py against transformers, and peak memory per stage, on CPU.
 
-    python bench/train_bench.py                 # about 2-3 minutes on 2 cores
+    python bench/train_bench.py                 # about 3-4 minutes
     python bench/train_bench.py --hidden 256 --layers 4 --rounds 2   # quicker
 
 Speed: the same Llama config, weights, batch (B x T tokens), fp32, AdamW (same lr, betas,
@@ -8,10 +8,11 @@ weight decay groups) and every parameter trained. "ours" is train.py's own loop 
 recipe training "all"), tokens/s read from its log.jsonl, so data loading, loss normalization,
 grad clipping and logging are included; "hf" is a plain LlamaForCausalLM step (forward with
 labels, backward, clip, AdamW step). The two run in alternating rounds in the same process and
-the ratio is the median of the per-round ratios, so load from other processes hits both.
+the ratio is the median of the per-round ratios (and best round against best round), so load
+from other processes hits both.
 
 Memory: each stage of the default recipe runs alone in a child process (3 steps); its peak RSS
-(os.wait4) is printed beside --plan's estimate for the same stage in fp32 (weights + grads +
+(the child's /proc VmHWM) is printed beside --plan's estimate for the same stage in fp32 (weights + grads +
 AdamW + activations) and beside the RSS of a child that only imports and loads the model.
 Needs transformers (requirements-test.txt); nothing else.
 """
@@ -62,40 +63,53 @@ def ours(d, args, tag):
     return statistics.median(tps[1:])          # the first step pays one-time allocations
 
 
-def hf(d, args):
-    from transformers import LlamaForCausalLM
-    model = LlamaForCausalLM.from_pretrained(os.path.join(d, "init"), attn_implementation="sdpa").train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
-    data = np.fromfile(os.path.join(d, "data", "t.bin"), dtype=np.uint16)
-    B, T = args.batch_size, args.seq_len
-    tps = []
-    for step in range(args.steps):
-        t0 = time.time()
-        x = torch.from_numpy(data[step * B * T:(step + 1) * B * T].astype(np.int64)).view(B, T)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        float(loss)
-        tps.append(B * T / (time.time() - t0))
-    return statistics.median(tps[1:])
+class HF:
+    """A plain transformers training step, the model and optimizer kept across rounds."""
+
+    def __init__(self, d, args):
+        from transformers import LlamaForCausalLM
+        self.model = LlamaForCausalLM.from_pretrained(os.path.join(d, "init"), attn_implementation="sdpa").train()
+        ps = list(self.model.parameters())
+        self.opt = torch.optim.AdamW([{"params": [p for p in ps if p.dim() >= 2], "weight_decay": 0.1},
+                                      {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0}],
+                                     lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+        self.data = np.fromfile(os.path.join(d, "data", "t.bin"), dtype=np.uint16)
+        self.args = args
+
+    def __call__(self):
+        B, T = self.args.batch_size, self.args.seq_len
+        tps = []
+        for step in range(self.args.steps):
+            t0 = time.time()
+            x = torch.from_numpy(self.data[step * B * T:(step + 1) * B * T].astype(np.int64)).view(B, T)
+            loss = self.model(input_ids=x, labels=x).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            loss.item()
+            tps.append(B * T / (time.time() - t0))
+        return statistics.median(tps[1:])
 
 
-def peak_rss_child(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    if status:
-        raise SystemExit(f"child failed: {' '.join(cmd)}\n{p.stderr.read().decode()[-2000:]}")
-    return ru.ru_maxrss * 1024                  # Linux reports KiB
+def peak_rss_child(argv):
+    """Peak RSS of a fresh Python running argv. Read from the child's own /proc VmHWM: a
+    forked child's ru_maxrss starts at the parent's RSS, which would hide small numbers."""
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]; sys.path.insert(0, sys.argv[0].rsplit('/', 1)[0])\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nfinally:\n"
+            "    print('VmHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+            " file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"child failed: {' '.join(argv)}\n{p.stderr[-2000:]}")
+    return int(p.stderr.rsplit("VmHWM", 1)[1].split()[0]) * 1024      # kB
 
 
 def memory(d, args, cfg):
-    base = peak_rss_child([sys.executable, "-c", f"import sys; sys.path.insert(0, {ROOT!r}); import train; "
-                           f"from model import Llama; Llama.from_pretrained({os.path.join(d, 'init')!r})"])
+    with open(os.path.join(d, "load_only.py"), "w") as f:
+        f.write(f"import sys; sys.path.insert(0, {ROOT!r}); import train; from model import Llama\n"
+                f"Llama.from_pretrained({os.path.join(d, 'init')!r})\n")
+    base = peak_rss_child([os.path.join(d, "load_only.py")])
     recipe = default_recipe()
     rows = plan.stage_rows(cfg, recipe, [{"B": args.batch_size, "T": args.seq_len}] * 4, mixed=False)
     out = []
@@ -105,7 +119,7 @@ def memory(d, args, cfg):
              **({"lora": st.lora} if st.lora else {})}]}
         with open(os.path.join(d, f"m_{st.name}.json"), "w") as f:
             json.dump(one, f)
-        rss = peak_rss_child([sys.executable, os.path.join(ROOT, "train.py"), "--init-from", os.path.join(d, "init"),
+        rss = peak_rss_child([os.path.join(ROOT, "train.py"), "--init-from", os.path.join(d, "init"),
                               "--data", os.path.join(d, "data"), "--out", os.path.join(d, f"m_{st.name}"),
                               "--recipe", os.path.join(d, f"m_{st.name}.json"), "--eval-every", "0",
                               "--val-tokens", "0"])
@@ -121,10 +135,14 @@ def main():
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--steps", type=int, default=6, help="steps per round (the first is discarded)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4, help="steps per round (the first is discarded)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both sides (1: robust on a shared machine; 0: torch's choice)")
     p.add_argument("--skip-memory", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.75),
                       num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64,
                       num_key_value_heads=max(1, args.hidden // 128), max_position_embeddings=args.seq_len)
@@ -134,13 +152,16 @@ def main():
           f"{args.seq_len} tokens, fp32, AdamW, all parameters trained")
     with tempfile.TemporaryDirectory() as d:
         make_inputs(d, cfg, (args.steps + 2) * args.batch_size * args.seq_len + 1)
-        ratios = []
+        hf = HF(d, args)
+        ratios, A, B = [], [], []
         for r in range(args.rounds):
-            a = ours(d, args, r)
-            b = hf(d, args)
+            a, b = ours(d, args, r), hf()
             ratios.append(a / b)
+            A.append(a)
+            B.append(b)
             print(f"round {r + 1}: train.py {a:,.0f} tok/s, transformers {b:,.0f} tok/s, ratio {a / b:.2f}x")
-        print(f"train.py / transformers tokens/s: median {statistics.median(ratios):.2f}x (goal >= 1.0x)")
+        print(f"train.py / transformers tokens/s: median of rounds {statistics.median(ratios):.2f}x, "
+              f"best against best {max(A) / max(B):.2f}x ({max(A):,.0f} vs {max(B):,.0f}) (goal >= 1.0x)")
         if not args.skip_memory:
             base, rows = memory(d, args, cfg)
             print(f"peak RSS of a child that only loads the model: {base / 1e6:,.0f} MB")

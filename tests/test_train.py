@@ -35,6 +35,15 @@ RECIPE = {"seq_len": 64, "micro_batch": 4, "old_vocab_size": OLD_ROWS, "stages":
      "lora": {"r": 4, "alpha": 8}}]}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy 2-core machine two spinning OpenMP threads are many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def write_shards(folder, ids, vocab_size, n_shards=2, dtype="uint16"):
     os.makedirs(folder, exist_ok=True)
     parts = np.array_split(np.asarray(ids, dtype=dtype), n_shards)
@@ -212,7 +221,8 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(setup, tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), "--init-from", str(setup / "init"), "--data", str(setup / "data"),
            "--out", str(tmp_path / "a"), "--recipe", str(setup / "recipe.json"), "--steps-per-stage", "1000",
            "--eval-every", "0", "--ckpt-every", "0"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})   # the same threads as this process
     log = tmp_path / "a" / "log.jsonl"
     while not (log.exists() and log.read_text().count("\n") >= 2) and p.poll() is None:
         time.sleep(0.02)
@@ -294,8 +304,9 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     the MFU run through train.py, the per-stage memory run against --plan) is checked here."""
     out = tmp_path / "gpu_check.json"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out-json", str(out)],
-                       capture_output=True, text=True, timeout=300, env={k: v for k, v in os.environ.items()
-                                                                          if k not in ("RANK", "WORLD_SIZE")})
+                       capture_output=True, text=True, timeout=300,
+                       env={**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")},
+                            "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["backend"] == "gloo" and res["all_reduce_ok"] and res["flash"] == "skipped"
