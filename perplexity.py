@@ -51,11 +51,28 @@ class NgramLM:
             raise ValueError(f"perplexity order {self.order} is too high for a vocabulary of {self.V}")
         seq, tgt = self._pad([d for i in range(0, len(texts), 1024) for d in self.encode_batch(texts[i:i + 1024])])
         self.unigram = np.bincount(seq[tgt], minlength=self.V).astype(np.float64)
+        events = {k: np.unique(self._keys(seq, k)[tgt], return_counts=True) for k in range(1, self.order + 1)}
+
+        def as_history(k):  # the k-grams that start a (k+1)-gram: (keys, total count, distinct next)
+            grams, counts = events[k + 1]
+            hist, start, types = np.unique(grams // self.V, return_index=True, return_counts=True)
+            return hist, np.add.reduceat(counts, start), types
+
+        h, tot, typ = as_history(1)  # single-token histories: dense arrays
+        self.hist1 = (np.bincount(h, tot, self.V), np.bincount(h, typ, self.V).astype(np.float64))
+        # table k: every k-gram seen as an event or as a history, with its count as an event
+        # and its (total, types) as a history: a k-gram's history stats are then found by the
+        # same lookup that found the (k-1)-gram event one position earlier
         self.tables = []
         for k in range(2, self.order + 1):
-            grams, counts = np.unique(self._keys(seq, k)[tgt], return_counts=True)
-            hist, start, types = np.unique(grams // self.V, return_index=True, return_counts=True)
-            self.tables.append((grams, counts, hist, np.add.reduceat(counts, start), types))
+            grams, counts = events[k]
+            h, tot, typ = as_history(k) if k < self.order else (np.zeros(0, np.int64),) * 3
+            keys = np.union1d(grams, h)
+            cols = np.zeros((3, len(keys)))
+            cols[0, np.searchsorted(keys, grams)] = counts
+            cols[1, np.searchsorted(keys, h)] = tot
+            cols[2, np.searchsorted(keys, h)] = typ
+            self.tables.append((keys, *cols))
         return self
 
     def _pad(self, docs):  # one stream, order-1 boundary ids before each document
@@ -72,20 +89,26 @@ class NgramLM:
 
     def logprobs(self, docs):  # natural-log probability of every token of every document
         seq, tgt = self._pad(docs)
-        p = (self.unigram[seq[tgt]] + 1) / (self.unigram.sum() + self.V)
+        t = np.flatnonzero(tgt)  # target positions; t-1 ends each target's history
+        p = (self.unigram[seq[t]] + 1) / (self.unigram.sum() + self.V)
+        tot, typ = self.hist1[0][seq[t - 1]], self.hist1[1][seq[t - 1]]
         D = self.discount
-        for k, (grams, counts, hist, totals, types) in enumerate(self.tables, start=2):
-            key = self._keys(seq, k)[tgt]
+        for k, (keys, count, ktot, ktyp) in enumerate(self.tables, start=2):
+            last = k == self.order  # the top order is only needed at the targets
+            pos = t if last else np.arange(len(seq))
+            key = self._keys(seq, k)[pos]
             order = np.argsort(key)  # sorted queries make searchsorted 3x faster (cache-friendly;
-            key = key[order]  # a numpy hash table was slower still)
-            i = np.minimum(np.searchsorted(grams, key), len(grams) - 1)
-            c = np.where(grams[i] == key, counts[i], 0)
-            j = np.minimum(np.searchsorted(hist, key // self.V), len(hist) - 1)
-            seen = hist[j] == key // self.V
-            tot, typ = np.where(seen, totals[j], 1), np.where(seen, types[j], 0)
-            q = np.empty_like(p)
-            q[order] = np.where(seen, np.maximum(c - D, 0) / tot + D * typ / tot * p[order], p[order])
-            p = q
+            ks = key[order]  # a numpy hash table was slower still)
+            i = np.minimum(np.searchsorted(keys, ks), len(keys) - 1)
+            idx = np.empty(len(pos), np.int64)
+            idx[order] = np.where(keys[i] == ks, i, -1)
+            at = idx if last else idx[t]
+            c = np.where(at >= 0, count[at], 0)
+            seen = tot > 0  # interpolated absolute discounting; unseen history: back off fully
+            p = np.where(seen, np.maximum(c - D, 0) / np.maximum(tot, 1) + D * typ / np.maximum(tot, 1) * p, p)
+            if not last:  # this k-gram, one position earlier, is the history of the next order
+                prev = idx[t - 1]
+                tot, typ = np.where(prev >= 0, ktot[prev], 0), np.where(prev >= 0, ktyp[prev], 0)
         return np.log(p)
 
     def perplexity(self, text):
@@ -105,7 +128,8 @@ class NgramLM:
     def save(self, path):
         np.savez(path, meta=json.dumps({"order": self.order, "discount": self.discount, "V": self.V}),
                  sp_model=np.frombuffer(self.sp_model or b"", np.uint8), unigram=self.unigram,
-                 char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)),
+                 char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)), hist1_tot=self.hist1[0],
+                 hist1_typ=self.hist1[1],
                  **{f"t{k}_{i}": a for k, t in enumerate(self.tables) for i, a in enumerate(t)})
 
     @classmethod
@@ -114,7 +138,8 @@ class NgramLM:
         m = json.loads(str(z["meta"]))
         lm = cls(m["order"], m["discount"], bytes(z["sp_model"]) or None)
         lm.V, lm.unigram, lm.char_ids = m["V"], z["unigram"], z["char_ids"]
-        lm.tables = [tuple(z[f"t{k}_{i}"] for i in range(5)) for k in range(m["order"] - 1)]
+        lm.hist1 = (z["hist1_tot"], z["hist1_typ"])
+        lm.tables = [tuple(z[f"t{k}_{i}"] for i in range(4)) for k in range(m["order"] - 1)]
         return lm
 
 

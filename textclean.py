@@ -122,7 +122,7 @@ def repetition_reason(text, cfg):
     # cannot change a decision (short of a 2^-64 collision), and it is 5x faster than a dict
     ids = np.fromiter(map(hash, words), np.int64, count=len(words)).view(np.uint64)
     wlen = np.fromiter(map(len, words), np.int64, count=len(words))
-    csum = np.r_[0, np.cumsum(wlen)]
+    csum = np.concatenate(([0], np.cumsum(wlen)))
     total = int(csum[-1])
     top, dup = cfg.top_ngrams, cfg.dup_ngrams
     key = ids
@@ -137,7 +137,7 @@ def repetition_reason(text, cfg):
         if not same.any():
             break  # no n-gram repeats, so no longer one does either
         if n in top:  # the most frequent n-gram (runs of equal sorted keys; ties: the longest)
-            starts = np.flatnonzero(np.r_[True, ~same, True])
+            starts = np.flatnonzero(np.concatenate(([True], ~same, [True])))
             runs = np.diff(starts)
             first = order[starts[:-1][runs == runs.max()]]  # one occurrence of each most frequent
             chars = (csum[first + n] - csum[first]).max()
@@ -145,7 +145,7 @@ def repetition_reason(text, cfg):
                 return f"top_{n}gram"
         if n in dup:  # characters of the words covered by n-grams that occur twice or more
             rep = np.zeros(len(key), bool)
-            rep[order] = np.r_[same, False] | np.r_[False, same]
+            rep[order] = np.concatenate((same, [False])) | np.concatenate(([False], same))
             covered = np.zeros(len(words) + 1, np.int64)  # +1 at a repeated n-gram's start, -1 after its end
             np.add.at(covered, np.flatnonzero(rep), 1)
             np.add.at(covered, np.flatnonzero(rep) + n, -1)
