@@ -26,6 +26,7 @@ compile on by default; on CPU fp32, compile off. Commands:
     ... --max-steps 1000               # checkpoint and stop after 1000 steps of this invocation
     python train.py --plan --init-from DIR_OR_CONFIG_JSON [--recipe FILE] [--gpu-mem-gb 80]
     python train.py --export runs/x   # merge LoRA, write runs/x/final from the last checkpoint
+    python train.py --print-recipe > my.json     # the default recipe as a file to edit
     python train.py ... --steps-per-stage 20 --batch-size 2 --seq-len 256   # smoke test
 
 Outputs in --out: log.jsonl (one JSON object per step: stage, step, tokens, loss, eval_loss,
@@ -479,6 +480,7 @@ def main(argv=None):
                    help="dtype of final/ (auto: the init model's torch_dtype)")
     p.add_argument("--export", metavar="RUN_DIR", help="only export RUN_DIR's newest checkpoint to RUN_DIR/final")
     p.add_argument("--export-to", help="with --export: write here instead")
+    p.add_argument("--print-recipe", action="store_true", help="print the recipe (default or --recipe) as JSON")
     p.add_argument("--plan", action="store_true", help="print trainable parameters and memory per GPU per stage")
     p.add_argument("--gpu-mem-gb", type=float, default=80.0, help="with --plan: GPU memory to check against")
     p.add_argument("--world-size", type=int, default=1, help="with --plan: number of GPUs")
@@ -488,6 +490,9 @@ def main(argv=None):
         recipe.old_vocab_size = args.freeze_old_rows if args.freeze_old_rows == "auto" else int(args.freeze_old_rows)
         for st in recipe.stages:
             st.freeze_old_rows = True
+    if args.print_recipe:
+        print(json.dumps(asdict(recipe), indent=1))
+        return
     if args.export:
         print(f"exported {export_run(args.export, args.export_to, args.export_dtype)}")
         return

@@ -64,7 +64,7 @@ def ours(d, args, tag):
 
 
 class HF:
-    """A plain transformers training step, the model and optimizer kept across rounds."""
+    """A plain transformers training step: model, AdamW, the same batches as train.py reads."""
 
     def __init__(self, d, args):
         from transformers import LlamaForCausalLM
@@ -152,10 +152,9 @@ def main():
           f"{args.seq_len} tokens, fp32, AdamW, all parameters trained")
     with tempfile.TemporaryDirectory() as d:
         make_inputs(d, cfg, (args.steps + 2) * args.batch_size * args.seq_len + 1)
-        hf = HF(d, args)
         ratios, A, B = [], [], []
         for r in range(args.rounds):
-            a, b = ours(d, args, r), hf()
+            a, b = ours(d, args, r), HF(d, args)()   # both start fresh each round: same allocator warmth
             ratios.append(a / b)
             A.append(a)
             B.append(b)
