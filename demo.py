@@ -175,7 +175,7 @@ def run_demo(args):
         texts = [t for c in corpus for t in read_jsonl_texts(c)][:args.max_docs]
         write_jsonl(run / "corpus_subset.jsonl", texts)
         corpus = [run / "corpus_subset.jsonl"]
-    rep["clean"] = data.clean(corpus, run / "clean")
+    rep["clean"] = data.clean(corpus, run / "clean", data.CleanConfig(min_chars=args.min_chars))
     done("clean", t)
 
     t = time.time()
@@ -222,6 +222,8 @@ def add_args(p):
     p.add_argument("--init", default="subword", help="initialization of the new rows (see tokenizer.py expand)")
     p.add_argument("--nproc", type=int, default=0, help="training processes (default: 2 when there are 2 cores)")
     p.add_argument("--val-docs", type=int, default=300, help="held-out documents for the eval loss")
+    p.add_argument("--min-chars", type=int, default=10,
+                   help="clean: drop shorter documents (KoBEST's COPA/SentiNeg sentences are short)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     for k, (quick, full) in SIZES.items():
         p.add_argument("--" + k.replace("_", "-"), type=int, default=None,
