@@ -84,33 +84,31 @@ def write_lm_eval_tasks(folder, data_dir, tasks, split):
         + "aggregate_metric_list:\n" + agg + "metadata:\n  version: 1.0\n", encoding="utf-8")
 
 
-def run_lm_eval(folder, tasks_dir, tasks, args, sp=None):
-    """lm-eval on the HF folder; with `sp`, its tokenizer calls go through SentencePiece."""
-    import lm_eval
+def make_lm(folder, args, sp=None):
+    """lm-eval's HFLM on the HF folder; with `sp`, its tokenizer calls go through SentencePiece."""
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
     lm = HFLM(pretrained=str(folder), dtype="float32", device="cpu", batch_size=args.batch_size)
     if sp is not None:
         bos = [sp.bos_id()]
         lm.tok_encode = lambda s, add_special_tokens=None, left_truncate_len=None, **kw: (
             (bos if add_special_tokens is not False else []) + sp.encode(s))[-(left_truncate_len or 0):]
-    tm = TaskManager(include_path=str(tasks_dir))
+    return lm
+
+
+def run_lm_eval(lm, task_manager, task, args):
+    """One task through lm_eval.simple_evaluate: (metrics, per-example log-likelihoods, seconds)."""
+    import lm_eval
     t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(model=lm, tasks=["local_kobest"] if len(tasks) > 1 else
-                                  [f"local_kobest_{tasks[0]}"], num_fewshot=args.num_fewshot,
-                                  limit=args.limit, task_manager=tm, bootstrap_iters=0, log_samples=True,
-                                  fewshot_random_seed=ek.FEWSHOT_SEED)
+    out = lm_eval.simple_evaluate(model=lm, tasks=[f"local_kobest_{task}"], num_fewshot=args.num_fewshot,
+                                  limit=args.limit, task_manager=task_manager, bootstrap_iters=0,
+                                  log_samples=True, fewshot_random_seed=ek.FEWSHOT_SEED)
     elapsed = time.perf_counter() - t0
-    res = {}
-    for t in tasks:
-        r = out["results"][f"local_kobest_{t}"]
-        res[t] = {m: r[f"{m},none"] for m in ("acc", "f1", "acc_norm") if f"{m},none" in r}
-        res[t]["lls"] = [[float(x[0][0]) for x in s["resps"]]
-                         for s in sorted(out["samples"][f"local_kobest_{t}"], key=lambda s: s["doc_id"])]
-    if len(tasks) > 1:
-        g = out["groups"]["local_kobest"] if "groups" in out else out["results"]["local_kobest"]
-        res["kobest"] = {m: g[f"{m},none"] for m in ("acc", "f1", "acc_norm") if f"{m},none" in g}
-    return res, elapsed
+    r = out["results"][f"local_kobest_{task}"]
+    metrics = {m: r[f"{m},none"] for m in ("acc", "f1", "acc_norm") if f"{m},none" in r}
+    metrics["n"] = len(out["samples"][f"local_kobest_{task}"])
+    lls = [[float(x[0][0]) for x in s["resps"]]
+           for s in sorted(out["samples"][f"local_kobest_{task}"], key=lambda s: s["doc_id"])]
+    return metrics, lls, elapsed
 
 
 def build_model(args, tmp):
@@ -194,44 +192,10 @@ def main(argv=None):
               f"{model.config.hidden_size}, {model.config.num_hidden_layers} layers; torch threads "
               f"{torch.get_num_threads()}; data {args.data}; batch size {args.batch_size}")
 
-        ek.evaluate(model, sp, tasks[:1], args.data, limit=2, batch_size=args.batch_size)  # warm-up
-        t0 = time.perf_counter()
-        ours = ek.evaluate(model, sp, tasks, args.data, num_fewshot=args.num_fewshot,
-                           batch_size=args.batch_size, limit=args.limit, log_samples=True)
-        t_ours = time.perf_counter() - t0
-        n = sum(m["n"] for m in ours["results"].values())
-        mine = {**ours["results"], **ours["groups"]}
-        print(f"eval_kobest: {n} examples in {t_ours:.1f}s = {n / t_ours:.1f} examples/s")
-        print(ek.format_table(ours))
-        our_lls = {t: [s["lls"] for s in ours["samples"][t]] for t in tasks}
-
-        if args.reference_limit:
-            # the reference is slow: both scorers are timed on the first --reference-limit examples
-            lim = min(args.reference_limit, args.limit or args.reference_limit)
-            t0 = time.perf_counter()
-            sub = ek.evaluate(model, sp, tasks, args.data, num_fewshot=args.num_fewshot,
-                              batch_size=args.batch_size, limit=lim)
-            t_sub = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ref, ref_lls = {}, {}
-            for t in tasks:
-                docs = ek.load_split(args.data, t, "test")[0][:lim]
-                shots = ek.load_split(args.data, t, "train")[0] if args.num_fewshot else []
-                exs = ek.build_examples(t, docs, ek.build_contexts(t, docs, shots, args.num_fewshot), sp)
-                ref_lls[t] = ek.score_reference(model, exs)
-                ref[t] = ek.task_metrics(t, exs, ref_lls[t])
-            t_ref = time.perf_counter() - t0
-            ref.update({"kobest": ek.group_metrics(ref)} if len(tasks) > 1 else {})
-            n_sub = sum(m["n"] for m in sub["results"].values())
-            d = max(max_diff(our_lls[t][:lim], ref_lls[t]) for t in tasks)
-            same = compare("reference", {**sub["results"], **sub["groups"]}, ref, tasks)
-            print(f"reference (one forward per choice) on the first {lim} per task: {n_sub / t_ref:.1f} "
-                  f"examples/s vs eval_kobest {n_sub / t_sub:.1f}: {t_ref / t_sub:.2f}x faster; "
-                  f"max |log-likelihood diff| {d:.2e}; metrics agree to 4 decimals: {same}")
-
         modes = [m for m in args.harness.split(",") if m and m != "none"]
         try:
             import lm_eval  # noqa: F401
+            from lm_eval.tasks import TaskManager
         except ImportError:
             print("lm-eval is not installed: skipping the harness comparison (see this file's docstring)")
             modes = []
@@ -239,14 +203,65 @@ def main(argv=None):
             os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             write_lm_eval_tasks(tmp / "tasks", args.data, tasks, "test")
-        for mode in modes:
-            theirs, t_h = run_lm_eval(folder, tmp / "tasks", tasks, args, sp if mode == "sentencepiece" else None)
-            d = max(max_diff(our_lls[t], theirs[t]["lls"]) for t in tasks)
-            flips = sum(ek.argmax(a) != ek.argmax(b) for t in tasks for a, b in zip(our_lls[t], theirs[t]["lls"]))
-            same = compare(f"lm-eval[{mode}]", mine, theirs, tasks)
-            print(f"lm-eval 0.4.13 [{mode} tokenizer]: {n / t_h:.1f} examples/s; eval_kobest is "
-                  f"{t_h / t_ours:.2f}x faster; max |log-likelihood diff| {d:.2e}; predictions that "
-                  f"differ {flips}/{n}; every metric agrees to 4 decimals: {same}")
+            tm = TaskManager(include_path=str(tmp / "tasks"))
+            lms = {m: make_lm(folder, args, sp if m == "sentencepiece" else None) for m in modes}
+
+        # Task by task, every scorer in turn, so that load from other jobs on the machine falls
+        # on all of them alike; times are summed per scorer.
+        ek.evaluate(model, sp, tasks[:1], args.data, limit=2, batch_size=args.batch_size)  # warm-up
+        secs = {"ours": 0.0, "ours_sub": 0.0, "reference": 0.0, **{m: 0.0 for m in modes}}
+        ours, our_lls, ref, ref_lls, sub, theirs = {}, {}, {}, {}, {}, {m: {} for m in modes}
+        theirs_lls = {m: {} for m in modes}
+        lim = min(args.reference_limit, args.limit or args.reference_limit)
+        for t in tasks:
+            t0 = time.perf_counter()
+            o = ek.evaluate(model, sp, [t], args.data, num_fewshot=args.num_fewshot,
+                            batch_size=args.batch_size, limit=args.limit, log_samples=True)
+            secs["ours"] += time.perf_counter() - t0
+            ours[t], our_lls[t] = o["results"][t], [s["lls"] for s in o["samples"][t]]
+            if lim:  # the reference is slow: it and eval_kobest are timed on the first `lim` examples
+                t0 = time.perf_counter()
+                sub[t] = ek.evaluate(model, sp, [t], args.data, num_fewshot=args.num_fewshot,
+                                     batch_size=args.batch_size, limit=lim)["results"][t]
+                secs["ours_sub"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                docs = ek.load_split(args.data, t, "test")[0][:lim]
+                shots = ek.load_split(args.data, t, "train")[0] if args.num_fewshot else []
+                exs = ek.build_examples(t, docs, ek.build_contexts(t, docs, shots, args.num_fewshot), sp)
+                ref_lls[t] = ek.score_reference(model, exs)
+                ref[t] = ek.task_metrics(t, exs, ref_lls[t])
+                secs["reference"] += time.perf_counter() - t0
+            for m in modes:
+                theirs[m][t], theirs_lls[m][t], sec = run_lm_eval(lms[m], tm, t, args)
+                secs[m] += sec
+            print(f"{t}: " + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items()), flush=True)
+
+        n = sum(m["n"] for m in ours.values())
+        if len(tasks) > 1:
+            ours["kobest"] = ek.group_metrics(ours)
+        print(f"eval_kobest: {n} examples in {secs['ours']:.1f}s = {n / secs['ours']:.1f} examples/s")
+        print(ek.format_table({"results": {t: ours[t] for t in tasks},
+                               "groups": {"kobest": ours["kobest"]} if len(tasks) > 1 else {}}))
+        if lim:
+            n_sub = sum(m["n"] for m in sub.values())
+            if len(tasks) > 1:
+                sub["kobest"], ref["kobest"] = ek.group_metrics(sub), ek.group_metrics(ref)
+            d = max(max_diff(our_lls[t][:lim], ref_lls[t]) for t in tasks)
+            same = compare("reference", sub, ref, tasks)
+            print(f"reference (one forward per choice), first {lim} per task: {n_sub / secs['reference']:.1f} "
+                  f"examples/s vs eval_kobest {n_sub / secs['ours_sub']:.1f}: eval_kobest is "
+                  f"{secs['reference'] / secs['ours_sub']:.2f}x faster; max |log-likelihood diff| {d:.2e}; "
+                  f"metrics agree to 4 decimals: {same}")
+        for m in modes:
+            if len(tasks) > 1:  # the harness's group score: test-size-weighted mean of its task scores
+                theirs[m]["kobest"] = ek.group_metrics({t: theirs[m][t] for t in tasks})
+            d = max(max_diff(our_lls[t], theirs_lls[m][t]) for t in tasks)
+            flips = sum(ek.argmax(a) != ek.argmax(b) for t in tasks
+                        for a, b in zip(our_lls[t], theirs_lls[m][t]))
+            same = compare(f"lm-eval[{m}]", ours, theirs[m], tasks)
+            print(f"lm-eval 0.4.13 [{m} tokenizer]: {n / secs[m]:.1f} examples/s; eval_kobest is "
+                  f"{secs[m] / secs['ours']:.2f}x faster; max |log-likelihood diff| {d:.2e}; predictions "
+                  f"that differ {flips}/{n}; every metric agrees to 4 decimals: {same}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
