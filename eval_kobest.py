@@ -11,6 +11,7 @@ the numbers are those of one forward pass per choice. Rows are sorted by length 
     python eval_kobest.py --model FOLDER --data ../shared/kobest --output results.json
     python eval_kobest.py --model FOLDER --data ../shared/kobest --num-fewshot 5 --tasks copa,wic
     python eval_kobest.py --model FOLDER --data hf            # skt/kobest_v1 via `datasets` (online)
+    python redwhale.py eval --model FOLDER --data ../shared/kobest   # the same, through the CLI
 
 FOLDER is a Hugging Face Llama-architecture folder (config.json, safetensors, tokenizer.model).
 From Python (an in-memory model and a SentencePieceProcessor):

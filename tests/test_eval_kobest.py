@@ -320,6 +320,22 @@ def test_copa_question_and_missing_split_are_clear_errors(tmp_path):
         ek.load_split(d, "copa", "validation")
 
 
+def test_hf_data_goes_through_datasets_load_dataset(monkeypatch, sp, model):
+    import types
+    rows = [dict(r) for r in ek.load_split(SAMPLE, "sentineg", "test")[0][:5]]
+    calls = []
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, task, split: calls.append((name, task, split)) or [dict(r) for r in rows]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    docs, sha = ek.load_split_hf("sentineg", "test")
+    assert docs == rows and calls == [("skt/kobest_v1", "sentineg", "test")] and len(sha) == 64
+    out = ek.evaluate(model, sp, ["sentineg"], "hf")
+    assert out["results"]["sentineg"] == ek.evaluate(model, sp, ["sentineg"], SAMPLE, limit=5)["results"]["sentineg"]
+    rows[3] = {"sentence": "좋아요"}
+    with pytest.raises(ValueError, match=r"skt/kobest_v1/sentineg/test row 3: missing field 'label'"):
+        ek.load_split_hf("sentineg", "test")
+
+
 def test_hf_data_without_the_datasets_library_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)   # import datasets -> ImportError
     with pytest.raises(SystemExit, match="pip install datasets"):
