@@ -39,6 +39,7 @@ reproduces the losses of an uninterrupted one. SIGTERM/SIGINT checkpoint and exi
 import argparse
 import contextlib
 import datetime
+import inspect
 import json
 import math
 import os
@@ -142,12 +143,15 @@ class Trainer:
         no_decay = [p for n, p in params if p.dim() < 2]   # norms and biases
         groups = [{"params": decay, "weight_decay": st.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=st.lr, betas=tuple(self.recipe.betas),
-                                     eps=1e-8, fused=self.device.type == "cuda")
+                                     eps=1e-8, fused=self.device.type in ("cuda", "cpu"))   # one kernel, not a loop
         fwd = torch.compile(model) if self.compile else model     # compile first, then wrap (DESIGN.md)
         if self.ddp:
             # gradient_as_bucket_view: the all-reduce buckets *are* the .grad tensors (no second copy)
+            # the RoPE table is a buffer that every rank builds itself: no sync at every forward
+            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                     else {"broadcast_buffers": False})
             fwd = DDP(fwd, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-                      gradient_as_bucket_view=True, broadcast_buffers=False)   # RoPE tables are rebuilt, not synced
+                      gradient_as_bucket_view=True, **quiet)
         self.fwd = fwd
         if self.device.type == "cuda":      # peak_mem_gb in the log is per stage
             torch.cuda.empty_cache()
