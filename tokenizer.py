@@ -9,7 +9,7 @@ proto, and measure the token ratio (tokens with the merged tokenizer / tokens wi
         --korean out/ko/korean.model --out out/merged          # HF tokenizer folder + merge_report.json
     python tokenizer.py ratio --tokenizer out/merged --base .cache/base_tokenizer/tokenizer.model \
         --text-field '*' ../shared/kobest/*/test.jsonl           # JSON with "ratio" and per-file ratios
-    python tokenizer.py sweep assets/korean_corpus.jsonl.gz --base .cache/base_tokenizer/tokenizer.model \
+    python tokenizer.py sweep ../shared/kobest/*/train.jsonl --base .cache/base_tokenizer/tokenizer.model \
         --sizes 8000,16000,20000,32000,40000 --eval ../shared/kobest/*/test.jsonl --text-field '*'
     python tokenizer.py expand --model BASE_HF_DIR --tokenizer out/merged --init subword --out out/expanded
 
@@ -64,13 +64,13 @@ def read_texts(paths, text_field="text"):
                         raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
                     if text_field == "*":  # "text" if there is one, else every string field (KoBEST rows)
                         texts = [] if not isinstance(row, dict) else [row["text"]] if "text" in row else [
-                            v for v in row.values() if isinstance(v, str) and v]
+                            v for v in row.values() if isinstance(v, str)]
                     else:
                         texts = [row.get(text_field)] if isinstance(row, dict) else []
-                    if not texts or not all(isinstance(t, str) and t for t in texts):
+                    if not texts or not all(isinstance(t, str) for t in texts):
                         raise ValueError(f"{path}:{lineno}: no string field {text_field!r} "
                                          f"(choose one with --text-field, or '*' for all string fields)")
-                    yield from texts
+                    yield from (t for t in texts if t)  # an empty text is no error, just nothing
         except OSError as e:
             raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
 
