@@ -101,9 +101,11 @@ def activation_bytes(cfg, B, T, kinds, mixed, checkpointing=False, lora_r=0, mas
     per_token = [base + extra[k] for k in kinds]
     # final norm input + log_softmax output (fp32); backward also holds the fp32 and bf16 logits grads
     head = 4 * C + 4 * cfg.vocab_size + ((4 + a) * cfg.vocab_size if backward_temps else 0)
+    # backward holds one layer's activation gradients in flight (about one layer's activations)
+    in_flight = max(per_token, default=0) if backward_temps else 0
     if checkpointing and per_token:              # only layer inputs, plus one layer recomputed at a time
-        return B * T * (4 * C * len(per_token) + max(per_token) + head)
-    return B * T * (sum(per_token) + head)
+        return B * T * (4 * C * len(per_token) + max(per_token) + in_flight + head)
+    return B * T * (sum(per_token) + in_flight + head)
 
 
 def autocast_copies(model, mixed):
