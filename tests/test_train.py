@@ -156,7 +156,8 @@ def chain(setup):
         assert len(log) == 4 * (i + 1)
         if len(log) == 28:               # stage 4 step 4: the newest checkpoint holds live adapters
             lora_state = state(out / "checkpoints" / "step-00000028")
-            mid_lora = train.export_run(str(out), str(setup / "mid_lora"))
+            train.main(["--export", str(out), "--export-to", str(setup / "mid_lora")])   # the export command
+            mid_lora = str(setup / "mid_lora")
     return out, log, lora_state, mid_lora
 
 
@@ -264,7 +265,7 @@ def test_bf16_autocast_path_runs_on_cpu(setup, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_shard", "unknown_group", "vocab_too_big", "truncated_shard",
-                                  "existing_run", "bad_batch"])
+                                  "existing_run", "bad_batch", "changed_plan", "no_expand_report"])
 def test_bad_input_is_a_clear_error(setup, tmp_path, case):
     data, recipe, extra = setup / "data", setup / "recipe.json", []
     if case in ("missing_shard", "vocab_too_big", "truncated_shard"):
@@ -291,6 +292,13 @@ def test_bad_input_is_a_clear_error(setup, tmp_path, case):
     elif case == "existing_run":
         run(setup, tmp_path / "o", "--steps-per-stage", 1, "--max-steps", 1)
         want = "already has checkpoints: pass --resume auto"
+    elif case == "changed_plan":         # resuming with other steps / batch would not be the same run
+        run(setup, tmp_path / "o", "--steps-per-stage", 5, "--max-steps", 1)
+        extra = ["--steps-per-stage", 6, "--resume", "auto"]
+        want = "step-00000001: it was written with a different plan"
+    elif case == "no_expand_report":
+        extra = ["--freeze-old-rows", "auto"]
+        want = "old_vocab_size 'auto' needs .*expand_report.json; give --freeze-old-rows N instead"
     else:
         extra = ["--batch-size", 3]
         want = "batch_tokens 256 is not a multiple of batch-size 3 x seq-len 64"
@@ -312,3 +320,18 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     assert res["backend"] == "gloo" and res["all_reduce_ok"] and res["flash"] == "skipped"
     assert len(res["mfu_losses"]) == 6 and all(np.isfinite(res["mfu_losses"]))
     assert [m["stage"] for m in res["memory"]] == ["embed", "odd_layers", "even_layers", "lora"]
+
+
+def test_freeze_old_rows_auto_reads_expand_report(setup, tmp_path):
+    """--freeze-old-rows auto: the count comes from the expanded model's expand_report.json."""
+    init = tmp_path / "init"
+    shutil.copytree(setup / "init", init)
+    (init / "expand_report.json").write_text(json.dumps({"old_vocab_size": 1500}))
+    train.main(["--init-from", str(init), "--data", str(setup / "data"), "--out", str(tmp_path / "o"),
+                "--recipe", str(setup / "recipe.json"), "--steps-per-stage", "2", "--max-steps", "2",
+                "--freeze-old-rows", "auto", "--eval-every", "0"])
+    before = dict(read_safetensors(str(init / "model.safetensors")))
+    after = state(tmp_path / "o" / "checkpoints" / "step-00000002")
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(before[k][:1500], after[k][:1500])
+        assert not torch.equal(before[k][1500:], after[k][1500:])
