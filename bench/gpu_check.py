@@ -160,7 +160,7 @@ def main():
     n_tokens = (steps * B + 3 * 4 * args.mem_batch_size + 4) * (T + 1)
     with tempfile.TemporaryDirectory() as d:
         write_inputs(d, cfg, n_tokens)
-        n_params = sum(x.numel() for x in Llama.from_pretrained(os.path.join(d, "init")).parameters())
+        n_params = sum(x.numel() for x in plan.meta_model(cfg).parameters())     # no second copy in memory
         say(f"model: {n_params / 1e9:.2f}B parameters; MFU run: {steps} steps of {B} x {T} tokens, "
             f"{'bf16 + compile + flash SDPA' if cuda else 'fp32 eager (dry run)'}, DDP over "
             f"{'NCCL' if cuda else 'gloo'}")
