@@ -8,7 +8,7 @@
    subword, subword-first-head) and measure the Korean loss on held-out text before and after
    the same stage-1 run (embeddings + LM head only, same batches, same seed).
 
-    python bench/init_compare.py                        # about 5-8 minutes on 2 CPU cores
+    python bench/init_compare.py                        # ~14 CPU-minutes: ~10-18 min on 2 busy cores
     python bench/init_compare.py --base-steps 300 --stage1-steps 50   # a quick look
 
 Loss per token compares the five methods with each other (same merged tokenization); nats
