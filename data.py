@@ -11,6 +11,12 @@
 --shard-docs), DIR/report.json (documents and sizes in and out of every step, dropped
 documents by reason: docs_in == docs_out + sum(dropped)) and, with --keep-dropped,
 DIR/dropped.jsonl (each dropped document with its reason and source file:line).
+`tokenize` is shards.tokenize (shards.py owns the token-shard format, writing and reading);
+this file keeps its command line, and data.tokenize / data.load_tokens still work.
+
+What lives where: reading raw files (folders, gzip, encodings, invalid bytes) is corpus_io.py;
+the per-document steps are textclean.py (normalize, rule filters), dedup.py (hashes, MinHash,
+LSH) and perplexity.py; this file runs them over a whole corpus and writes the report.
 
 It streams: pass 1 runs the per-document steps (decode, normalize, filter, hash, MinHash,
 n-gram perplexity) in --workers processes and spills the survivors to a temp folder next
@@ -21,8 +27,6 @@ pass 2 copies the kept lines out. The text itself never sits in RAM. Every decis
 pure function of the input order and the seed, so 1 and N workers give identical output.
 """
 import argparse
-import codecs
-import gzip
 import hashlib
 import json
 import os
@@ -35,13 +39,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from corpus_io import DataError, ReadConfig, expand_inputs, ordered_map, read_docs, write_atomic
 from dedup import MinHasher, exact_duplicates, near_duplicates
 from perplexity import NgramLM, model_perplexities
+from shards import load_tokens, token_dtype, tokenize  # noqa: F401 (data.tokenize, as before the move)
 from textclean import filter_reason, normalize
-
-
-class DataError(ValueError):
-    """Bad input or settings; the message names the file, line or flag."""
 
 
 def _parse_ngram_thresholds(spec):
@@ -57,16 +59,11 @@ def _parse_ngram_thresholds(spec):
 
 
 # ----------------------------------------------------------------------------------------
-# Reading: .txt (blank-line blocks or lines) and .jsonl, optionally .gz; files or folders.
-# The encoding is decided per file from its first MiB; each line is then decoded on its own
-# so one bad line is replaced or dropped (and counted), never fatal.
+# Settings. The first four (text_field, txt_mode, encoding, on_invalid) are corpus_io's
+# ReadConfig: how each raw file is read and decoded.
 
 @dataclass
-class CleanConfig:
-    text_field: str = "text"        # JSONL field holding the document
-    txt_mode: str = "blocks"        # .txt documents: "blocks" (blank-line separated) or "lines"
-    encoding: str = "auto"          # auto (UTF-8, else CP949) | utf-8 | cp949 | euc-kr
-    on_invalid: str = "replace"     # undecodable line: "replace" bytes with U+FFFD, or "drop" it
+class CleanConfig(ReadConfig):
     normalize: bool = True
     max_repeat: int = 5             # cap runs of one character at this length (0: off)
     filter: bool = True
@@ -111,10 +108,7 @@ class CleanConfig:
     def __post_init__(self):
         self.top_ngrams = _parse_ngram_thresholds(self.top_ngram)
         self.dup_ngrams = _parse_ngram_thresholds(self.dup_ngram)
-        for name, choices in (("txt_mode", ("blocks", "lines")), ("on_invalid", ("replace", "drop")),
-                              ("encoding", ("auto", "utf-8", "cp949", "euc-kr"))):
-            if getattr(self, name) not in choices:
-                raise DataError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
+        super().__post_init__()  # --txt-mode, --encoding, --on-invalid
         if not 0 < self.jaccard <= 1:
             raise DataError(f"--jaccard must be in (0, 1], got {self.jaccard}")
         if self.lsh_bands * self.lsh_rows > self.num_perm:
@@ -122,126 +116,9 @@ class CleanConfig:
                             f"exceeds --num-perm {self.num_perm}")
 
 
-def expand_inputs(inputs, skip=None):
-    """Files and folders (searched recursively, sorted; hidden files and folders and the
-    folder `skip`, our own output, left out) -> list of input files."""
-    out = []
-    skip = Path(skip).resolve() if skip else None
-    for p in map(Path, inputs):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f, strict=False)
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and not (skip and f.resolve().is_relative_to(skip)))
-            if not found:
-                raise DataError(f"{p}: folder holds no .txt/.jsonl (optionally .gz) files")
-            out += found
-        elif p.is_file():
-            _kind(p)
-            out.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    if not out:
-        raise DataError("no input files given")
-    return out
-
-
-def _kind(path, strict=True):
-    name = path.name.lower().removesuffix(".gz")
-    for suffix, kind in ((".txt", "txt"), (".jsonl", "jsonl"), (".json", "jsonl")):
-        if name.endswith(suffix):
-            return kind
-    if strict:
-        raise DataError(f"{path}: unknown input type (expected .txt or .jsonl, optionally .gz)")
-    return None
-
-
-def _open(path):
-    raw = open(path, "rb")
-    return raw, (gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw)
-
-
-def detect_encoding(path, choice="auto"):
-    if choice != "auto":
-        return choice
-    raw, f = _open(path)
-    with raw:
-        try:
-            head = f.read(1 << 20)
-        except (OSError, EOFError):
-            return "utf-8"  # a broken .gz: reading it reports the error
-    # CP949 Hangul is invalid UTF-8 at almost every character, while UTF-8 Hangul often
-    # decodes as CP949 without error: so UTF-8 wins unless it fails on more than 1% of
-    # the non-ASCII bytes and CP949 fails less.
-    bad = {enc: codecs.getincrementaldecoder(enc)(errors="replace").decode(head).count("\ufffd")
-           for enc in ("utf-8", "cp949")}
-    non_ascii = int(np.count_nonzero(np.frombuffer(head, np.uint8) >= 0x80))
-    if bad["utf-8"] > 0.01 * non_ascii and bad["cp949"] < bad["utf-8"]:
-        return "cp949"
-    return "utf-8"
-
-
-def read_docs(path, cfg, stats, progress=None):
-    """Yield (line_no, text, reason) for one file; text is None when reason says why.
-    `stats` (a dict for the report) collects the encoding and what was replaced or dropped."""
-    kind, enc = _kind(path), detect_encoding(path, cfg.encoding)
-    stats.update(path=str(path), encoding=enc, docs=0, replaced_lines=0, dropped_lines=0)
-    raw, f = _open(path)
-    block, block_start, pos = [], 0, 0
-    with raw:
-        try:
-            for ln, line in enumerate(f, start=1):
-                if progress is not None:
-                    now = raw.tell()
-                    progress.update(now - pos)
-                    pos = now
-                try:
-                    text = line.decode(enc)
-                except UnicodeDecodeError:
-                    if cfg.on_invalid == "drop":
-                        stats["dropped_lines"] += 1
-                        if kind == "jsonl" or cfg.txt_mode == "lines":
-                            stats["docs"] += 1
-                            yield ln, None, "bad_encoding"
-                        continue
-                    stats["replaced_lines"] += 1
-                    text = line.decode(enc, errors="replace")
-                if ln == 1:
-                    text = text.lstrip("\ufeff")
-                if kind == "jsonl":
-                    if not text.strip():
-                        continue
-                    stats["docs"] += 1
-                    try:
-                        obj = json.loads(text)
-                    except ValueError:
-                        yield ln, None, "bad_json"
-                        continue
-                    doc = obj.get(cfg.text_field) if isinstance(obj, dict) else None
-                    yield (ln, doc, None) if isinstance(doc, str) else (ln, None, "no_text")
-                elif cfg.txt_mode == "lines":
-                    if text.strip():
-                        stats["docs"] += 1
-                        yield ln, text.rstrip("\r\n"), None
-                elif text.strip():
-                    if not block:
-                        block_start = ln
-                    block.append(text)
-                elif block:
-                    stats["docs"] += 1
-                    yield block_start, "".join(block).rstrip("\r\n"), None
-                    block = []
-        except (OSError, EOFError) as e:  # truncated or corrupt gzip: keep what was read
-            stats["error"] = f"{path}: read stopped after line {stats['docs']}: {e}"
-            print(f"warning: {stats['error']}", file=sys.stderr)
-    if block:
-        stats["docs"] += 1
-        yield block_start, "".join(block).rstrip("\r\n"), None
-    if progress is not None:
-        progress.update(os.path.getsize(path) - pos)
-    if stats["docs"] == 0:
-        stats["warning"] = f"{path}: no documents (empty file)"
-        print(f"warning: {stats['warning']}", file=sys.stderr)
-
+# ----------------------------------------------------------------------------------------
+# Pass 1: the per-document steps, run in worker processes on batches, results in order
+# (corpus_io.ordered_map).
 
 def _batches(files, cfg, file_stats, progress):
     """Batches of (file index, line, text, reason) across all files."""
@@ -257,9 +134,6 @@ def _batches(files, cfg, file_stats, progress):
     if batch:
         yield batch
 
-
-# ----------------------------------------------------------------------------------------
-# Pass 1: the per-document steps, run in worker processes on batches, results in order.
 
 _W = {}
 
@@ -306,28 +180,6 @@ def _process(batch):
     return out
 
 
-def ordered_map(fn, items, workers, init, initargs):
-    """Yield (item, fn(item)) in input order from `workers` processes, with at most 4 items
-    per worker in flight: Pool.imap reads all of its input ahead, a 100 GB corpus included."""
-    if workers <= 1:
-        init(*initargs)
-        for item in items:
-            yield item, fn(item)
-        return
-    import multiprocessing as mp
-    from collections import deque
-    with mp.get_context("spawn").Pool(workers, init, initargs) as pool:
-        pending = deque()
-        for item in items:
-            pending.append((item, pool.apply_async(fn, (item,))))
-            if len(pending) >= 4 * workers:
-                item, r = pending.popleft()
-                yield item, r.get()
-        while pending:
-            item, r = pending.popleft()
-            yield item, r.get()
-
-
 # ----------------------------------------------------------------------------------------
 # Between the passes: sampling to a size (dedup decisions are in dedup.py).
 
@@ -347,17 +199,11 @@ def load_ppl_model(cfg):
         return None
     if len(cfg.ppl_ref) == 1 and str(cfg.ppl_ref[0]).endswith(".npz"):
         return NgramLM.load(cfg.ppl_ref[0])
-    ref_cfg = CleanConfig(text_field=cfg.text_field, txt_mode=cfg.txt_mode, encoding=cfg.encoding)
+    ref_cfg = ReadConfig(text_field=cfg.text_field, txt_mode=cfg.txt_mode, encoding=cfg.encoding)
     texts = [normalize(t, cfg.max_repeat) if cfg.normalize else t
              for p in expand_inputs(cfg.ppl_ref) for _, t, r in read_docs(p, ref_cfg, {}) if r is None]
     sp = Path(cfg.ppl_tokenizer).read_bytes() if cfg.ppl_tokenizer else None
     return NgramLM(cfg.ppl_order, sp_model=sp).fit(t for t in texts if t)
-
-
-def _write_atomic(path, text):
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def clean(inputs, out_dir, cfg=None):
@@ -558,148 +404,8 @@ def clean(inputs, out_dir, cfg=None):
               "perplexity_cutoff": ppl_cut, "model_perplexity_cutoff": model_cut,
               "seconds": round(time.time() - t_start, 3),
               "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}
-    _write_atomic(out_dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    write_atomic(out_dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     return report
-
-
-# ----------------------------------------------------------------------------------------
-# tokenize(): cleaned text -> shards of token ids, each document followed by EOS.
-
-def token_dtype(vocab_size):
-    return np.uint16 if vocab_size <= 65536 else np.uint32  # uint16 overflows above 65,536 pieces
-
-
-def _tok_init(model_proto):
-    import sentencepiece as spm
-    _W["sp"] = spm.SentencePieceProcessor(model_proto=model_proto)
-
-
-def _tok_batch(texts):
-    ids = _W["sp"].encode(texts)
-    lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
-    flat = np.fromiter((t for d in ids for t in d), np.int64, count=int(lengths.sum()))
-    return flat, lengths
-
-
-def _is_val(i, seed, fraction):  # a per-document coin, the same for any number of workers
-    h = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64 < fraction
-
-
-def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000_000, val_fraction=0.0,
-             val_docs=0, seed=0, workers=1, add_bos=False, progress=True, batch_docs=256):
-    """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
-    file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
-    and out_dir/meta.json; returns the meta dict."""
-    import sentencepiece as spm
-    tok = Path(tokenizer)
-    if tok.is_dir():
-        tok = tok / "tokenizer.model"
-    if not tok.is_file():
-        raise DataError(f"{tokenizer}: no SentencePiece model (a .model file or a folder with tokenizer.model)")
-    proto = tok.read_bytes()
-    try:
-        sp = spm.SentencePieceProcessor(model_proto=proto)
-    except Exception as e:
-        raise DataError(f"{tok}: not a SentencePiece model ({e})") from None
-    vocab, eos, bos = sp.get_piece_size(), sp.eos_id(), sp.bos_id()
-    if eos < 0:
-        raise DataError(f"{tok}: the tokenizer has no EOS piece to separate documents")
-    dtype = token_dtype(vocab)
-    cfg = CleanConfig(text_field=text_field, batch_docs=batch_docs, workers=workers)
-    files = expand_inputs(inputs)
-    val_set = None
-    if val_docs:  # exactly val_docs held-out documents: count first, then draw indices
-        total = sum(1 for p in files for _, t, r in read_docs(p, cfg, {}) if r is None)
-        if val_docs >= total:
-            raise DataError(f"--val-docs {val_docs} leaves no training documents (the input has {total})")
-        val_set = set(np.random.default_rng(seed).choice(total, val_docs, replace=False).tolist())
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writers = {s: {"shards": [], "f": None, "n": 0, "docs": 0} for s in ("train", "val")}
-
-    def write(split, ids):
-        w = writers[split]
-        if w["f"] is None or w["shards"][-1]["num_tokens"] >= shard_tokens:
-            if w["f"]:
-                w["f"].close()
-            w["shards"].append({"file": f"{split}_{len(w['shards']):04d}.bin", "num_tokens": 0})
-            w["f"] = open(out_dir / (w["shards"][-1]["file"] + ".tmp"), "wb")
-        w["f"].write(ids.astype("<" + np.dtype(dtype).str[1:]).tobytes())  # little-endian on any host
-        w["shards"][-1]["num_tokens"] += len(ids)
-        w["n"] += len(ids)
-        w["docs"] += 1
-
-    def texts():
-        for p in files:
-            for ln, t, r in read_docs(p, cfg, stats := {}):
-                if r is None:
-                    yield t
-                else:
-                    skipped.append(f"{p}:{ln}: {r}")
-            if "error" in stats:
-                skipped.append(stats["error"])
-
-    def batches():
-        b = []
-        for t in texts():
-            b.append(t)
-            if len(b) == batch_docs:
-                yield b
-                b = []
-        if b:
-            yield b
-
-    skipped, doc_i = [], 0
-    bar = tqdm(desc="tokenize", unit=" docs", disable=not progress or None)
-    results = ordered_map(_tok_batch, batches(), workers, _tok_init, (proto,))
-    try:
-        for _, (flat, lengths) in results:
-            if len(flat) and (flat.max() >= vocab or flat.min() < 0):
-                raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
-            for doc in np.split(flat, np.cumsum(lengths)[:-1]):
-                ids = np.concatenate([[bos] if add_bos else [], doc, [eos]]).astype(np.int64)
-                is_val = (doc_i in val_set) if val_set is not None else \
-                    val_fraction > 0 and _is_val(doc_i, seed, val_fraction)
-                write("val" if is_val else "train", ids)
-                doc_i += 1
-            bar.update(len(lengths))
-    except BaseException:  # leave no half-written shard behind
-        for w in writers.values():
-            if w["f"]:
-                w["f"].close()
-            for s in w["shards"]:
-                (out_dir / (s["file"] + ".tmp")).unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-        results.close()  # stops the worker pool, also after an error
-        for w in writers.values():
-            if w["f"]:
-                w["f"].close()
-    if doc_i == 0:
-        raise DataError("no documents to tokenize in: " + ", ".join(map(str, files)))
-    for w in writers.values():
-        for s in w["shards"]:
-            os.replace(out_dir / (s["file"] + ".tmp"), out_dir / s["file"])
-    meta = {"dtype": np.dtype(dtype).name, "vocab_size": vocab, "eos_id": eos, "bos_id": bos,
-            "add_bos": add_bos, "num_tokens": writers["train"]["n"], "num_docs": writers["train"]["docs"],
-            "shards": writers["train"]["shards"], "val_num_tokens": writers["val"]["n"],
-            "val_num_docs": writers["val"]["docs"], "val_shards": writers["val"]["shards"],
-            "tokenizer": str(tok.resolve()), "inputs": [str(p) for p in files],
-            "skipped": len(skipped), "skipped_examples": skipped[:20]}
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable documents, e.g. {skipped[0]}", file=sys.stderr)
-    _write_atomic(out_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-    return meta
-
-
-def load_tokens(meta_dir, split="train"):
-    """All token ids of a split as one array (tests and inspection; train.py memory-maps)."""
-    meta = json.loads((Path(meta_dir) / "meta.json").read_text())
-    parts = [np.fromfile(Path(meta_dir) / s["file"], dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
-             for s in meta["shards" if split == "train" else "val_shards"]]
-    return np.concatenate(parts) if parts else np.zeros(0, np.dtype(meta["dtype"]))
 
 
 # ----------------------------------------------------------------------------------------

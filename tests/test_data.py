@@ -18,6 +18,7 @@ from conftest import ROOT, korean_docs
 import data
 import dedup
 import perplexity
+import shards
 import textclean
 from data import CleanConfig, DataError, clean, tokenize
 from textclean import normalize
@@ -431,7 +432,7 @@ def test_uint32_shards_above_65536_pieces(base_spm, tmp_path):
 def test_tokenize_checks_ids_against_the_vocabulary(base_spm, tmp_path, monkeypatch):
     write_jsonl(tmp_path / "c.jsonl", ["가나다"] * 3)
     calls = iter([(np.array([5, 7]), np.array([2])), (np.array([5, 2000]), np.array([2]))])
-    monkeypatch.setattr(data, "_tok_batch", lambda texts: next(calls))  # the 2nd batch is bad
+    monkeypatch.setattr(shards, "_tok_batch", lambda texts: next(calls))  # the 2nd batch is bad
     with pytest.raises(DataError, match="outside the vocabulary of 2000"):
         tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", progress=False, batch_docs=1)
     assert list((tmp_path / "tok").iterdir()) == []  # no meta.json, no half-written shard
