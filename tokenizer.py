@@ -392,6 +392,11 @@ def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multipl
             os.replace(Path(out_dir) / f".{name}.tmp", Path(out_dir) / name)
     if (Path(out_dir) / "tokenizer.json").exists():
         (Path(out_dir) / "tokenizer.json").unlink()
+    # train.py --freeze-old-rows auto reads old_vocab_size from here
+    _write_json(Path(out_dir) / "expand_report.json", {
+        "model": str(model_dir), "tokenizer": str(tokenizer_dir), "init": init, "old_vocab_size": n_base,
+        "new_vocab_size": len(proto.pieces), "added": len(proto.pieces) - n_base,
+        "vocab_multiple": vocab_multiple, "dtype": str(dtype).removeprefix("torch."), "seed": seed})
     return llama
 
 

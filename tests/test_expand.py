@@ -189,7 +189,10 @@ def test_expanded_folder_loads_in_transformers_and_reloads(setup, tmp_path):
             "--out", str(tmp_path / "out"), "--vocab-multiple", "64"])
     out = tmp_path / "out"
     assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json",
-            "merge_report.json"} <= {p.name for p in out.iterdir()}
+            "merge_report.json", "expand_report.json"} <= {p.name for p in out.iterdir()}
+    expand_report = json.loads((out / "expand_report.json").read_text())
+    assert expand_report["old_vocab_size"] == report["base_size"] and expand_report["init"] == "subword"
+    assert expand_report["new_vocab_size"] == report["final_size"]
     ours = Llama.from_pretrained(out).eval()
     assert ours.config.vocab_size == report["final_size"]
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
