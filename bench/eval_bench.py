@@ -9,7 +9,7 @@ decimals. lm-eval is a benchmark-only dependency (never imported by the product)
 beside the project's torch without touching it, e.g. in a venv that sees the system packages:
 
     python -m venv --system-site-packages .venv-bench
-    .venv-bench/bin/pip install lm_eval==0.4.13          # keeps torch==2.13.0 (check pip's plan)
+    .venv-bench/bin/pip install lm_eval==0.4.13 accelerate   # keeps torch==2.13.0 (HFLM needs accelerate)
     HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 .venv-bench/bin/python bench/eval_bench.py --data ../shared/kobest
 
 lm-eval's kobest tasks load skt/kobest_v1 from the hub; here they are re-declared as local
