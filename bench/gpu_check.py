@@ -31,9 +31,11 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from train_bench import make_inputs  # noqa: E402  (bench/ is on sys.path as the script's folder)
+
 import plan  # noqa: E402
 import train  # noqa: E402
-from model import Llama, LlamaConfig  # noqa: E402
+from model import LlamaConfig  # noqa: E402
 from recipe import default_recipe  # noqa: E402
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
@@ -97,17 +99,8 @@ def check_flash(cuda):
 
 
 def write_inputs(d, cfg, n_tokens):
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Llama(cfg)
-    model.to(torch.bfloat16).save_pretrained(os.path.join(d, "init"))   # bf16 on disk, as real checkpoints
-    del model
-    os.makedirs(os.path.join(d, "data"), exist_ok=True)
-    ids = np.random.default_rng(0).integers(3, cfg.vocab_size, n_tokens).astype(np.uint16)
-    ids.tofile(os.path.join(d, "data", "t.bin"))
-    with open(os.path.join(d, "data", "meta.json"), "w") as f:
-        json.dump({"dtype": "uint16", "vocab_size": cfg.vocab_size, "eos_id": 2, "bos_id": 1,
-                   "num_tokens": n_tokens, "shards": [{"file": "t.bin", "num_tokens": n_tokens}]}, f)
+    # bf16 on disk, as real checkpoints; built on the GPU when there is one
+    make_inputs(d, cfg, n_tokens, device="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
 
 
 def run_train(d, name, recipe, extra):

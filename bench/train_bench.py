@@ -42,9 +42,13 @@ from recipe import default_recipe  # noqa: E402
 CLOCK = time.process_time
 
 
-def make_inputs(d, cfg, n_tokens):
+def make_inputs(d, cfg, n_tokens, device="cpu", dtype=torch.float32):
+    """A random init model in d/init and n_tokens random ids as a one-shard data folder d/data."""
     torch.manual_seed(0)
-    Llama(cfg).save_pretrained(os.path.join(d, "init"))
+    with torch.device(device):
+        model = Llama(cfg)
+    model.to(dtype).save_pretrained(os.path.join(d, "init"))
+    del model
     os.makedirs(os.path.join(d, "data"), exist_ok=True)
     ids = np.random.default_rng(0).integers(3, cfg.vocab_size, n_tokens).astype(np.uint16)
     ids.tofile(os.path.join(d, "data", "t.bin"))
