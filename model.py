@@ -260,7 +260,9 @@ class Llama(nn.Module):
                 x = layer(x, cos, sin, None if kv_caches is None else kv_caches[i], pos)
         x = self.model.norm(x)
         logits = F.linear(x, self.output_weight())             # (B, T, padded V)
-        logits = logits[..., :self.config.vocab_size]          # padded rows are never predicted
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            logits = logits[..., :self.config.vocab_size]      # padded rows are never predicted
+            # (sliced only when padded: the slice's backward writes a zero-filled full-size gradient)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),

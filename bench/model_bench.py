@@ -45,8 +45,9 @@ def speed(args):
     times = {"model.py": [], "transformers": []}
     for fn in (step_ours, step_ref):
         fn()  # warm-up
-    for _ in range(args.reps):
-        for name, fn in (("model.py", step_ours), ("transformers", step_ref)):
+    pair = (("model.py", step_ours), ("transformers", step_ref))
+    for rep in range(args.reps):
+        for name, fn in (pair if rep % 2 == 0 else pair[::-1]):  # alternate who goes first
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
