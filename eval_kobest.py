@@ -31,6 +31,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from model import rope_inv_freq, rotate_half
+from model import rope_tables as _positions_tables
+
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "assets" / "kobest_sample"
 TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
@@ -250,17 +253,7 @@ def pack_example(ex, max_len):
 
 def rope_tables(model, n, device):
     """(n, head_dim) cos and sin for positions 0..n-1, fp32, exactly as model.forward makes them."""
-    from model import rope_inv_freq
-    inv = rope_inv_freq(model.config, device)
-    t = torch.arange(0, n, device=device, dtype=torch.float32)
-    freqs = torch.outer(t, inv)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
-def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    return _positions_tables(rope_inv_freq(model.config, device), 0, n)
 
 
 @torch.no_grad()

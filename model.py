@@ -127,6 +127,14 @@ def rope_inv_freq(cfg, device=None):
     return torch.where(medium, blended, scaled)
 
 
+def rope_tables(inv_freq, pos, T):
+    """(T, D) fp32 cos and sin for positions pos..pos+T-1, in HF's half-split layout."""
+    t = torch.arange(pos, pos + T, device=inv_freq.device, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)                           # (T, D/2)
+    emb = torch.cat((freqs, freqs), dim=-1)                    # (T, D)
+    return emb.cos(), emb.sin()
+
+
 def rotate_half(x):
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -248,10 +256,7 @@ class Llama(nn.Module):
     def forward(self, input_ids, targets=None, reduction="mean", kv_caches=None, pos=0):
         B, T = input_ids.shape
         with torch.autocast(input_ids.device.type, enabled=False):
-            t = torch.arange(pos, pos + T, device=input_ids.device, dtype=torch.float32)
-            freqs = torch.outer(t, self.inv_freq)              # (T, D/2) fp32
-            emb = torch.cat((freqs, freqs), dim=-1)            # (T, D) half-split layout
-            cos, sin = emb.cos(), emb.sin()
+            cos, sin = rope_tables(self.inv_freq, pos, T)      # (T, D) fp32
         x = self.model.embed_tokens(input_ids)                 # (B, T, C)
         for i, layer in enumerate(self.model.layers):
             if self.gradient_checkpointing and self.training:
