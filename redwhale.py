@@ -102,12 +102,12 @@ def main(argv=None):
         rest = guard_output(rest)
     if step == "train":
         return run_train(rest)
-    importlib.import_module(module).main(lead + rest)
+    return importlib.import_module(module).main(lead + rest)  # some mains return an exit code
 
 
 if __name__ == "__main__":
     try:
-        main()
+        sys.exit(main() or 0)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         if os.environ.get("REDWHALE_DEBUG"):
             raise

@@ -50,3 +50,7 @@ def test_cli_refuses_to_overwrite_and_errors_in_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert str(tmp_path / "nope") in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    # a step whose module reports failure by its return code fails the CLI too
+    proc = subprocess.run([sys.executable, str(ROOT / "redwhale.py"), "clean", str(tmp_path / "missing.jsonl"),
+                           "--out", str(tmp_path / "clean")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "missing.jsonl" in proc.stderr and "Traceback" not in proc.stderr
