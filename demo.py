@@ -15,7 +15,7 @@ Steps (each writes into the run folder, default runs/demo):
   train/      train.py's four RedWhale stages (torchrun with 2 processes when there are 2 cores)
   report.md, report.json, loss.png   the numbers of every step, KoBEST and generations before/after
 """
-import gzip
+import itertools
 import json
 import os
 import shutil
@@ -48,15 +48,10 @@ def english_docs():
     return [" ".join(topics[k].split()) for k in sorted(topics)]
 
 
-def read_jsonl_texts(path, limit=0):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line)["text"])
-            if limit and len(out) >= limit:
-                break
-    return out
+def read_texts(paths, limit=0):
+    """The first `limit` texts (0: all) of text or JSONL files, via tokenizer.read_texts."""
+    import tokenizer as tok
+    return list(itertools.islice(tok.read_texts(paths), limit or None))
 
 
 def write_jsonl(path, texts):
@@ -86,7 +81,7 @@ def build_base(args, run):
     import tokenizer as tok
     from model import Llama, LlamaConfig
     base = run / "base"
-    korean_bit = read_jsonl_texts(args.corpus[0], limit=300)    # SOLAR saw a little Korean
+    korean_bit = read_texts(args.corpus[:1], limit=300)    # SOLAR saw a little Korean
     texts = english_docs() + korean_bit
     log(f"base tokenizer: BPE {args.base_vocab} pieces on {len(texts)} mostly-English documents")
     (base / "tok").mkdir(parents=True, exist_ok=True)
@@ -115,23 +110,15 @@ def build_base(args, run):
     return base, rows
 
 
-def held_out_loss(model_dir, tokens_dir, seq_len, max_tokens=200_000):
-    """Mean next-token loss over the held-out shards, in windows of seq_len."""
-    import numpy as np
-
+def held_out_loss(model_dir, tokens_dir, seq_len, max_windows=800):
+    """Mean next-token loss over the held-out shards, measured as train.py measures eval loss."""
+    import train
     from model import Llama
-    meta = json.loads((Path(tokens_dir) / "meta.json").read_text())
-    ids = np.concatenate([np.fromfile(Path(tokens_dir) / s["file"], dtype=meta["dtype"])
-                          for s in meta["val_shards"]]).astype(np.int64)[:max_tokens]
-    model = Llama.from_pretrained(model_dir).eval()
-    n = (len(ids) - 1) // seq_len * seq_len
-    x = torch.from_numpy(ids[:n]).view(-1, seq_len)
-    y = torch.from_numpy(ids[1:n + 1]).view(-1, seq_len)
-    total = 0.0
+    from shards import TokenShards
+    model = Llama.from_pretrained(model_dir)
+    data = TokenShards(str(tokens_dir), seq_len, model.config.vocab_size)
     with torch.no_grad():
-        for i in range(0, len(x), 16):
-            total += model(x[i:i + 16], y[i:i + 16], reduction="sum")[1].item()
-    return total / y.numel()
+        return train.evaluate(model, data, B=16, batches=max_windows // 16)
 
 
 def kobest_and_generate(model_dir, limit):
@@ -172,14 +159,14 @@ def run_demo(args):
     log("clean: data.py on " + ", ".join(map(str, args.corpus)))
     corpus = args.corpus
     if args.max_docs:  # the quick demo takes the first documents only
-        texts = [t for c in corpus for t in read_jsonl_texts(c)][:args.max_docs]
+        texts = read_texts(corpus, limit=args.max_docs)
         write_jsonl(run / "corpus_subset.jsonl", texts)
         corpus = [run / "corpus_subset.jsonl"]
     rep["clean"] = data.clean(corpus, run / "clean", data.CleanConfig(min_chars=args.min_chars))
     done("clean", t)
 
     t = time.time()
-    clean_texts = read_jsonl_texts(run / "clean" / "clean.jsonl")
+    clean_texts = read_texts([run / "clean" / "clean.jsonl"])
     log(f"tokenizer: Korean BPE {args.korean_vocab} on {len(clean_texts)} documents, merged into the base")
     tok.train_korean(clean_texts, run / "korean", vocab_size=args.korean_vocab)
     eval_texts = {"kobest_sample": tok.read_texts(
