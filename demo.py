@@ -104,8 +104,7 @@ def build_base(args, run):
     log(f"base model: {sum(p.numel() for p in Llama(cfg).parameters()) / 1e6:.2f}M params, "
         f"{args.base_steps} steps of pretraining")
     rows = run_train(args, run / "base_init", run / "base_tokens", run / "base_train", recipe, args.base_steps)
-    if base.exists():
-        shutil.rmtree(base / "tok")
+    shutil.rmtree(base / "tok")  # its tokenizer.model is now in the trained folder copied below
     shutil.copytree(run / "base_train" / "final", base, dirs_exist_ok=True)
     return base, rows
 
@@ -218,7 +217,7 @@ def add_args(p):
 
 
 def main(args):
-    for i, k in enumerate(SIZES):
+    for k in SIZES:
         if getattr(args, k) is None:
             setattr(args, k, SIZES[k][0 if args.quick else 1])
     args.corpus = args.corpus or [str(DEFAULT_CORPUS)]
