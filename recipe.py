@@ -2,7 +2,7 @@
 
 A recipe is a JSON (or TOML) file; train.py's flags override the common knobs. Keys:
 
-    top level   seq_len (2048), micro_batch (1: sequences per micro-batch per rank), grad_clip (1.0),
+    top level   seq_len (2048), micro_batch (1: sequences per micro-batch per rank), grad_clip (1.0; 0: off),
                 betas ([0.9, 0.95]), old_vocab_size (rows kept by freeze_old_rows; "auto" reads
                 expand_report.json {"old_vocab_size": N} in the --init-from folder), stages (list)
     per stage   name, train (parameter groups), tokens or steps, lr (peak), min_lr_ratio (0.1),
@@ -117,6 +117,9 @@ def load_recipe(path):
         if not (s.get("tokens") or s.get("steps")):
             raise SystemExit(f"error: {where}: give 'tokens' or 'steps'")
         stages.append(Stage(**s))
+    clip = d.get("grad_clip", 1.0)
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0:
+        raise SystemExit(f"error: {path}: grad_clip {clip!r} must be a number >= 0 (0 turns clipping off)")
     return Recipe(**{**d, "stages": stages})
 
 

@@ -11,11 +11,13 @@ keys in recipe.py's docstring; the data format in shards.py's):
                  "warmup": 0.01, "schedule": "cosine", "batch_tokens": 1048576,
                  "freeze_old_rows": true}, ...]}
 
-Each stage sets requires_grad, then builds a fresh torch.compile wrapper, DDP wrapper and AdamW
-(fused on CUDA; no weight decay on norms and biases). Gradient accumulation syncs only on the
-last micro-step; the loss is normalized by the target tokens of the whole global batch. On
-CUDA: bf16 autocast with frozen weights stored in bf16 and trained ones in fp32, flash SDPA,
-compile on by default; on CPU fp32, compile off. Commands:
+Each stage sets requires_grad, then builds fresh compiled blocks, a DDP wrapper and AdamW (fused;
+no weight decay on norms and biases). Gradient accumulation syncs only on the last micro-step;
+the loss is normalized by the target tokens of the whole global batch. How the model runs
+(runtime.py) is a flag each, and every choice runs on CPU too: --dtype bf16 (autocast; trained
+weights fp32, frozen ones stored bf16; the default on CUDA), --sdpa flash (the default, on both
+devices), --compile (per decoder block; the default on CUDA), --activation-checkpointing.
+Checkpoints (checkpoint.py) are atomic, fsynced, and chosen by rank 0 for every rank. Commands:
 
     python train.py --init-from EXPANDED_HF_DIR --data SHARD_DIR --out runs/x      # one process
     torchrun --standalone --nproc_per_node=8 train.py --init-from DIR --data DIR --out runs/x
@@ -30,11 +32,15 @@ compile on by default; on CPU fp32, compile off. Commands:
     python train.py ... --steps-per-stage 20 --batch-size 2 --seq-len 256   # smoke test
 
 Outputs in --out: log.jsonl (one JSON object per step: stage, step, tokens, loss, eval_loss,
-lr, grad_norm, tokens_per_s, mfu, peak_mem_gb), checkpoints/step-NNNNNNNN/ (the last
---keep-checkpoints), final/ (an HF folder with the tokenizer that transformers loads).
-Exact resume: the learning rate, the data order and the RNG are pure functions of (seed,
-stage, step, rank), and a checkpoint holds model + optimizer + position, so a resumed run
-reproduces the losses of an uninterrupted one. SIGTERM/SIGINT checkpoint and exit cleanly.
+lr, grad_norm, tokens_per_s, mfu, peak_mem_gb; at the end of a LoRA stage also the held-out loss
+right before and after the merge), checkpoints/step-NNNNNNNN/ (the last --keep-checkpoints),
+final/ (an HF folder with the tokenizer that transformers loads, in the base's torch_dtype).
+Exact resume, in fp32 and bf16: the learning rate, the data order and the RNG are pure functions
+of (seed, stage, step, rank), and a checkpoint holds model (in its training dtypes) + optimizer +
+position, so a resumed run reproduces the losses of an uninterrupted one bit for bit. --resume
+PATH --out NEW continues another run's checkpoint into NEW and never writes the source.
+SIGTERM/SIGINT checkpoint and exit cleanly (at 10B scale give torchrun --shutdown-timeout 900:
+checkpoint.py's docstring says why).
 """
 import argparse
 import contextlib
@@ -53,9 +59,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import checkpoint
 import plan
+import runtime
 from lora import add_lora, has_lora, merge_lora
-from model import Llama
+from model import Llama, LlamaConfig
 from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
 from shards import TokenShards
 
@@ -69,37 +77,37 @@ class Trainer:
     def __init__(self, args, recipe):
         self.args, self.recipe = args, recipe
         self.ddp = "RANK" in os.environ
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = runtime.pick_device(args.device, self.ddp, self.local_rank)
+        cuda = self.device.type == "cuda"
         if self.ddp:
-            cuda = torch.cuda.is_available() and args.device != "cpu"
             # rank 0 alone writes checkpoints (tens of GB for a 10B model) while the others wait
             dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=args.dist_timeout))
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
-            self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-            self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
-            if cuda:
-                torch.cuda.set_device(self.device)
-            else:   # share the cores between the local ranks instead of oversubscribing them
-                local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+            if not cuda:
+                runtime.set_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         else:
-            self.rank, self.world, self.local_rank = 0, 1, 0
-            self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.rank, self.world = 0, 1
         self.master = self.rank == 0
-        cuda = self.device.type == "cuda"
-        dtype = args.dtype if args.dtype != "auto" else ("bf16" if cuda else "fp32")
-        self.mixed = dtype == "bf16"     # bf16 autocast; frozen weights stored in bf16, trained in fp32
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.mixed
-                         else contextlib.nullcontext())
+        self.dtype = runtime.compute_dtype(args.dtype, self.device)
+        self.mixed = self.dtype == "bf16"   # frozen weights stored in bf16, trained ones in fp32
         self.compile = args.compile if args.compile is not None else cuda
+        self.peak = args.peak_tflops or (runtime.peak_tflops(torch.cuda.get_device_name(self.device)) if cuda else None)
         self.plan = resolve(recipe, args, self.world)
         self.out = args.out
-        self.ckdir = os.path.join(args.out, "checkpoints")
+        self.ckdir = os.path.join(args.out, "checkpoints")   # a run only ever writes its own --out
         self.stop_signal = None
 
     def log(self, msg):
         if self.master:
             from tqdm import tqdm
             tqdm.write(msg)             # prints above the progress bar instead of through it
+
+    @contextlib.contextmanager
+    def compute(self):
+        """Autocast and the attention backend, built fresh each time they are entered."""
+        with runtime.autocast(self.device, self.dtype), runtime.attention(self.args.sdpa):
+            yield
 
     # ---- model and stage set-up
 
@@ -112,7 +120,7 @@ class Trainer:
         return model
 
     def setup_stage(self, model, s):
-        """requires_grad, dtypes, then a fresh compile + DDP wrapper + optimizer: changing
+        """requires_grad, dtypes, then fresh compiled blocks + DDP wrapper + optimizer: changing
         requires_grad under an existing DDP wrapper fails with 'Expected to have finished
         reduction', and the optimizer must only hold this stage's parameters."""
         st = self.recipe.stages[s]
@@ -121,14 +129,10 @@ class Trainer:
             add_lora(model, st.lora["r"], st.lora["alpha"], st.lora["dropout"], tuple(st.lora["targets"]))
         where = f"{self.args.recipe or 'default recipe'}: stage {s + 1} ({st.name})"
         names = select_params(model, st.train, where)
-        params = []
+        runtime.storage_dtypes(model, names, self.mixed)
+        params = [(n, p) for n, p in model.named_parameters() if n in names]
         for n, p in model.named_parameters():
             p.requires_grad_(n in names)
-            want = torch.float32 if (n in names or not self.mixed) else torch.bfloat16
-            if p.dtype != want:
-                p.data = p.data.to(want)
-            if n in names:
-                params.append((n, p))
         self.frozen_rows = []
         if st.freeze_old_rows:
             k = old_rows(self.recipe, self.args.init_from)
@@ -144,13 +148,15 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": st.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=st.lr, betas=tuple(self.recipe.betas),
                                      eps=1e-8, fused=self.device.type in ("cuda", "cpu"))   # one kernel, not a loop
-        fwd = torch.compile(model) if self.compile else model     # compile first, then wrap (DESIGN.md)
+        if self.compile:
+            runtime.compile_blocks(model)   # in place, before the DDP wrapper (DESIGN: compile, then wrap)
+        fwd = model
         if self.ddp:
             # gradient_as_bucket_view: the all-reduce buckets *are* the .grad tensors (no second copy)
             # the RoPE table is a buffer that every rank builds itself: no sync at every forward
             quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
                      else {"broadcast_buffers": False})
-            fwd = DDP(fwd, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
+            fwd = DDP(model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
                       gradient_as_bucket_view=True, **quiet)
         self.fwd = fwd
         if self.device.type == "cuda":      # peak_mem_gb in the log is per stage
@@ -163,41 +169,29 @@ class Trainer:
                  f"tokens (B={self.plan[s]['B']} T={self.plan[s]['T']} G={self.plan[s]['G']} x {self.world} ranks)")
         return model
 
-    # ---- checkpoints (rank 0 writes into a temp folder, then renames it: all or nothing)
-
-    def checkpoints(self):
-        if not os.path.isdir(self.ckdir):
-            return []
-        return sorted(d for d in os.listdir(self.ckdir)
-                      if d.startswith("step-") and not d.endswith(".tmp")
-                      and os.path.exists(os.path.join(self.ckdir, d, "state.json")))
+    # ---- checkpoints (checkpoint.py: rank 0 writes, atomically and durably)
 
     def save_checkpoint(self, model, s, step, tokens, loss):
         name = f"step-{self.global_step(s, step):08d}"
         if self.master:
-            final = os.path.join(self.ckdir, name)
-            tmp = final + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            torch.save(model.state_dict(), os.path.join(tmp, "model.pt"))
-            torch.save(self.opt.state_dict(), os.path.join(tmp, "optim.pt"))
             state = {"stage": s, "step": step, "tokens": tokens, "loss": loss, "seed": self.args.seed,
                      "init_from": os.path.abspath(self.args.init_from), "vocab_multiple": self.vocab_multiple,
                      "plan": self.plan, "recipe": asdict(self.recipe), "world_size": self.world}
-            with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
-                json.dump(state, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            for old in self.checkpoints()[:-self.args.keep_checkpoints]:
-                shutil.rmtree(os.path.join(self.ckdir, old), ignore_errors=True)
+            size, secs = checkpoint.save(self.ckdir, name, model.state_dict(), self.opt.state_dict(), state,
+                                         self.args.keep_checkpoints)
+            self.log(f"wrote {name}: {size / 1e9:.2f} GB in {secs:.1f} s")
         if self.ddp:
             dist.barrier()
         return name
 
     def global_step(self, s, step):
         return sum(p["steps"] for p in self.plan[:s]) + step
+
+    def grad_norm(self):
+        """Clip to recipe.grad_clip (0: off, nanoGPT's convention) and return the norm before clipping."""
+        if self.recipe.grad_clip > 0:
+            return float(torch.nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip))
+        return float(torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
 
     # ---- the loop
 
@@ -207,11 +201,7 @@ class Trainer:
         S = B * G * W                                        # sequences per optimizer step
         # the sample order runs on across stages and depends only on the global batch, not on W
         offset = sum(q["steps"] * (q["batch_tokens"] // q["T"]) for q in self.plan[:s])
-        sdpa = contextlib.nullcontext()
-        if self.device.type == "cuda" and self.args.sdpa == "flash":
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-            sdpa = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
-        flops_tok = plan.flops_per_token(model, T) if self.device.type == "cuda" else 0
+        flops_tok = plan.flops_per_token(model, T)
         last_loss, last_ck = None, None
         for step in range(start, p["steps"]):
             t0 = time.time()
@@ -228,10 +218,9 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
             for m, (x, y) in enumerate(micro):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                last = m == G - 1
-                sync = self.fwd.no_sync() if (self.ddp and not last) else contextlib.nullcontext()
-                with sync, sdpa:
-                    with self.autocast:
+                sync = self.fwd.no_sync() if (self.ddp and m < G - 1) else contextlib.nullcontext()
+                with sync:
+                    with self.compute():
                         _, loss = self.fwd(x, y, reduction="sum")
                     # DDP averages gradients over W ranks: scale by W so the result is sum / n_tok
                     (loss * (W / n_tok)).backward()
@@ -243,9 +232,9 @@ class Trainer:
             loss_val = float(stop[0]) / float(n_tok)
             for prm, k, _ in self.frozen_rows:
                 prm.grad[:k].zero_()
-            gn = float(torch.nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip))
+            gn = self.grad_norm()
             if not (math.isfinite(loss_val) and math.isfinite(gn)):
-                kept = self.checkpoints()
+                kept = checkpoint.list_checkpoints(self.ckdir)
                 raise SystemExit(f"error: non-finite loss {loss_val} / grad norm {gn} at stage {s + 1} "
                                  f"({st.name}) step {step + 1}: stopped without updating the weights; last good "
                                  f"checkpoint: {kept[-1] if kept else 'none'}")
@@ -258,15 +247,24 @@ class Trainer:
             rec = {"stage": s + 1, "stage_name": st.name, "step": step + 1,
                    "global_step": self.global_step(s, step + 1), "tokens": tokens, "loss": loss_val, "lr": lr,
                    "grad_norm": gn, "tokens_per_s": p["batch_tokens"] / dt}
+            if self.peak:
+                rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.peak * 1e12 * W)
             if self.device.type == "cuda":
-                rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.args.peak_tflops * 1e12 * W)
                 rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
             else:
                 rec["peak_mem_gb"] = cpu_peak_bytes() / 1e9
             done = step + 1 == p["steps"]
             if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
-                rec["eval_loss"] = evaluate(model, data, B, self.args.eval_batches, self.autocast,
-                                            self.rank, self.world)
+                rec["eval_loss"] = self.evaluate(model, data, B)
+            if done and st.lora:
+                # fold the adapters into fp32 weights (lora.py); the next stage and the checkpoint see plain
+                # HF weights. The held-out loss either side of the merge shows nothing was lost.
+                rec["eval_loss_before_merge"] = rec.get("eval_loss", self.evaluate(model, data, B))
+                merge_lora(model)
+                rec["eval_loss_after_merge"] = self.evaluate(model, data, B)
+                if rec["eval_loss_after_merge"] is not None:
+                    self.log(f"merged LoRA: held-out loss {rec['eval_loss_before_merge']:.4f} before, "
+                             f"{rec['eval_loss_after_merge']:.4f} after")
             if self.master:
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
@@ -275,8 +273,6 @@ class Trainer:
             last_loss = loss_val
             self.steps_run += 1
             interrupted = bool(stop[1]) or (self.args.max_steps and self.steps_run >= self.args.max_steps)
-            if done and st.lora:
-                merge_lora(model)        # the next stage (and the checkpoint) see plain HF weights
             if self.args.no_save:
                 pass
             elif done or interrupted or (self.args.ckpt_every and (step + 1) % self.args.ckpt_every == 0):
@@ -284,9 +280,13 @@ class Trainer:
             if interrupted and not (done and s + 1 == len(self.plan)):
                 why = f"signal {self.stop_signal}" if self.stop_signal else f"--max-steps {self.args.max_steps}"
                 self.log(f"stopped by {why} at stage {s + 1} step {step + 1}; wrote {last_ck}; "
-                         "continue with --resume auto")
+                         "continue with --resume auto" + (f" (note: {checkpoint.SIGTERM_ADVICE})"
+                                                          if self.stop_signal else ""))
                 return tokens, True
         return tokens, False
+
+    def evaluate(self, model, data, B):
+        return evaluate(model, data, B, self.args.eval_batches, self.compute, self.rank, self.world)
 
     def run(self):
         # SIGTERM (a scheduler's preemption, torchrun forwarding it) or Ctrl-C: finish the step,
@@ -301,16 +301,11 @@ class Trainer:
 
     def _run(self):
         args = self.args
-        os.makedirs(self.ckdir, exist_ok=True)
-        s, start, tokens = 0, 0, 0
-        ck = self.checkpoints()[-1] if args.resume == "auto" and self.checkpoints() else None
-        if args.resume not in (None, "auto"):
-            ck = os.path.basename(args.resume.rstrip("/"))
-            self.ckdir = os.path.dirname(os.path.abspath(args.resume.rstrip("/")))
-        state = None
-        if ck:
-            with open(os.path.join(self.ckdir, ck, "state.json"), encoding="utf-8") as f:
-                state = json.load(f)
+        if self.master:
+            os.makedirs(self.ckdir, exist_ok=True)
+        ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp)   # the same on every rank
+        state = checkpoint.load_state(ck) if ck else None
+        if state:
             args.init_from = args.init_from or state["init_from"]
             if [_key(q) for q in state["plan"]] != [_key(q) for q in self.plan]:
                 raise SystemExit(f"error: {ck}: it was written with a different plan (recipe/flags): "
@@ -318,48 +313,36 @@ class Trainer:
             args.vocab_multiple = state["vocab_multiple"]
         if not args.init_from:
             raise SystemExit("error: give --init-from HF_DIR (or --resume auto with existing checkpoints)")
-        if not state and self.checkpoints():
-            raise SystemExit(f"error: {self.ckdir} already has checkpoints: pass --resume auto, or use a new --out")
+        # an attention backend that cannot run here is one line now, not a crash after loading 20 GB
+        runtime.check_attention(args.sdpa, self.device, self.dtype, LlamaConfig.from_pretrained(args.init_from))
         model = self.build_model(args.init_from)
         data = TokenShards(args.data, self.plan[0]["T"], model.config.vocab_size, args.val_tokens, args.seed)
         if any(p["T"] != self.plan[0]["T"] for p in self.plan):
             raise SystemExit("error: all stages must use the same seq-len")
+        s, start, tokens = 0, 0, 0
         if state:
-            sd = torch.load(os.path.join(self.ckdir, ck, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
             s, start, tokens = state["stage"], state["step"], state["tokens"]
+            sd = checkpoint.load_tensors(ck, "model.pt")
             if any("lora_A" in k for k in sd):
-                torch.manual_seed(0)
                 st = self.recipe.stages[s]
                 add_lora(model, st.lora["r"], st.lora["alpha"], st.lora["dropout"], tuple(st.lora["targets"]))
-            model.load_state_dict(sd, strict=True)
+            load_exact(model, sd)
             del sd
             if start == self.plan[s]["steps"]:
                 s, start = s + 1, 0
             self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
-        logpath = os.path.join(self.out, "log.jsonl")
-        if self.master and state and os.path.exists(logpath):
-            # drop log lines of steps after the checkpoint: they will be run again
-            keep = [ln for ln in open(logpath, encoding="utf-8")
-                    if ln.strip() and json.loads(ln)["global_step"] <= self.global_step(state["stage"], state["step"])]
-            with open(logpath + ".tmp", "w", encoding="utf-8") as f:
-                f.writelines(keep)
-            os.replace(logpath + ".tmp", logpath)
-        elif self.master and not state and os.path.exists(logpath):
-            os.remove(logpath)
-        logf = open(logpath, "a", encoding="utf-8") if self.master else None
+        if self.master:
+            self.start_log(ck, state)
+        logf = open(os.path.join(self.out, "log.jsonl"), "a", encoding="utf-8") if self.master else None
         from tqdm import tqdm
         total = sum(p["steps"] for p in self.plan)
         bar = tqdm(total=total, initial=self.global_step(s, start), disable=not self.master, dynamic_ncols=True)
         self.steps_run, stopped = 0, False
         for i in range(s, len(self.plan)):
-            first = i == s
-            if first and state and start > 0:
-                self.setup_stage(model, i)
-                self.opt.load_state_dict(torch.load(os.path.join(self.ckdir, ck, "optim.pt"), map_location="cpu",
-                                                    weights_only=True))
-            else:
-                self.setup_stage(model, i)
-            tokens, stopped = self.train_stage(model, data, i, start if first else 0, tokens, logf, bar)
+            self.setup_stage(model, i)
+            if i == s and state and start > 0:      # mid-stage: the optimizer's moments too
+                self.opt.load_state_dict(checkpoint.load_tensors(ck, "optim.pt"))
+            tokens, stopped = self.train_stage(model, data, i, start if i == s else 0, tokens, logf, bar)
             if stopped:
                 break
         bar.close()
@@ -372,6 +355,35 @@ class Trainer:
             dist.barrier()
             dist.destroy_process_group()
 
+    def start_log(self, ck, state):
+        """log.jsonl of this run: fresh, or (resuming) the lines up to the checkpoint's step, taken
+        from this run's log or, for --resume of another run's checkpoint, from that run's log."""
+        path = os.path.join(self.out, "log.jsonl")
+        if not state:
+            if os.path.exists(path):
+                os.remove(path)
+            return
+        src = path if os.path.exists(path) else os.path.join(os.path.dirname(os.path.dirname(ck)), "log.jsonl")
+        last = self.global_step(state["stage"], state["step"])
+        keep = []
+        if os.path.exists(src):       # drop lines of steps after the checkpoint: they will be run again
+            with open(src, encoding="utf-8") as f:
+                keep = [ln for ln in f if ln.strip() and json.loads(ln)["global_step"] <= last]
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
+
+
+def load_exact(model, sd):
+    """Load a training checkpoint into the dtypes it was saved in (fp32 master weights stay fp32,
+    bf16-stored frozen weights stay bf16): a resumed run then holds exactly the bits the
+    uninterrupted one did; setup_stage then casts for the stage as it always does."""
+    params = dict(model.named_parameters())
+    for k, t in sd.items():
+        if k in params and params[k].dtype != t.dtype:
+            params[k].data = params[k].data.to(t.dtype)
+    model.load_state_dict(sd, strict=True)
+
 
 def cpu_peak_bytes():
     """Peak RSS of this process: /proc's VmHWM (ru_maxrss would start at a forking parent's RSS)."""
@@ -383,9 +395,10 @@ def cpu_peak_bytes():
 
 
 @torch.no_grad()
-def evaluate(model, data, B, batches, autocast=contextlib.nullcontext(), rank=0, world=1):
-    """Mean loss per token over the first batches * B * world held-out windows (all ranks)."""
-    if not data.val_windows:
+def evaluate(model, data, B, batches, ctx=contextlib.nullcontext, rank=0, world=1):
+    """Mean loss per token over the first batches * B * world held-out windows (all ranks).
+    ctx() is entered around each forward (train.py: autocast + the attention backend)."""
+    if not data.val_windows or batches <= 0:
         return None
     model.eval()
     dev = next(model.parameters()).device
@@ -394,7 +407,7 @@ def evaluate(model, data, B, batches, autocast=contextlib.nullcontext(), rank=0,
     for i in range(rank * B, n, B * world):
         w = torch.stack([data._window(a, o, "val shard") for a, o in data.val_windows[i:min(i + B, n)]])
         x, y = w[:, :-1].to(dev), w[:, 1:].to(dev)
-        with autocast:
+        with ctx():
             _, loss = model(x, y, reduction="sum")
         tot[0] += loss.double()
         tot[1] += y.numel()
@@ -410,7 +423,9 @@ def _key(q):
 
 
 def export(model, init_from, folder, dtype="auto"):
-    """Merge LoRA, write an HF folder (padded rows dropped) with the tokenizer files, atomically."""
+    """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
+    e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
+    atomically."""
     merge_lora(model)
     want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
             "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -431,18 +446,17 @@ def export(model, init_from, folder, dtype="auto"):
 def export_run(run_dir, to=None, dtype="auto"):
     """The export command: the newest checkpoint of a run -> an HF folder."""
     ckdir = os.path.join(run_dir, "checkpoints")
-    names = sorted(d for d in os.listdir(ckdir) if d.startswith("step-") and not d.endswith(".tmp")) \
-        if os.path.isdir(ckdir) else []
+    names = checkpoint.list_checkpoints(ckdir)
     if not names:
         raise SystemExit(f"error: no checkpoints in {ckdir}")
-    with open(os.path.join(ckdir, names[-1], "state.json"), encoding="utf-8") as f:
-        state = json.load(f)
+    path = os.path.join(ckdir, names[-1])
+    state = checkpoint.load_state(path)
     model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
-    sd = torch.load(os.path.join(ckdir, names[-1], "model.pt"), map_location="cpu", weights_only=True, mmap=True)
+    sd = checkpoint.load_tensors(path, "model.pt")
     if any("lora_A" in k for k in sd):
         lo = state["recipe"]["stages"][state["stage"]]["lora"]
         add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
-    model.load_state_dict(sd, strict=True)
+    load_exact(model, sd)
     return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype)
 
 
@@ -462,12 +476,16 @@ def main(argv=None):
     p.add_argument("--freeze-old-rows", default=None,
                    help="N or 'auto' (expand_report.json): train only embedding/head rows >= N in every stage")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--device", default=None, choices=["cuda", "cpu"],
+                   help="default: cuda when available (each torchrun rank takes cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="bf16: autocast with frozen weights in bf16 and trained ones in fp32 (auto: bf16 on CUDA)")
+                   help="bf16: autocast with frozen weights in bf16 and trained ones in fp32 (auto: bf16 on CUDA, "
+                        "fp32 on CPU)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (default: on for CUDA, off on CPU)")
-    p.add_argument("--sdpa", default="flash", choices=["flash", "auto"], help="attention backend on CUDA")
+                   help="torch.compile each decoder block (default: on for CUDA, off on CPU)")
+    p.add_argument("--sdpa", default="flash", choices=["flash", "math", "efficient", "auto"],
+                   help="attention backend, on CPU and CUDA alike (efficient: CUDA only; auto: torch chooses)")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (recipe grad_clip; 0: off)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     p.add_argument("--vocab-multiple", type=int, default=0, help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
     p.add_argument("--eval-every", type=int, default=200, help="eval loss every N steps and at stage ends (0: off)")
@@ -479,7 +497,8 @@ def main(argv=None):
     p.add_argument("--dist-timeout", type=int, default=60, help="minutes a collective may wait (checkpoint writes)")
     p.add_argument("--no-save", action="store_true", help="no checkpoints, no export (benchmarks, smoke tests)")
     p.add_argument("--max-steps", type=int, default=0, help="checkpoint and stop after N steps in this run")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU bf16 peak for MFU (H100/H200: 989)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="per-GPU bf16 dense peak for MFU (default: from the GPU's name, runtime.PEAK_TFLOPS)")
     p.add_argument("--export-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="dtype of final/ (auto: the init model's torch_dtype)")
     p.add_argument("--export", metavar="RUN_DIR", help="only export RUN_DIR's newest checkpoint to RUN_DIR/final")
@@ -490,6 +509,10 @@ def main(argv=None):
     p.add_argument("--world-size", type=int, default=1, help="with --plan: number of GPUs")
     args = p.parse_args(argv)
     recipe = load_recipe(args.recipe)
+    if args.grad_clip is not None:
+        if args.grad_clip < 0:
+            p.error(f"--grad-clip {args.grad_clip}: must be >= 0 (0 turns clipping off)")
+        recipe.grad_clip = args.grad_clip
     if args.freeze_old_rows is not None:
         recipe.old_vocab_size = args.freeze_old_rows if args.freeze_old_rows == "auto" else int(args.freeze_old_rows)
         for st in recipe.stages:

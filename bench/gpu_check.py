@@ -1,17 +1,22 @@
-"""One short check of train.py on one GPU: bf16, torch.compile, flash SDPA, NCCL, MFU, memory.
+"""One short check of train.py on one GPU: bf16, torch.compile, flash SDPA, NCCL, resume, MFU, memory.
 
     python bench/gpu_check.py                      # one GPU, about 5 minutes, writes gpu_check.json
     torchrun --standalone --nproc_per_node=1 bench/gpu_check.py     # the same through torchrun
     python bench/gpu_check.py --dry-run            # CPU, tiny config: the script's own plumbing (gloo)
 
-What it does, each step printed as it passes:
+What it does, each step printed as it passes (each rank on its own cuda:LOCAL_RANK):
   1. NCCL: a process group of world size 1 (torchrun's, or one it makes itself) and an all_reduce.
   2. flash SDPA: scaled_dot_product_attention in bf16 with GQA under
      sdpa_kernel([FLASH_ATTENTION]) only, against the math backend.
-  3. MFU: train.py's own loop (a one-stage recipe training everything), a ~1.1B Llama
+  3. Resume: the default four-stage recipe at a small size with --dtype bf16 --sdpa flash
+     --grad-accum 2 (flash entered at every micro-step), run straight and cut into pieces by
+     --max-steps + --resume auto; the logged losses are compared (bit-identical on CPU; CUDA's
+     flash backward may add run-to-run noise, so the largest relative difference is reported).
+  4. MFU: train.py's own loop (a one-stage recipe training everything), a ~1.1B Llama
      (hidden 2048, 16 layers, 32/8 heads, FFN 8192, vocab 32000) at sequence 2048, bf16 autocast,
-     torch.compile, flash SDPA, DDP over NCCL; MFU is read from log.jsonl (goal >= 45% on H100/H200).
-  4. Memory: the default four-stage recipe, 3 steps per stage, eager; the peak memory of each stage
+     torch.compile per block, flash SDPA, 2 micro-steps per step, DDP over NCCL; MFU is read from
+     log.jsonl against the GPU's dense bf16 peak (runtime.PEAK_TFLOPS; --peak-tflops for others).
+  5. Memory: the default four-stage recipe, 3 steps per stage, eager; the peak memory of each stage
      (torch.cuda.max_memory_allocated, reset at every stage start) against --plan's estimate.
 The numbers go to --out-json (default gpu_check.json, or $OUT/gpu_check.json when $OUT is set).
 """
@@ -34,12 +39,10 @@ sys.path.insert(0, ROOT)
 from train_bench import make_inputs  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 import plan  # noqa: E402
+import runtime  # noqa: E402
 import train  # noqa: E402
 from model import LlamaConfig  # noqa: E402
 from recipe import default_recipe  # noqa: E402
-
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
-               "B200": 2250.0}
 
 
 def say(msg):
@@ -61,10 +64,18 @@ def ensure_dist_env():
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), GPU_CHECK_OWN_ENV="1")
 
 
-def check_collective(cuda):
-    backend = "nccl" if cuda else "gloo"
+def local_device(cuda):
+    """This rank's device: cuda:LOCAL_RANK (never plain "cuda", which is GPU 0 for every rank)."""
+    if not cuda:
+        return torch.device("cpu")
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(dev)
+    return dev
+
+
+def check_collective(dev):
+    backend = "nccl" if dev.type == "cuda" else "gloo"
     dist.init_process_group(backend)
-    dev = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
     t = torch.full((4,), 2.0, device=dev)
     dist.all_reduce(t)
     ok = bool((t == 2.0 * dist.get_world_size()).all())
@@ -75,15 +86,15 @@ def check_collective(cuda):
     return {"backend": backend, "all_reduce_ok": ok}
 
 
-def check_flash(cuda):
+def check_flash(dev):
     """Not fatal: when flash cannot take model.py's call, the MFU run says so and uses --sdpa auto."""
-    if not cuda:
-        say("flash SDPA: skipped (no CUDA)")
+    if dev.type != "cuda":
+        say("flash SDPA: skipped (no CUDA; the CPU kernel is checked by the test suite)")
         return {"flash": "skipped"}
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(2, 32, 2048, 128, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(2, 8, 2048, 128, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    g = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(2, 32, 2048, 128, device=dev, dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 8, 2048, 128, device=dev, dtype=torch.bfloat16, generator=g) for _ in range(2))
     try:
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -98,24 +109,52 @@ def check_flash(cuda):
     return {"flash": "ok" if ok else "wrong", "flash_max_abs_err": err}
 
 
-def write_inputs(d, cfg, n_tokens):
+def write_inputs(d, cfg, n_tokens, dev):
     # bf16 on disk, as real checkpoints; built on the GPU when there is one
-    make_inputs(d, cfg, n_tokens, device="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
+    make_inputs(d, cfg, n_tokens, device=dev, dtype=torch.bfloat16)
 
 
-def run_train(d, name, recipe, extra):
+def run_train(d, name, recipe, extra, out=None, save=False):
     path = os.path.join(d, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(recipe, f)
-    out = os.path.join(d, name)
+    if recipe is not None:
+        with open(path, "w") as f:
+            json.dump(recipe, f)
+    out = out or os.path.join(d, name)
     ensure_dist_env()
     t0 = time.time()
     train.main(["--init-from", os.path.join(d, "init"), "--data", os.path.join(d, "data"), "--out", out,
-                "--recipe", path, "--eval-every", "0", "--ckpt-every", "0", "--val-tokens", "0",
-                "--no-save", *extra])
+                "--eval-every", "0", "--ckpt-every", "0", "--val-tokens", "0",
+                *([] if recipe is None else ["--recipe", path]), *([] if save else ["--no-save"]), *extra])
     with open(os.path.join(out, "log.jsonl")) as f:
         log = [json.loads(line) for line in f]
     return log, time.time() - t0
+
+
+def check_resume(d, dev):
+    """The default recipe, bf16 + flash + 2 micro-steps, straight vs cut into pieces and resumed,
+    on a small model of its own (4 layers, hidden 256) in d."""
+    T, steps = 128, 2
+    cfg = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=T)
+    write_inputs(d, cfg, 4 * steps * 2 * 2 * (T + 1) + 4 * (T + 1), dev)
+    extra = ["--steps-per-stage", str(steps), "--batch-size", "2", "--seq-len", str(T), "--grad-accum", "2",
+             "--dtype", "bf16", "--sdpa", "flash", "--no-compile", "--export-dtype", "bfloat16"]
+    straight, _ = run_train(d, "resume_a", None, extra, save=True)
+    out = os.path.join(d, "resume_b")
+    pieces = []
+    for i in range(2 * steps):       # two steps a piece: mid-stage, at every stage boundary, into LoRA
+        pieces, _ = run_train(d, "resume_b", None, extra + ["--max-steps", "2"] + (["--resume", "auto"] if i else []),
+                              out=out, save=True)
+    a, b = [r["loss"] for r in straight], [r["loss"] for r in pieces]
+    if len(a) != len(b) or len(a) != 4 * steps:
+        raise SystemExit(f"resume check: {len(b)} steps logged after resuming, {len(a)} straight")
+    rel = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    identical = a == b
+    say(f"bf16 + flash + grad-accum 2, default recipe cut into {2 * steps} pieces: losses "
+        f"{'bit-identical' if identical else f'differ by up to {rel:.2e} relative'} to the straight run")
+    if rel > 1e-2:
+        raise SystemExit(f"resume check: resumed losses differ by {rel:.2e} relative: {a} vs {b}")
+    return {"resume_identical": identical, "resume_max_rel_diff": rel, "resume_losses": b, "straight_losses": a}
 
 
 def main():
@@ -126,6 +165,7 @@ def main():
     p.add_argument("--mfu-steps", type=int, default=15, help="steps of the MFU run (the first 5 are warmup)")
     p.add_argument("--mem-batch-size", type=int, default=2, help="micro-batch of the per-stage memory run")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of this GPU (default: by name)")
     p.add_argument("--out-json", default=os.path.join(os.environ.get("OUT", "."), "gpu_check.json"))
     args = p.parse_args()
     cuda = torch.cuda.is_available() and not args.dry_run
@@ -138,38 +178,44 @@ def main():
     else:
         cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                           num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=args.seq_len)
-    name = torch.cuda.get_device_name() if cuda else "cpu"
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), 989.0)
+    dev = local_device(cuda)
+    name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    peak = args.peak_tflops or runtime.peak_tflops(name)
     res = {"device": name, "torch": torch.__version__, "peak_tflops": peak, "dry_run": args.dry_run}
-    say(f"{name}, torch {torch.__version__}" + (f", CUDA {torch.version.cuda}, bf16 {torch.cuda.is_bf16_supported()}"
-                                                if cuda else ""))
+    say(f"{name} ({dev}), torch {torch.__version__}"
+        + (f", CUDA {torch.version.cuda}, bf16 {torch.cuda.is_bf16_supported()}" if cuda else "")
+        + ("" if peak or not cuda else "; its bf16 peak is unknown: MFU not reported (give --peak-tflops)"))
     ensure_dist_env()
-    res.update(check_collective(cuda))
-    res.update(check_flash(cuda))
+    res.update(check_collective(dev))
+    res.update(check_flash(dev))
     T = args.seq_len
     steps = args.mfu_steps
     B = args.batch_size
     # enough tokens that no window repeats
-    n_tokens = (steps * B + 3 * 4 * args.mem_batch_size + 4) * (T + 1)
+    n_tokens = (2 * steps * B + 3 * 4 * args.mem_batch_size + 4) * (T + 1)
     with tempfile.TemporaryDirectory() as d:
-        write_inputs(d, cfg, n_tokens)
+        os.makedirs(os.path.join(d, "resume"))
+        res.update(check_resume(os.path.join(d, "resume"), dev))
+        write_inputs(d, cfg, n_tokens, dev)
         n_params = sum(x.numel() for x in plan.meta_model(cfg).parameters())     # no second copy in memory
-        say(f"model: {n_params / 1e9:.2f}B parameters; MFU run: {steps} steps of {B} x {T} tokens, "
+        say(f"model: {n_params / 1e9:.2f}B parameters; MFU run: {steps} steps of 2 x {B} x {T} tokens, "
             f"{'bf16 + compile + flash SDPA' if cuda else 'fp32 eager (dry run)'}, DDP over "
             f"{'NCCL' if cuda else 'gloo'}")
         recipe = {"seq_len": T, "micro_batch": B, "stages": [
-            {"name": "all", "train": ["all"], "steps": steps, "lr": 1e-4, "warmup": 0, "batch_tokens": B * T}]}
-        sdpa = "flash" if res["flash"] == "ok" else "auto"
-        extra = ["--peak-tflops", str(peak)] + (["--compile", "--sdpa", sdpa, "--dtype", "bf16"] if cuda else [])
+            {"name": "all", "train": ["all"], "steps": steps, "lr": 1e-4, "warmup": 0, "batch_tokens": 2 * B * T}]}
+        sdpa = "flash" if res["flash"] in ("ok", "skipped") else "auto"
+        extra = ["--grad-accum", "2", "--sdpa", sdpa] + (["--peak-tflops", str(peak)] if peak else []) \
+            + (["--compile", "--dtype", "bf16"] if cuda else [])
         log, wall = run_train(d, "mfu", recipe, extra)
         warm = log[min(5, len(log) - 1):]
         tps = float(np.median([r["tokens_per_s"] for r in warm]))
-        res.update(mfu_tokens_per_s=tps, mfu_wall_s=wall, mfu_first_step_s=B * T / log[0]["tokens_per_s"],
+        res.update(mfu_tokens_per_s=tps, mfu_wall_s=wall, mfu_first_step_s=2 * B * T / log[0]["tokens_per_s"],
                    mfu_losses=[r["loss"] for r in log])
         if cuda:
-            res["mfu"] = float(np.median([r["mfu"] for r in warm]))
-            say(f"MFU {100 * res['mfu']:.1f}% (goal >= 45%), {tps:,.0f} tokens/s, first (compile) step "
-                f"{res['mfu_first_step_s']:.1f}s, peak {log[-1]['peak_mem_gb']:.1f} GB")
+            res["mfu"] = float(np.median([r["mfu"] for r in warm])) if peak else None
+            head = f"MFU {100 * res['mfu']:.1f}% (goal >= 45%)" if peak else "MFU unknown (no peak)"
+            say(f"{head}, {tps:,.0f} tokens/s, first (compile) step {res['mfu_first_step_s']:.1f}s, "
+                f"peak {log[-1]['peak_mem_gb']:.1f} GB")
         else:
             say(f"dry run: {tps:,.0f} tokens/s on CPU, loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
         if not all(np.isfinite(r["loss"]) for r in log):

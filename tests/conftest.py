@@ -8,6 +8,8 @@ when it is missing.
 """
 import gzip
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,3 +63,86 @@ def base_spm(tmp_path_factory):
     d = tmp_path_factory.mktemp("base_spm")
     texts = english_docs() + korean_docs(300)
     return train_spm(d / "tokenizer", texts, vocab_size=2000, character_coverage=0.99)
+
+
+# ---------------------------------------------------------------- train.py: a tiny run to train
+
+OLD_ROWS = 1000          # pretend rows < 1000 are the base model's, the rest are new pieces
+RECIPE = {"seq_len": 64, "micro_batch": 4, "old_vocab_size": OLD_ROWS, "stages": [
+    {"name": "embed", "train": ["embed", "head"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+     "freeze_old_rows": True},
+    {"name": "odd", "train": ["odd_layers"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256},
+    {"name": "even", "train": ["even_layers"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+     "schedule": "wsd"},
+    {"name": "lora", "train": ["lora", "embed", "head"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
+     "lora": {"r": 4, "alpha": 8}}]}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine two spinning OpenMP threads are many times slower."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_shards(folder, ids, vocab_size, n_shards=2, dtype="uint16"):
+    import numpy as np
+    os.makedirs(folder, exist_ok=True)
+    parts = np.array_split(np.asarray(ids, dtype=dtype), n_shards)
+    shards = []
+    for i, part in enumerate(parts):
+        part.tofile(os.path.join(folder, f"train_{i}.bin"))
+        shards.append({"file": f"train_{i}.bin", "num_tokens": len(part)})
+    meta = {"dtype": dtype, "vocab_size": vocab_size, "eos_id": 2, "bos_id": 1,
+            "num_tokens": int(sum(len(p) for p in parts)), "shards": shards}
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def train_setup(tmp_path_factory, base_spm):
+    """A tiny Llama (init range 0.1, so training visibly moves it) with the tokenizer beside it,
+    Korean text tokenized with that tokenizer into two shards, and the four-stage RECIPE."""
+    import sentencepiece as spm
+    import torch
+
+    from model import Llama, LlamaConfig
+    d = tmp_path_factory.mktemp("train")
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    ids = []
+    for doc in korean_docs(1500):
+        ids += [1] + sp.encode(doc) + [2]
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=2000, hidden_size=64, intermediate_size=160, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      initializer_range=0.1)
+    Llama(cfg).save_pretrained(str(d / "init"))
+    shutil.copy(base_spm, d / "init" / "tokenizer.model")
+    write_shards(str(d / "data"), ids, 2000)
+    with open(d / "recipe.json", "w") as f:
+        json.dump(RECIPE, f)
+    return d
+
+
+def run(setup, out, *extra, recipe=None):
+    """train.main on the tiny setup (eval every 4 steps, no periodic checkpoints); the log."""
+    import train
+    train.main(["--init-from", str(setup / "init"), "--data", str(setup / "data"), "--out", str(out),
+                "--recipe", str(recipe or setup / "recipe.json"), "--eval-every", "4", "--eval-batches", "4",
+                "--ckpt-every", "0", *map(str, extra)])
+    return read_log(out)
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def state(ckpt):
+    """The model state dict of a checkpoint folder."""
+    import torch
+    return torch.load(os.path.join(ckpt, "model.pt"), map_location="cpu", weights_only=True)

@@ -1,4 +1,4 @@
-"""train.py on CPU with a tiny Llama and token shards written here with numpy.
+"""train.py on CPU with a tiny Llama and token shards (conftest.train_setup).
 
 One reference run of a four-stage recipe (embed+head with the old rows frozen, odd layers,
 even layers with a warmup-stable-decay schedule, LoRA + embed + head) is shared by several
@@ -16,97 +16,28 @@ import time
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 import torch
-from conftest import ROOT, korean_docs
+from conftest import OLD_ROWS, RECIPE, ROOT, read_log, run, state
 
 import train
 from lora import add_lora
-from model import Llama, LlamaConfig, read_safetensors
+from model import Llama, read_safetensors
 
-OLD_ROWS = 1000          # pretend rows < 1000 are the base model's, the rest are new pieces
-RECIPE = {"seq_len": 64, "micro_batch": 4, "old_vocab_size": OLD_ROWS, "stages": [
-    {"name": "embed", "train": ["embed", "head"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
-     "freeze_old_rows": True},
-    {"name": "odd", "train": ["odd_layers"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256},
-    {"name": "even", "train": ["even_layers"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
-     "schedule": "wsd"},
-    {"name": "lora", "train": ["lora", "embed", "head"], "steps": 8, "lr": 1e-2, "warmup": 2, "batch_tokens": 256,
-     "lora": {"r": 4, "alpha": 8}}]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine two spinning OpenMP threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def write_shards(folder, ids, vocab_size, n_shards=2, dtype="uint16"):
-    os.makedirs(folder, exist_ok=True)
-    parts = np.array_split(np.asarray(ids, dtype=dtype), n_shards)
-    shards = []
-    for i, part in enumerate(parts):
-        part.tofile(os.path.join(folder, f"train_{i}.bin"))
-        shards.append({"file": f"train_{i}.bin", "num_tokens": len(part)})
-    meta = {"dtype": dtype, "vocab_size": vocab_size, "eos_id": 2, "bos_id": 1,
-            "num_tokens": int(sum(len(p) for p in parts)), "shards": shards}
-    with open(os.path.join(folder, "meta.json"), "w") as f:
-        json.dump(meta, f)
-    return folder
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, base_spm):
-    """A tiny Llama (init range 0.1, so training visibly moves it) with the tokenizer beside it,
-    and Korean text tokenized with that tokenizer into two shards."""
-    d = tmp_path_factory.mktemp("train")
-    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
-    ids = []
-    for doc in korean_docs(1500):
-        ids += [1] + sp.encode(doc) + [2]
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=2000, hidden_size=64, intermediate_size=160, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      initializer_range=0.1)
-    Llama(cfg).save_pretrained(str(d / "init"))
-    shutil.copy(base_spm, d / "init" / "tokenizer.model")
-    write_shards(str(d / "data"), ids, 2000)
-    with open(d / "recipe.json", "w") as f:
-        json.dump(RECIPE, f)
-    return d
-
-
-def run(setup, out, *extra, recipe=None):
-    train.main(["--init-from", str(setup / "init"), "--data", str(setup / "data"), "--out", str(out),
-                "--recipe", str(recipe or setup / "recipe.json"), "--eval-every", "4", "--eval-batches", "4",
-                "--ckpt-every", "0", *map(str, extra)])
-    return read_log(out)
-
-
-def read_log(out):
-    with open(os.path.join(out, "log.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def state(ckpt):
-    return torch.load(os.path.join(ckpt, "model.pt"), map_location="cpu", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def reference(setup):
+def reference(train_setup):
     """The uninterrupted run, keeping every stage-end checkpoint."""
-    out = setup / "reference"
-    log = run(setup, out, "--keep-checkpoints", "100")
+    out = train_setup / "reference"
+    log = run(train_setup, out, "--keep-checkpoints", "100")
     return out, log
 
 
-def test_every_stage_lowers_the_eval_loss(setup, reference):
+def test_every_stage_lowers_the_eval_loss(train_setup, reference):
     out, log = reference
-    data = train.TokenShards(str(setup / "data"), 64, 2000, seed=1234)
-    model = Llama.from_pretrained(str(setup / "init"))
+    data = train.TokenShards(str(train_setup / "data"), 64, 2000, seed=1234)
+    model = Llama.from_pretrained(str(train_setup / "init"))
     before = train.evaluate(model, data, 4, 4)          # the same held-out windows the run scores
     ends = [r["eval_loss"] for r in log if r["step"] == 8]
     assert len(ends) == 4 and len(log) == 32
@@ -119,11 +50,11 @@ def test_every_stage_lowers_the_eval_loss(setup, reference):
     assert lr[16 + 1:16 + 6] == [pytest.approx(1e-2)] * 5 and lr[16 + 6] < 1e-2 and lr[23] == pytest.approx(1e-3)
 
 
-def test_frozen_parameters_are_bit_identical_and_trained_ones_move(setup, reference):
+def test_frozen_parameters_are_bit_identical_and_trained_ones_move(train_setup, reference):
     out, _ = reference
     ck = sorted(os.listdir(out / "checkpoints"))
     assert ck == ["step-00000008", "step-00000016", "step-00000024", "step-00000032"]
-    init = dict(read_safetensors(str(setup / "init" / "model.safetensors")))
+    init = dict(read_safetensors(str(train_setup / "init" / "model.safetensors")))
     states = [init] + [state(out / "checkpoints" / c) for c in ck]
     trained = [
         lambda k: k in ("model.embed_tokens.weight", "lm_head.weight"),
@@ -147,17 +78,17 @@ def test_frozen_parameters_are_bit_identical_and_trained_ones_move(setup, refere
 
 
 @pytest.fixture(scope="module")
-def chain(setup):
+def chain(train_setup):
     """The same run cut into 4-step pieces, each resumed with --resume auto: it resumes mid-stage,
     from a stage end into the LoRA stage, and mid-LoRA; the mid-LoRA checkpoint is exported."""
-    out = setup / "chain"
+    out = train_setup / "chain"
     for i in range(8):
-        log = run(setup, out, "--max-steps", 4, *(["--resume", "auto"] if i else []))
+        log = run(train_setup, out, "--max-steps", 4, *(["--resume", "auto"] if i else []))
         assert len(log) == 4 * (i + 1)
         if len(log) == 28:               # stage 4 step 4: the newest checkpoint holds live adapters
             lora_state = state(out / "checkpoints" / "step-00000028")
-            train.main(["--export", str(out), "--export-to", str(setup / "mid_lora")])   # the export command
-            mid_lora = str(setup / "mid_lora")
+            train.main(["--export", str(out), "--export-to", str(train_setup / "mid_lora")])   # the export command
+            mid_lora = str(train_setup / "mid_lora")
     return out, log, lora_state, mid_lora
 
 
@@ -169,13 +100,13 @@ def test_interrupted_and_resumed_run_reproduces_the_losses_exactly(reference, ch
         assert a.read() == b.read()
 
 
-def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(setup, reference, chain):
+def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(train_setup, reference, chain):
     from transformers import LlamaForCausalLM
     (out, _), (_, _, sd, folder) = reference, chain
     ids = torch.randint(0, 2000, (2, 40), generator=torch.Generator().manual_seed(0))
     # the model with live (unmerged) adapters, as the checkpoint holds it, is the reference
     assert any("lora_A" in k for k in sd)
-    lora_model = Llama.from_pretrained(str(setup / "init"))
+    lora_model = Llama.from_pretrained(str(train_setup / "init"))
     add_lora(lora_model, r=4, alpha=8, dropout=0.1)
     lora_model.load_state_dict(sd)
     lora_model.eval()
@@ -193,7 +124,7 @@ def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(setup
         torch.testing.assert_close(hf(ids).logits, ours(ids)[0], atol=1e-4, rtol=1e-4)
 
 
-def test_two_process_torchrun_matches_one_process(setup, tmp_path):
+def test_two_process_torchrun_matches_one_process(train_setup, tmp_path):
     """Same global batch (2 x 4 x 64 tokens): 1 process accumulates 2 micro-batches, 2 gloo
     processes take one each. The loss curves agree to float tolerance, LoRA stage included."""
     recipe = json.loads(json.dumps(RECIPE))
@@ -203,10 +134,10 @@ def test_two_process_torchrun_matches_one_process(setup, tmp_path):
     recipe["stages"][-1]["lora"]["dropout"] = 0.0   # dropout masks are per rank by design
     with open(tmp_path / "r.json", "w") as f:
         json.dump(recipe, f)
-    one = run(setup, tmp_path / "one", recipe=tmp_path / "r.json")
+    one = run(train_setup, tmp_path / "one", recipe=tmp_path / "r.json")
     assert {r["stage"] for r in one} == {1, 2, 3}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), "--init-from", str(setup / "init"), "--data", str(setup / "data"),
+           str(ROOT / "train.py"), "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"),
            "--out", str(tmp_path / "two"), "--recipe", str(tmp_path / "r.json"), "--eval-every", "4",
            "--eval-batches", "4", "--ckpt-every", "0"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -218,9 +149,10 @@ def test_two_process_torchrun_matches_one_process(setup, tmp_path):
     assert os.path.exists(tmp_path / "two" / "final" / "model.safetensors")
 
 
-def test_sigterm_checkpoints_and_resume_continues_exactly(setup, tmp_path):
-    cmd = [sys.executable, str(ROOT / "train.py"), "--init-from", str(setup / "init"), "--data", str(setup / "data"),
-           "--out", str(tmp_path / "a"), "--recipe", str(setup / "recipe.json"), "--steps-per-stage", "1000",
+def test_sigterm_checkpoints_and_resume_continues_exactly(train_setup, tmp_path):
+    cmd = [sys.executable, str(ROOT / "train.py"), "--init-from", str(train_setup / "init"),
+           "--data", str(train_setup / "data"),
+           "--out", str(tmp_path / "a"), "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "1000",
            "--eval-every", "0", "--ckpt-every", "0"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})   # the same threads as this process
@@ -235,28 +167,29 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(setup, tmp_path):
     assert 2 <= k < 1000
     assert os.listdir(tmp_path / "a" / "checkpoints") == [f"step-{k:08d}"]
     common = ["--steps-per-stage", 1000, "--eval-every", 0]
-    resumed = run(setup, tmp_path / "a", *common, "--resume", "auto", "--max-steps", 3)
-    straight = run(setup, tmp_path / "b", *common, "--max-steps", k + 3)
+    resumed = run(train_setup, tmp_path / "a", *common, "--resume", "auto", "--max-steps", 3)
+    straight = run(train_setup, tmp_path / "b", *common, "--max-steps", k + 3)
     assert len(resumed) == k + 3
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup, tmp_path):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(train_setup, tmp_path):
     recipe = {"seq_len": 64, "micro_batch": 4, "stages": [
         {"name": "boom", "train": ["all"], "steps": 20, "lr": 1e30, "warmup": 0, "batch_tokens": 256}]}
     with open(tmp_path / "r.json", "w") as f:
         json.dump(recipe, f)
     with pytest.raises(SystemExit, match="non-finite loss .* stage 1 \\(boom\\) step 2.*step-00000001"):
-        run(setup, tmp_path / "o", "--ckpt-every", 1, recipe=tmp_path / "r.json")
+        run(train_setup, tmp_path / "o", "--ckpt-every", 1, recipe=tmp_path / "r.json")
     assert os.listdir(tmp_path / "o" / "checkpoints") == ["step-00000001"]
     good = state(tmp_path / "o" / "checkpoints" / "step-00000001")
     assert all(torch.isfinite(v).all() for v in good.values())
     assert not os.path.exists(tmp_path / "o" / "final")
 
 
-def test_bf16_autocast_path_runs_on_cpu(setup, tmp_path):
+def test_bf16_autocast_path_runs_on_cpu(train_setup, tmp_path):
     """--dtype bf16 (the CUDA default): frozen weights stored in bf16, trained ones in fp32."""
-    log = run(setup, tmp_path / "o", "--dtype", "bf16", "--steps-per-stage", 2, "--max-steps", 7, "--ckpt-every", 0)
+    log = run(train_setup, tmp_path / "o", "--dtype", "bf16", "--steps-per-stage", 2, "--max-steps", 7,
+              "--ckpt-every", 0)
     assert len(log) == 7 and all(np.isfinite(r["loss"]) for r in log)
     sd = state(tmp_path / "o" / "checkpoints" / "step-00000007")   # stage 4 (LoRA), step 1
     assert sd["model.layers.0.self_attn.q_proj.lora_A"].dtype == torch.float32
@@ -266,11 +199,11 @@ def test_bf16_autocast_path_runs_on_cpu(setup, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing_shard", "unknown_group", "vocab_too_big", "truncated_shard",
                                   "existing_run", "bad_batch", "changed_plan", "no_expand_report"])
-def test_bad_input_is_a_clear_error(setup, tmp_path, case):
-    data, recipe, extra = setup / "data", setup / "recipe.json", []
+def test_bad_input_is_a_clear_error(train_setup, tmp_path, case):
+    data, recipe, extra = train_setup / "data", train_setup / "recipe.json", []
     if case in ("missing_shard", "vocab_too_big", "truncated_shard"):
         data = tmp_path / "data"
-        shutil.copytree(setup / "data", data)
+        shutil.copytree(train_setup / "data", data)
         meta = json.loads((data / "meta.json").read_text())
         if case == "missing_shard":
             os.remove(data / "train_1.bin")
@@ -290,10 +223,10 @@ def test_bad_input_is_a_clear_error(setup, tmp_path, case):
         recipe.write_text(json.dumps(r))
         want = "r.json: stage 2 \\(odd\\): unknown parameter group 'odd_layer'"
     elif case == "existing_run":
-        run(setup, tmp_path / "o", "--steps-per-stage", 1, "--max-steps", 1)
+        run(train_setup, tmp_path / "o", "--steps-per-stage", 1, "--max-steps", 1)
         want = "already has checkpoints: pass --resume auto"
     elif case == "changed_plan":         # resuming with other steps / batch would not be the same run
-        run(setup, tmp_path / "o", "--steps-per-stage", 5, "--max-steps", 1)
+        run(train_setup, tmp_path / "o", "--steps-per-stage", 5, "--max-steps", 1)
         extra = ["--steps-per-stage", 6, "--resume", "auto"]
         want = "step-00000001: it was written with a different plan"
     elif case == "no_expand_report":
@@ -303,7 +236,7 @@ def test_bad_input_is_a_clear_error(setup, tmp_path, case):
         extra = ["--batch-size", 3]
         want = "batch_tokens 256 is not a multiple of batch-size 3 x seq-len 64"
     with pytest.raises(SystemExit, match=want):
-        train.main(["--init-from", str(setup / "init"), "--data", str(data), "--out", str(tmp_path / "o"),
+        train.main(["--init-from", str(train_setup / "init"), "--data", str(data), "--out", str(tmp_path / "o"),
                     "--recipe", str(recipe), *map(str, extra)])
 
 
@@ -318,17 +251,18 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["backend"] == "gloo" and res["all_reduce_ok"] and res["flash"] == "skipped"
+    assert res["resume_identical"] and len(res["resume_losses"]) == 8   # bf16 + flash + accum 2, cut and resumed
     assert len(res["mfu_losses"]) == 6 and all(np.isfinite(res["mfu_losses"]))
     assert [m["stage"] for m in res["memory"]] == ["embed", "odd_layers", "even_layers", "lora"]
 
 
-def test_freeze_old_rows_auto_reads_expand_report(setup, tmp_path):
+def test_freeze_old_rows_auto_reads_expand_report(train_setup, tmp_path):
     """--freeze-old-rows auto: the count comes from the expanded model's expand_report.json."""
     init = tmp_path / "init"
-    shutil.copytree(setup / "init", init)
+    shutil.copytree(train_setup / "init", init)
     (init / "expand_report.json").write_text(json.dumps({"old_vocab_size": 1500}))
-    train.main(["--init-from", str(init), "--data", str(setup / "data"), "--out", str(tmp_path / "o"),
-                "--recipe", str(setup / "recipe.json"), "--steps-per-stage", "2", "--max-steps", "2",
+    train.main(["--init-from", str(init), "--data", str(train_setup / "data"), "--out", str(tmp_path / "o"),
+                "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "2", "--max-steps", "2",
                 "--freeze-old-rows", "auto", "--eval-every", "0"])
     before = dict(read_safetensors(str(init / "model.safetensors")))
     after = state(tmp_path / "o" / "checkpoints" / "step-00000002")

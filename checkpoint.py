@@ -1,0 +1,150 @@
+"""Training checkpoints: written atomically and durably, chosen once, readable by every rank.
+
+A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
+
+    model.pt     the state dict (trained tensors fp32, frozen ones in their storage dtype)
+    optim.pt     AdamW's state dict
+    state.json   stage, step, tokens, seed, the resolved plan and recipe, init_from, world size
+
+Rank 0 writes it into `step-N.tmp/`, fsyncs every file and the folder, then renames it into
+place: a crash at any moment leaves either the previous checkpoints or a `.tmp` folder that
+is never picked. Resuming: rank 0 alone decides which checkpoint (newest in --out, or the one
+--resume names) and broadcasts the choice; every rank then checks it can read that folder, so
+a node that cannot see --out stops the job with one line instead of starting at step 0 and
+hanging at the first collective. Checkpoints are loaded on the CPU with mmap=True: a rank pages
+in what it copies instead of holding a second whole copy of the optimizer state.
+
+Time: a 10B model's checkpoint (fp32 trained weights + AdamW moments) is tens of GB. torchrun
+gives its workers 30 s between SIGTERM and SIGKILL, SLURM KillWait 30 s by default: pass
+`torchrun --shutdown-timeout 900` and ask SLURM for an early signal (`sbatch --signal=TERM@900`).
+
+    python -c "import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
+"""
+import json
+import os
+import shutil
+import socket
+import time
+
+import torch
+import torch.distributed as dist
+
+SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
+                  "--shutdown-timeout 900 (default 30 s before SIGKILL) and SLURM an early signal "
+                  "(sbatch --signal=TERM@900; KillWait defaults to 30 s)")
+
+
+def list_checkpoints(ckdir):
+    """Complete checkpoints in ckdir, oldest first (a `.tmp` folder or one without state.json is not one)."""
+    if not os.path.isdir(ckdir):
+        return []
+    return sorted(d for d in os.listdir(ckdir)
+                  if d.startswith("step-") and not d.endswith(".tmp")
+                  and os.path.exists(os.path.join(ckdir, d, "state.json")))
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(ckdir, name, model_state, optim_state, state, keep):
+    """Write ckdir/name atomically and durably, then keep only the newest `keep` checkpoints.
+    Returns (bytes written, seconds taken)."""
+    t0 = time.time()
+    final = os.path.join(ckdir, name)
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    torch.save(model_state, os.path.join(tmp, "model.pt"))
+    torch.save(optim_state, os.path.join(tmp, "optim.pt"))
+    with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1)
+    size = 0
+    for fname in ("model.pt", "optim.pt", "state.json"):   # the data is on disk before the rename ...
+        _fsync(os.path.join(tmp, fname))
+        size += os.path.getsize(os.path.join(tmp, fname))
+    _fsync(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync(ckdir)                                          # ... and the rename itself is on disk
+    for old in list_checkpoints(ckdir)[:-keep]:
+        shutil.rmtree(os.path.join(ckdir, old), ignore_errors=True)
+    return size, time.time() - t0
+
+
+def load_state(path):
+    with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_tensors(path, name):
+    """model.pt or optim.pt of a checkpoint, on the CPU, memory-mapped (pages are read as copied)."""
+    return torch.load(os.path.join(path, name), map_location="cpu", weights_only=True, mmap=True)
+
+
+def _pick(resume, ckdir):
+    """Rank 0's choice: ('auto', name), ('path', absolute path) or None for a fresh run."""
+    have = list_checkpoints(ckdir)
+    if resume is None:
+        if have:
+            raise SystemExit(f"error: {ckdir} already has checkpoints: pass --resume auto, or use a new --out")
+        return None
+    if resume == "auto":
+        return ("auto", have[-1]) if have else None
+    path = os.path.abspath(resume.rstrip("/"))
+    if not os.path.isfile(os.path.join(path, "state.json")):
+        raise SystemExit(f"error: --resume {resume}: not a checkpoint folder (no state.json); give a "
+                         "RUN/checkpoints/step-N folder or 'auto'")
+    if have and os.path.dirname(path) != os.path.abspath(ckdir):
+        raise SystemExit(f"error: --resume {resume} is from another run, but {ckdir} already has checkpoints "
+                         f"({have[-1]}): use a new --out, or --resume auto to continue this one")
+    return ("path", path)
+
+
+def _unreadable(path):
+    try:
+        load_state(path)
+        for fname in ("model.pt", "optim.pt"):
+            with open(os.path.join(path, fname), "rb") as f:
+                f.read(1)
+    except (OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def choose_resume(resume, ckdir, distributed):
+    """The checkpoint folder every rank resumes from (None: a fresh run). Rank 0 decides; an
+    error on rank 0 (or any rank that cannot read the choice) stops every rank with one line."""
+    rank = dist.get_rank() if distributed else 0
+    choice = None
+    if rank == 0:
+        try:
+            choice = ("ok", _pick(resume, ckdir))
+        except SystemExit as e:
+            choice = ("error", str(e))
+    if distributed:
+        box = [choice]
+        dist.broadcast_object_list(box, src=0)
+        choice = box[0]
+    if choice[0] == "error":
+        raise SystemExit(choice[1])
+    picked = choice[1]
+    if picked is None:
+        return None
+    # a name is looked up in this rank's own --out (the same folder when --out is shared storage)
+    path = os.path.join(ckdir, picked[1]) if picked[0] == "auto" else picked[1]
+    problem = _unreadable(path)
+    problems = [problem]
+    if distributed:
+        problems = [None] * dist.get_world_size()
+        dist.all_gather_object(problems, (socket.gethostname(), problem) if problem else None)
+    bad = [(r, p) for r, p in enumerate(problems) if p]
+    if bad:
+        r, (host, why) = bad[0] if distributed else (0, (socket.gethostname(), bad[0][1]))
+        raise SystemExit(f"error: rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "
+                         f"from ({why}); {len(bad)} rank(s) affected. --out must be on storage every node sees")
+    return path

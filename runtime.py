@@ -1,0 +1,124 @@
+"""How train.py runs the model: device, precision, attention kernel, compile, peak FLOPS.
+
+Every choice is a flag, and every branch runs on CPU as well as on CUDA, so the CPU tests
+walk the GPU's code path (torch 2.13 has a CPU flash-attention kernel, bf16 autocast and
+torch.compile on CPU):
+
+    --dtype fp32|bf16|auto   bf16: autocast runs the matmuls in bf16; trained weights and their
+                             AdamW state stay fp32 (master weights), frozen weights are stored in
+                             bf16 to halve their memory. auto: bf16 on CUDA, fp32 on CPU.
+    --sdpa flash|math|efficient|auto
+                             the scaled_dot_product_attention backend; flash (the default) on
+                             either device; efficient has no CPU kernel; auto lets torch choose.
+    --compile                torch.compile each decoder block separately (as torchtitan does):
+                             one block's graph is reused by every layer, so compile time does not
+                             grow with depth. Rebuilt at each stage, as what trains changes.
+
+A combination that cannot work (efficient attention on CPU, flash in fp32 on CUDA) is found by
+a tiny probe before the model is loaded and reported as one line.
+
+    python -c "import runtime; print(runtime.peak_tflops('NVIDIA H100 PCIe'))"
+"""
+import contextlib
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+# Dense bf16 tensor-core peak per GPU in TFLOPS (NVIDIA data sheets; the "with sparsity" figures
+# are twice these). The PCIe and NVL boards run at lower clocks and power than the SXM ones, so
+# they must be matched before the bare names. Unknown GPUs get no MFU unless --peak-tflops says.
+PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+               ("H800", 989.0), ("GH200", 989.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
+               ("B200", 2250.0)]
+
+
+def peak_tflops(device_name):
+    return next((v for k, v in PEAK_TFLOPS if k in device_name), None)
+
+
+def pick_device(arg, distributed, local_rank):
+    """cuda:LOCAL_RANK under torchrun, else the --device flag (default: cuda when available)."""
+    if arg not in (None, "cpu", "cuda"):
+        raise SystemExit(f"error: --device {arg!r}: give cpu or cuda (each rank takes cuda:LOCAL_RANK)")
+    if arg == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    cuda = arg == "cuda" or (arg is None and torch.cuda.is_available())
+    if not cuda:
+        return torch.device("cpu")
+    dev = torch.device("cuda", local_rank if distributed else 0)
+    torch.cuda.set_device(dev)
+    return dev
+
+
+def compute_dtype(arg, device):
+    """'bf16' or 'fp32' after resolving auto for this device."""
+    if arg == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if arg == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SystemExit("error: --dtype bf16, but this GPU has no bf16 support (pre-Ampere): use --dtype fp32")
+    return arg
+
+
+def autocast(device, dtype):
+    """A fresh autocast context (bf16) or a no-op (fp32): build one where you enter it."""
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def attention(kind):
+    """A fresh sdpa_kernel context for --sdpa. It must be built where it is entered: the object
+    sdpa_kernel returns is single-use (entering it twice raises AttributeError '...args')."""
+    if kind == "auto":
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPA_BACKENDS[kind]])
+
+
+def check_attention(kind, device, dtype, cfg):
+    """Run one tiny causal GQA attention forward + backward with the model's head layout under the
+    chosen backend, before anything is loaded; a backend that cannot take it is one clear line."""
+    if kind == "auto":
+        return
+    if kind == "efficient" and device.type == "cpu":
+        raise SystemExit("error: --sdpa efficient has no CPU kernel; use --sdpa flash (CPU has one) or math")
+    H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(1, H, 8, D, device=device, dtype=dt, generator=g, requires_grad=True)
+    k, v = (torch.randn(1, KV, 8, D, device=device, dtype=dt, generator=g, requires_grad=True) for _ in range(2))
+    try:
+        with attention(kind):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=KV != H).sum().backward()
+    except RuntimeError as e:
+        why = str(e).strip().splitlines()[0][:200]
+        raise SystemExit(f"error: --sdpa {kind} cannot run on {device.type} in {dtype} with {H}/{KV} heads of "
+                         f"dim {D} ({why}); use --sdpa auto, or --dtype bf16 on CUDA") from None
+
+
+def storage_dtypes(model, trained, mixed):
+    """Trained parameters in fp32 (the master weights AdamW updates); frozen ones in bf16 under
+    mixed precision (autocast computes in bf16 anyway), else fp32. Used at every stage start and
+    before a checkpoint is loaded, so a resumed run holds exactly the bits an uninterrupted one does."""
+    for n, p in model.named_parameters():
+        want = torch.float32 if (n in trained or not mixed) else torch.bfloat16
+        if p.dtype != want:
+            p.data = p.data.to(want)
+
+
+def compile_blocks(model):
+    """torch.compile every decoder block in place (keys keep their HF names, no _orig_mod.).
+    Dynamo's cache is reset first: a new stage has new trainable parameters and, for LoRA, new
+    modules, and every block shares one code object whose recompile budget is small."""
+    torch._dynamo.reset()
+    for layer in model.model.layers:
+        layer.compile()
+
+
+def set_cpu_threads(local_world_size):
+    """Share the cores between the local ranks instead of oversubscribing them (CPU runs)."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world_size)))

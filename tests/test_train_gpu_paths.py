@@ -1,0 +1,301 @@
+"""The GPU's code paths of train.py, walked on CPU: bf16, the attention backend, compile,
+checkpoint I/O and resume decisions. torch 2.13 runs each of them on CPU (a CPU flash-attention
+kernel, bf16 autocast, torch.compile, gloo under torchrun), so none of them is a branch that
+only a GPU ever runs. Uses the tiny model and shards of conftest.train_setup.
+
+    python -m pytest -q tests/test_train_gpu_paths.py
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import RECIPE, ROOT, read_log, run, state
+
+import checkpoint
+import lora
+import runtime
+import train
+from model import Llama, read_safetensors
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+KEYS = ("stage", "step", "tokens", "loss", "lr", "grad_norm", "eval_loss", "eval_loss_before_merge",
+        "eval_loss_after_merge")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def rows(log):
+    return [[r.get(k) for k in KEYS] for r in log]
+
+
+def default_recipe_cmd(train_setup, out, *extra, procs=1):
+    """The default four-stage recipe at tiny sizes: bf16, flash attention, 2 micro-steps a step."""
+    head = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+                               if procs > 1 else [])
+    return head + [str(ROOT / "train.py"), "--init-from", str(train_setup / "init"),
+                   "--data", str(train_setup / "data"),
+                   "--out", str(out), "--dtype", "bf16", "--sdpa", "flash", "--grad-accum", "2",
+                   "--batch-size", "2", "--seq-len", "64", "--eval-every", "10", "--eval-batches", "2",
+                   "--ckpt-every", "0", *map(str, extra)]
+
+
+def attention_kernels(fn):
+    """Names of the aten attention kernels that ran inside fn() (forward and backward)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events() if "scaled_dot_product" in e.name}
+
+
+# ---------------------------------------------------------------- attention backend
+
+def test_an_attention_context_can_be_entered_at_every_micro_step():
+    """sdpa_kernel(...) objects are single-use; runtime.attention builds a fresh one per call."""
+    stale = runtime.sdpa_kernel([runtime.SDPBackend.FLASH_ATTENTION])
+    with stale:
+        pass
+    with pytest.raises(AttributeError, match="args"):     # the bug train.py had on CUDA
+        with stale:
+            pass
+    for _ in range(3):
+        with runtime.attention("flash"):
+            pass
+
+
+@pytest.mark.parametrize("sdpa,kernel", [("flash", "aten::_scaled_dot_product_flash_attention_for_cpu"),
+                                         ("math", "aten::_scaled_dot_product_attention_math")])
+def test_sdpa_flag_selects_the_kernel_on_cpu_through_every_micro_step(train_setup, tmp_path, sdpa, kernel):
+    """--sdpa takes effect on CPU too, in bf16, with gradient accumulation (2 micro-steps per step)."""
+    def go():
+        run(train_setup, tmp_path / "o", "--sdpa", sdpa, "--dtype", "bf16", "--grad-accum", 2, "--batch-size", 2,
+            "--steps-per-stage", 2, "--max-steps", 2, "--eval-every", 0)
+    ran = attention_kernels(go)
+    assert kernel in ran and kernel + "_backward" in ran or sdpa == "math", ran
+    other = ("aten::_scaled_dot_product_attention_math" if sdpa == "flash"
+             else "aten::_scaled_dot_product_flash_attention_for_cpu")
+    assert other not in ran, ran
+    assert len(read_log(tmp_path / "o")) == 2
+
+
+def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_setup, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="^error: --sdpa efficient has no CPU kernel"):
+        run(train_setup, tmp_path / "o", "--sdpa", "efficient")
+    assert not os.path.exists(tmp_path / "o" / "log.jsonl")
+    # CUDA's flash kernel refuses fp32; CPU's takes anything, so the refusal is simulated here to
+    # check that the probe turns it into one line before the model is loaded
+    def refuse(*a, **k):
+        raise RuntimeError("No available kernel. Aborting execution.\n(details)")
+    monkeypatch.setattr(runtime.F, "scaled_dot_product_attention", refuse)
+    with pytest.raises(SystemExit, match="^error: --sdpa flash cannot run on cpu in fp32 with 4/2 heads of dim 16 "
+                                         "\\(No available kernel. Aborting execution.\\); use --sdpa auto"):
+        run(train_setup, tmp_path / "o", "--sdpa", "flash")
+    assert not os.path.exists(tmp_path / "o" / "log.jsonl")
+
+
+# ---------------------------------------------------------------- bf16: resume and the LoRA merge
+
+def test_bf16_run_resumed_at_every_stage_boundary_and_mid_stage_is_bit_identical(train_setup, tmp_path):
+    """Trained weights are fp32 masters inside a bf16 model: a resume loads them into fp32 again
+    (it used to copy them into bf16 storage first: step-5 loss 6.549574 instead of 6.553803)."""
+    extra = ["--dtype", "bf16", "--steps-per-stage", 3, "--eval-every", 3]
+    straight = run(train_setup, tmp_path / "a", *extra)
+    for i in range(6):          # 2 steps at a time: mid-stage, across boundaries, into and inside LoRA
+        pieces = run(train_setup, tmp_path / "b", *extra, "--max-steps", 2, *(["--resume", "auto"] if i else []))
+    assert len(straight) == 12 and rows(pieces) == rows(straight)
+    a, b = (dict(read_safetensors(str(tmp_path / d / "final" / "model.safetensors"))) for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_merge_keeps_small_updates_of_bf16_weights():
+    """W (bf16) + dW with ||dW|| / ||W|| = 0.0024: merging into bf16 storage lost about half of the
+    entries of dW; merging into fp32 loses none, and the export casts once."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 256, bias=False)
+    lin.weight.data = lin.weight.data.to(torch.bfloat16)
+    q = lora.LoRALinear.wrap(lin, r=8, alpha=8, dropout=0.0)
+    w0 = q.weight.detach().float().clone()
+    with torch.no_grad():
+        q.lora_B.normal_()
+        q.lora_B.mul_(0.0024 * w0.norm() / q.delta().norm())
+    delta = q.delta()
+    assert float(delta.norm() / w0.norm()) == pytest.approx(0.0024, rel=1e-3)
+    lost_in_bf16 = float((((w0 + delta).to(torch.bfloat16).float() - w0) == 0).float().mean())
+    assert lost_in_bf16 > 0.3                          # what the old merge did
+    q.merge()
+    assert q.weight.dtype == torch.float32
+    assert torch.equal(q.weight.detach(), w0 + delta)  # every update entry kept
+
+
+def test_bf16_lora_stage_logs_the_held_out_loss_either_side_of_the_merge(train_setup, tmp_path):
+    """--dtype bf16, frozen weights stored in bf16: the merge changes the held-out loss by < 0.01
+    nats; final/ is written in the base config's torch_dtype (here float16, as SOLAR's)."""
+    init = tmp_path / "init16"
+    Llama.from_pretrained(str(train_setup / "init"), dtype=torch.float16).save_pretrained(str(init))
+    shutil.copy(train_setup / "init" / "tokenizer.model", init)
+    train.main(["--init-from", str(init), "--data", str(train_setup / "data"), "--out", str(tmp_path / "o"),
+                "--recipe", str(train_setup / "recipe.json"), "--dtype", "bf16", "--steps-per-stage", "4",
+                "--eval-every", "4", "--eval-batches", "4", "--ckpt-every", "0"])
+    end = read_log(tmp_path / "o")[-1]
+    assert end["stage_name"] == "lora" and end["step"] == 4
+    assert abs(end["eval_loss_after_merge"] - end["eval_loss_before_merge"]) < 0.01
+    assert end["eval_loss_before_merge"] == end["eval_loss"]
+    cfg = json.loads((tmp_path / "o" / "final" / "config.json").read_text())
+    assert cfg["torch_dtype"] == "float16"
+    assert {t.dtype for _, t in read_safetensors(str(tmp_path / "o" / "final" / "model.safetensors"))} == \
+        {torch.float16}
+
+
+# ---------------------------------------------------------------- resume decisions
+
+def test_resume_from_another_runs_checkpoint_never_writes_the_source(train_setup, tmp_path):
+    run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--max-steps", 5, "--ckpt-every", 2,
+        "--keep-checkpoints", 1)
+    src = tmp_path / "a" / "checkpoints"
+    before = {p: p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+    assert sorted(os.listdir(src)) == ["step-00000005"]
+    log = run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--resume", src / "step-00000005",
+              "--keep-checkpoints", 1)
+    assert {p: p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()} == before
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["step-00000012"]
+    straight = run(train_setup, tmp_path / "c", "--steps-per-stage", 3)
+    assert rows(log) == rows(straight)               # b's log starts with a's first five steps
+
+
+@pytest.mark.parametrize("case", ["not_a_checkpoint", "out_has_other_checkpoints"])
+def test_bad_resume_is_one_line(train_setup, tmp_path, case):
+    run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--max-steps", 1)
+    if case == "not_a_checkpoint":
+        target, want = tmp_path / "a", "--resume .*: not a checkpoint folder \\(no state.json\\)"
+    else:
+        run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--max-steps", 1)
+        target, want = tmp_path / "a" / "checkpoints" / "step-00000001", "is from another run, but .* already has"
+    with pytest.raises(SystemExit, match=want):
+        run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--resume", target)
+
+
+def test_rank_zero_decides_the_resume_and_a_rank_that_cannot_read_it_stops_the_job(train_setup, tmp_path):
+    """Rank 1 sees another (empty) --out, as a node without the shared file system would: the job
+    stops at once with one line naming the rank, instead of rank 1 starting at step 0 and hanging."""
+    run(train_setup, tmp_path / "o", "--steps-per-stage", 3, "--max-steps", 2)
+    shim = tmp_path / "shim.py"
+    shim.write_text(f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\nargv = sys.argv[1:]\n"
+                    "if os.environ['RANK'] == '1':\n    argv[argv.index('--out') + 1] += '-elsewhere'\n"
+                    "train.main(argv)\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(shim),
+           "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--out", str(tmp_path / "o"),
+           "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "3", "--resume", "auto",
+           "--dist-timeout", "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=ENV)
+    assert p.returncode != 0
+    assert "error: rank 1 on" in p.stderr and "cannot read checkpoint" in p.stderr, p.stderr[-3000:]
+    assert "step-00000002" in p.stderr and "--out must be on storage every node sees" in p.stderr
+    assert len(read_log(tmp_path / "o")) == 2          # nothing was trained or written
+
+
+# ---------------------------------------------------------------- clipping and checkpoint I/O
+
+def test_grad_clip_zero_means_off(train_setup, tmp_path):
+    """nanoGPT's convention: grad_clip 0 turns clipping off (it used to scale every gradient by 0)."""
+    def with_clip(name, clip):
+        r = json.loads(json.dumps(RECIPE))
+        r["grad_clip"] = clip
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+        return run(train_setup, tmp_path / name, "--steps-per-stage", 2, "--max-steps", 3,
+                   recipe=tmp_path / f"{name}.json")
+    off, huge, tight = with_clip("off", 0), with_clip("huge", 1e9), with_clip("tight", 0.01)
+    assert rows(off) == rows(huge)
+    assert off[-1]["loss"] != tight[-1]["loss"]
+    flag = run(train_setup, tmp_path / "flag", "--grad-clip", 0, "--steps-per-stage", 2, "--max-steps", 3)
+    assert rows(flag) == rows(off)
+    with pytest.raises(SystemExit, match="off.json: grad_clip -0.5 must be a number >= 0"):
+        with_clip("off", -0.5)
+    with pytest.raises(SystemExit):
+        run(train_setup, tmp_path / "neg", "--grad-clip", -1)
+
+
+def test_checkpoint_files_are_fsynced_before_the_rename_and_loaded_memory_mapped(tmp_path, monkeypatch):
+    events = []
+    monkeypatch.setattr(checkpoint, "_fsync", lambda p: events.append(("fsync", os.path.basename(p))))
+    real_replace = os.replace
+    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: (events.append(("rename", os.path.basename(b))),
+                                                                real_replace(a, b)))
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    checkpoint.save(str(ck), "step-00000001", {"w": torch.ones(3)}, {"state": {}}, {"step": 1}, keep=2)
+    assert events == [("fsync", "model.pt"), ("fsync", "optim.pt"), ("fsync", "state.json"),
+                      ("fsync", "step-00000001.tmp"), ("rename", "step-00000001"), ("fsync", "checkpoints")]
+    t = checkpoint.load_tensors(str(ck / "step-00000001"), "model.pt")["w"]
+    assert torch.equal(t, torch.ones(3))
+    # memory-mapped, not read into a copy: the tensor's bytes lie in a mapping of the file itself
+    path = str(ck / "step-00000001" / "model.pt")
+    maps = [ln.split() for ln in open("/proc/self/maps") if ln.rstrip().endswith(path)]
+    spans = [tuple(int(x, 16) for x in m[0].split("-")) for m in maps]
+    assert any(lo <= t.data_ptr() < hi for lo, hi in spans), (hex(t.data_ptr()), spans)
+
+
+# ---------------------------------------------------------------- compile
+
+def test_compiled_blocks_train_two_stages_like_eager(train_setup, tmp_path):
+    """--compile compiles each decoder block (rebuilt at the stage boundary); the losses of two
+    short stages agree with eager to 1e-4 relative (fp32; inductor reorders float sums)."""
+    r = json.loads(json.dumps(RECIPE))
+    r["stages"] = r["stages"][:2]
+    (tmp_path / "r.json").write_text(json.dumps(r))
+    common = ["--steps-per-stage", 2, "--eval-every", 0, "--sdpa", "math"]
+    eager = run(train_setup, tmp_path / "eager", *common, recipe=tmp_path / "r.json")
+    comp = run(train_setup, tmp_path / "comp", *common, "--compile", recipe=tmp_path / "r.json")
+    assert [r["stage"] for r in comp] == [1, 1, 2, 2]
+    np.testing.assert_allclose([r["loss"] for r in comp], [r["loss"] for r in eager], rtol=1e-4)
+    sd = state(tmp_path / "comp" / "checkpoints" / "step-00000004")
+    assert not any("_orig_mod" in k for k in sd)      # compiled in place: HF keys stay as they are
+
+
+# ---------------------------------------------------------------- MFU's denominator
+
+def test_peak_flops_table_tells_board_variants_apart():
+    """PCIe and NVL boards are slower than SXM: matching "H100" first would overstate their MFU's
+    denominator by 30% and understate MFU. Unknown GPUs get no number rather than a guess."""
+    assert runtime.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert runtime.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert runtime.peak_tflops("NVIDIA H100 NVL") == 835.0
+    assert runtime.peak_tflops("NVIDIA H200") == 989.0
+    assert runtime.peak_tflops("NVIDIA H200 NVL") == 835.0
+    assert runtime.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert runtime.peak_tflops("Tesla T4") is None
+
+
+# ---------------------------------------------------------------- the done-when run, 1 and 2 processes
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_default_recipe_bf16_flash_accum_sigterm_then_resume_is_bit_identical(train_setup, tmp_path, procs):
+    """The default four stages, --dtype bf16 --sdpa flash --grad-accum 2, cut by SIGTERM (forwarded
+    by torchrun with 2 processes) and continued with --resume auto, log the same numbers, bit for
+    bit, as an uninterrupted run, and write the same final/ weights."""
+    steps = 12
+    p = subprocess.run(default_recipe_cmd(train_setup, tmp_path / "a", "--steps-per-stage", steps, procs=procs),
+                       capture_output=True, text=True, timeout=300, env=ENV)
+    assert p.returncode == 0, p.stderr[-3000:]
+    straight = read_log(tmp_path / "a")
+    proc = subprocess.Popen(default_recipe_cmd(train_setup, tmp_path / "b", "--steps-per-stage", steps, procs=procs),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    log = tmp_path / "b" / "log.jsonl"
+    while not (log.exists() and log.read_text().count("\n") >= 15) and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    assert "stopped by signal SIGTERM" in text and "--shutdown-timeout" in text, text[-3000:]
+    k = len(read_log(tmp_path / "b"))
+    assert 15 <= k < 4 * steps
+    p = subprocess.run(default_recipe_cmd(train_setup, tmp_path / "b", "--steps-per-stage", steps, "--resume", "auto",
+                                          procs=procs), capture_output=True, text=True, timeout=300, env=ENV)
+    assert p.returncode == 0, p.stderr[-3000:]
+    resumed = read_log(tmp_path / "b")
+    assert len(resumed) == 4 * steps and rows(resumed) == rows(straight)
+    assert (tmp_path / "a" / "final" / "model.safetensors").read_bytes() == \
+        (tmp_path / "b" / "final" / "model.safetensors").read_bytes()
