@@ -301,8 +301,6 @@ class Trainer:
 
     def _run(self):
         args = self.args
-        if self.master:
-            os.makedirs(self.ckdir, exist_ok=True)
         ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp)   # the same on every rank
         state = checkpoint.load_state(ck) if ck else None
         if state:
@@ -331,7 +329,8 @@ class Trainer:
             if start == self.plan[s]["steps"]:
                 s, start = s + 1, 0
             self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
-        if self.master:
+        if self.master:             # the first thing written, after every check above passed
+            os.makedirs(self.ckdir, exist_ok=True)
             self.start_log(ck, state)
         logf = open(os.path.join(self.out, "log.jsonl"), "a", encoding="utf-8") if self.master else None
         from tqdm import tqdm

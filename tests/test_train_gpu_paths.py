@@ -86,7 +86,7 @@ def test_sdpa_flag_selects_the_kernel_on_cpu_through_every_micro_step(train_setu
 def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_setup, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="^error: --sdpa efficient has no CPU kernel"):
         run(train_setup, tmp_path / "o", "--sdpa", "efficient")
-    assert not os.path.exists(tmp_path / "o" / "log.jsonl")
+    assert not os.path.exists(tmp_path / "o")          # nothing written
     # CUDA's flash kernel refuses fp32; CPU's takes anything, so the refusal is simulated here to
     # check that the probe turns it into one line before the model is loaded
     def refuse(*a, **k):
@@ -95,7 +95,7 @@ def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_
     with pytest.raises(SystemExit, match="^error: --sdpa flash cannot run on cpu in fp32 with 4/2 heads of dim 16 "
                                          "\\(No available kernel. Aborting execution.\\); use --sdpa auto"):
         run(train_setup, tmp_path / "o", "--sdpa", "flash")
-    assert not os.path.exists(tmp_path / "o" / "log.jsonl")
+    assert not os.path.exists(tmp_path / "o")
 
 
 # ---------------------------------------------------------------- bf16: resume and the LoRA merge
