@@ -126,7 +126,7 @@ def test_lora_merge_keeps_small_updates_of_bf16_weights():
     delta = q.delta()
     assert float(delta.norm() / w0.norm()) == pytest.approx(0.0024, rel=1e-3)
     lost_in_bf16 = float((((w0 + delta).to(torch.bfloat16).float() - w0) == 0).float().mean())
-    assert lost_in_bf16 > 0.3                          # what the old merge did
+    assert lost_in_bf16 > 0.5                          # what the old merge did (60% here)
     q.merge()
     assert q.weight.dtype == torch.float32
     assert torch.equal(q.weight.detach(), w0 + delta)  # every update entry kept
