@@ -4,11 +4,13 @@ A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
 
     model.pt     the state dict (trained tensors fp32, frozen ones in their storage dtype)
     optim.pt     AdamW's state dict
-    state.json   stage, step, tokens, seed, the resolved plan and recipe, init_from, world size
+    state.json   stage, step, tokens, seed, the resolved plan and recipe, init_from, world size,
+                 format ("torch"; "dcp" for --fsdp, where every rank writes its shards through
+                 torch.distributed.checkpoint instead of model.pt / optim.pt: parallel.py)
 
-Rank 0 writes it into `step-N.tmp/`, fsyncs every file and the folder, then renames it into
-place: a crash at any moment leaves either the previous checkpoints or a `.tmp` folder that
-is never picked. Resuming: rank 0 alone decides which checkpoint (newest in --out, or the one
+It is written into `step-N.tmp/`; rank 0 then fsyncs every file and the folder and renames it
+into place: a crash at any moment leaves either the previous checkpoints or a `.tmp` folder
+that is never picked. Resuming: rank 0 alone decides which checkpoint (newest in --out, or the one
 --resume names) and broadcasts the choice; every rank then checks it can read that folder, so
 a node that cannot see --out stops the job with one line instead of starting at step 0 and
 hanging at the first collective. Checkpoints are loaded on the CPU with mmap=True: a rank pages
@@ -51,20 +53,22 @@ def _fsync(path):
         os.close(fd)
 
 
-def save(ckdir, name, model_state, optim_state, state, keep):
-    """Write ckdir/name atomically and durably, then keep only the newest `keep` checkpoints.
-    Returns (bytes written, seconds taken)."""
-    t0 = time.time()
-    final = os.path.join(ckdir, name)
-    tmp = final + ".tmp"
+def begin(ckdir, name):
+    """A fresh, empty ckdir/name.tmp for the checkpoint's files."""
+    tmp = os.path.join(ckdir, name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    torch.save(model_state, os.path.join(tmp, "model.pt"))
-    torch.save(optim_state, os.path.join(tmp, "optim.pt"))
+    return tmp
+
+
+def finish(ckdir, name, state, keep):
+    """Write state.json into ckdir/name.tmp, fsync every file and the folder, rename it into
+    place, then keep only the newest `keep` checkpoints. Returns the bytes in the checkpoint."""
+    tmp, final = os.path.join(ckdir, name + ".tmp"), os.path.join(ckdir, name)
     with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
         json.dump(state, f, indent=1)
     size = 0
-    for fname in ("model.pt", "optim.pt", "state.json"):   # the data is on disk before the rename ...
+    for fname in sorted(os.listdir(tmp)):                  # the data is on disk before the rename ...
         _fsync(os.path.join(tmp, fname))
         size += os.path.getsize(os.path.join(tmp, fname))
     _fsync(tmp)
@@ -73,7 +77,16 @@ def save(ckdir, name, model_state, optim_state, state, keep):
     _fsync(ckdir)                                          # ... and the rename itself is on disk
     for old in list_checkpoints(ckdir)[:-keep]:
         shutil.rmtree(os.path.join(ckdir, old), ignore_errors=True)
-    return size, time.time() - t0
+    return size
+
+
+def save(ckdir, name, model_state, optim_state, state, keep):
+    """One process writes the whole checkpoint (the DDP path). Returns (bytes, seconds)."""
+    t0 = time.time()
+    tmp = begin(ckdir, name)
+    torch.save(model_state, os.path.join(tmp, "model.pt"))
+    torch.save(optim_state, os.path.join(tmp, "optim.pt"))
+    return finish(ckdir, name, {**state, "format": "torch"}, keep), time.time() - t0
 
 
 def load_state(path):
@@ -107,8 +120,8 @@ def _pick(resume, ckdir):
 
 def _unreadable(path):
     try:
-        load_state(path)
-        for fname in ("model.pt", "optim.pt"):
+        files = (".metadata",) if load_state(path).get("format") == "dcp" else ("model.pt", "optim.pt")
+        for fname in files:
             with open(os.path.join(path, fname), "rb") as f:
                 f.read(1)
     except (OSError, ValueError) as e:

@@ -3,11 +3,12 @@ before anyone rents a node. Also the FLOPs per token that train.py's MFU uses.
 
     python train.py --plan --init-from upstage/SOLAR-10.7B-v1.0/config.json --seq-len 4096
     python train.py --plan --init-from DIR --recipe my.json --batch-size 2 --activation-checkpointing
+    python train.py --plan --init-from SOLAR-10.7B/config.json --seq-len 4096 --fsdp --world-size 8
 
 The model is built on the meta device (no memory, no weights needed: a config.json is
 enough) with the exact parameters train.py would create, LoRA adapters included, and the
 stage's parameter groups are selected by the same function train.py uses. Memory per GPU
-under DDP (every rank holds a full replica):
+under DDP (every rank holds a full replica; with --fsdp see fsdp_bytes):
 
     weights      trained params fp32 (4 B), frozen ones bf16 (2 B) with --dtype bf16, else 4 B;
                  under autocast + the bf16 copy of each trained matrix kept for backward
@@ -130,8 +131,9 @@ def measure_saved_bytes(model, ids, autocast=contextlib.nullcontext()):
     return sum(n for ptr, n in seen.items() if ptr not in params)
 
 
-def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows=0):
-    """One dict per stage: parameter counts and the memory estimate in bytes."""
+def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows=0, fsdp_world=0, reduce="every"):
+    """One dict per stage: parameter counts and the memory estimate in bytes (per GPU). fsdp_world:
+    FSDP2 over that many ranks instead of DDP (see fsdp_bytes)."""
     rows = []
     for i, (st, p) in enumerate(zip(recipe.stages, plan_rows)):
         m = meta_model(cfg, st.lora)
@@ -149,9 +151,32 @@ def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows
         if st.freeze_old_rows:           # the kept copy of the original rows of embed / head
             r["optimizer"] += sum(old_rows * cfg.hidden_size * 4 for n in names
                                   if n in ("model.embed_tokens.weight", "lm_head.weight"))
+        if fsdp_world:
+            r.update(fsdp_bytes(m, r, mixed, fsdp_world, reduce))
         r["total"] = r["weights"] + r["grads"] + r["optimizer"] + r["activations"] + OVERHEAD
         rows.append(r)
     return rows
+
+
+def fsdp_bytes(m, r, mixed, world, reduce="every"):
+    """FSDP2 per rank: weights, grads and AdamW state are 1/world of DDP's (sharded on dim 0),
+    plus what is unsharded for a while: the root's parameters (embeddings, norm, head: FSDP2
+    keeps the root gathered from forward to the end of backward) and two blocks (the one running
+    and the one prefetched), in the all-gather dtype (bf16 with --dtype bf16); the gradients of
+    one block and of the root before their reduce-scatter in fp32 (all trained gradients with
+    reduce 'last', held between micro-steps). No autocast copies: the all-gather already gives bf16."""
+    pb = 2 if mixed else 4
+    blocks = [sum(p.numel() for p in layer.parameters()) for layer in m.model.layers]
+    root = [p for n, p in m.named_parameters() if not n.startswith("model.layers.")]
+    train_block = max(sum(p.numel() for p in layer.parameters() if p.requires_grad) for layer in m.model.layers)
+    train_root = sum(p.numel() for p in root if p.requires_grad)
+    root = sum(p.numel() for p in root)
+    weights_sharded = (r["weights"] - autocast_copies(m, mixed)) / world
+    grads_sharded = r["grads"] / world
+    unsharded_grads = r["grads"] if reduce == "last" else 4 * (train_block + train_root)
+    return {"weights_sharded": weights_sharded, "grads_sharded": grads_sharded,
+            "weights": weights_sharded + pb * (root + 2 * max(blocks, default=0)),
+            "grads": grads_sharded + unsharded_grads, "optimizer": r["optimizer"] / world}
 
 
 def print_plan(args, recipe):
@@ -160,14 +185,18 @@ def print_plan(args, recipe):
     mixed = args.dtype != "fp32"
     plan_rows = resolve(recipe, args, args.world_size)
     old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
-    rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old)
+    fsdp = args.world_size if getattr(args, "fsdp", False) else 0
+    rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old, fsdp,
+                      getattr(args, "fsdp_reduce", "every"))
     p0 = plan_rows[0]
     gb = 1e9
     print(f"model {args.init_from}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size} "
           f"(padded {cfg.padded_vocab_size}), {rows[0]['params'] / 1e9:.2f}B parameters")
     print(f"{'bf16 autocast, frozen weights bf16, trained fp32' if mixed else 'fp32'}; micro-batch {p0['B']} x "
           f"seq {p0['T']}; activation checkpointing {'on' if args.activation_checkpointing else 'off'}; "
-          f"{args.world_size} GPU(s) with DDP (full replica each); +{OVERHEAD / gb:.1f} GB CUDA overhead")
+          f"{args.world_size} GPU(s) with "
+          + (f"FSDP2 (weights, grads, AdamW sharded {args.world_size} ways)" if fsdp else "DDP (full replica each)")
+          + f"; +{OVERHEAD / gb:.1f} GB CUDA overhead")
     print(f"{'stage':<16}{'trainable':>16}{'%':>7}{'weights':>9}{'grads':>8}{'optim':>8}{'activ':>8}{'total':>8}"
           f"  fits {args.gpu_mem_gb:g} GB?")
     for r, p in zip(rows, plan_rows):
@@ -177,6 +206,7 @@ def print_plan(args, recipe):
               f"{r['activations'] / gb:>8.1f}{r['total'] / gb:>8.1f}  {'yes' if fits else 'NO'}")
     if any(r["total"] > args.gpu_mem_gb * gb for r in rows):
         print("stages marked NO do not fit: try --activation-checkpointing, a smaller --batch-size "
-              "(more --grad-accum), a recipe that trains fewer layers per stage (layers.N groups), or a "
-              "GPU with more memory (DDP keeps weights, grads and AdamW state whole on every GPU)")
+              "(more --grad-accum), " + ("more GPUs (--world-size)" if fsdp else
+                                         "--fsdp (shards weights, grads and AdamW state over the GPUs)")
+              + ", or a GPU with more memory")
     return rows

@@ -159,8 +159,9 @@ def lr_at(st, p, step):
     return lo + 0.5 * (st.lr - lo) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def step_seed(seed, stage, step, rank):
-    return int(np.random.SeedSequence([seed, stage, step + 1, rank]).generate_state(1)[0])
+def step_seed(seed, stage, step, index):
+    """A seed for (stage, step, index): train.py's index is the micro-batch's place in the global batch."""
+    return int(np.random.SeedSequence([seed, stage, step + 1, index]).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------- parameter groups

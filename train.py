@@ -17,10 +17,12 @@ the loss is normalized by the target tokens of the whole global batch. How the m
 (runtime.py) is a flag each, and every choice runs on CPU too: --dtype bf16 (autocast; trained
 weights fp32, frozen ones stored bf16; the default on CUDA), --sdpa flash (the default, on both
 devices), --compile (per decoder block; the default on CUDA), --activation-checkpointing.
-Checkpoints (checkpoint.py) are atomic, fsynced, and chosen by rank 0 for every rank. Commands:
+Ranks hold a full replica each (DDP) or a shard (--fsdp, FSDP2: parallel.py). Checkpoints
+(checkpoint.py) are atomic, fsynced, and chosen by rank 0 for every rank. Commands:
 
     python train.py --init-from EXPANDED_HF_DIR --data SHARD_DIR --out runs/x      # one process
     torchrun --standalone --nproc_per_node=8 train.py --init-from DIR --data DIR --out runs/x
+    torchrun --standalone --nproc_per_node=8 train.py --fsdp ...   # sharded (FSDP2, parallel.py)
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST0:29500 train.py ...  # and --node_rank=1 on the second node; --out on
                                                   # shared storage (global rank 0 writes it)
@@ -36,7 +38,7 @@ lr, grad_norm, tokens_per_s, mfu, peak_mem_gb; at the end of a LoRA stage also t
 right before and after the merge), checkpoints/step-NNNNNNNN/ (the last --keep-checkpoints),
 final/ (an HF folder with the tokenizer that transformers loads, in the base's torch_dtype).
 Exact resume, in fp32 and bf16: the learning rate, the data order and the RNG are pure functions
-of (seed, stage, step, rank), and a checkpoint holds model (in its training dtypes) + optimizer +
+of (seed, stage, step, micro-batch), and a checkpoint holds model (in its training dtypes) + optimizer +
 position, so a resumed run reproduces the losses of an uninterrupted one bit for bit. --resume
 PATH --out NEW continues another run's checkpoint into NEW and never writes the source.
 SIGTERM/SIGINT checkpoint and exit cleanly (at 10B scale give torchrun --shutdown-timeout 900:
@@ -45,7 +47,6 @@ checkpoint.py's docstring says why).
 import argparse
 import contextlib
 import datetime
-import inspect
 import json
 import math
 import os
@@ -57,9 +58,9 @@ from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
+import parallel
 import plan
 import runtime
 from lora import add_lora, has_lora, merge_lora
@@ -76,7 +77,13 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
 class Trainer:
     def __init__(self, args, recipe):
         self.args, self.recipe = args, recipe
-        self.ddp = "RANK" in os.environ
+        self.ddp = "RANK" in os.environ      # under torchrun: a process group (DDP, or FSDP2 with --fsdp)
+        self.fsdp = args.fsdp
+        if self.fsdp and not self.ddp:
+            raise SystemExit("error: --fsdp needs a process group: launch with torchrun "
+                             "(e.g. torchrun --standalone --nproc_per_node=1 train.py --fsdp ...)")
+        if args.async_ckpt and not self.fsdp:
+            raise SystemExit("error: --async-ckpt needs --fsdp (sharded DCP checkpoints)")
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = runtime.pick_device(args.device, self.ddp, self.local_rank)
         cuda = self.device.type == "cuda"
@@ -97,6 +104,10 @@ class Trainer:
         self.out = args.out
         self.ckdir = os.path.join(args.out, "checkpoints")   # a run only ever writes its own --out
         self.stop_signal = None
+        self.pending = None      # an asynchronous checkpoint still being written (--async-ckpt)
+        self.handoff = None      # FSDP: rank 0's full state between two stages
+        # async checkpoints talk over a process group of their own, apart from training's collectives
+        self.ckpt_pg = dist.new_group(backend="gloo") if args.async_ckpt else None
 
     def log(self, msg):
         if self.master:
@@ -119,46 +130,45 @@ class Trainer:
         model.gradient_checkpointing = self.args.activation_checkpointing
         return model
 
-    def setup_stage(self, model, s):
+    def setup_stage(self, model, s, state=None):
         """requires_grad, dtypes, then fresh compiled blocks + DDP wrapper + optimizer: changing
         requires_grad under an existing DDP wrapper fails with 'Expected to have finished
-        reduction', and the optimizer must only hold this stage's parameters."""
+        reduction', and the optimizer must only hold this stage's parameters. With --fsdp a fresh
+        sharded model is built from rank 0's `state` (parallel.py; None: a checkpoint fills it)."""
         st = self.recipe.stages[s]
-        if st.lora and not has_lora(model):
-            torch.manual_seed(step_seed(self.args.seed, s, -1, 0))   # same adapters on every rank, on resume
-            add_lora(model, st.lora["r"], st.lora["alpha"], st.lora["dropout"], tuple(st.lora["targets"]))
         where = f"{self.args.recipe or 'default recipe'}: stage {s + 1} ({st.name})"
-        names = select_params(model, st.train, where)
-        runtime.storage_dtypes(model, names, self.mixed)
+        seed = lambda: torch.manual_seed(step_seed(self.args.seed, s, -1, 0))   # noqa: E731  same adapters everywhere
+        if self.fsdp:
+            if self.master and state is not None and st.lora:
+                state = parallel.with_adapters(self.cfg, state, st.lora, seed)
+            model, names = parallel.fsdp_model(self.cfg, st.lora, st.train, state, self.device, self.mixed, where,
+                                               runtime.compile_blocks if self.compile else None)
+            model.gradient_checkpointing = self.args.activation_checkpointing
+        else:
+            if st.lora and not has_lora(model):
+                seed()
+                add_lora(model, st.lora["r"], st.lora["alpha"], st.lora["dropout"], tuple(st.lora["targets"]))
+            names = select_params(model, st.train, where)
+            runtime.storage_dtypes(model, names, self.mixed)
+            for n, p in model.named_parameters():
+                p.requires_grad_(n in names)
+            if self.compile:
+                runtime.compile_blocks(model)   # in place, before the DDP wrapper (DESIGN: compile, then wrap)
         params = [(n, p) for n, p in model.named_parameters() if n in names]
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in names)
         self.frozen_rows = []
         if st.freeze_old_rows:
             k = old_rows(self.recipe, self.args.init_from)
             if not k:
                 raise SystemExit(f"error: {where}: freeze_old_rows needs old_vocab_size (--freeze-old-rows N)")
-            for n in ("model.embed_tokens.weight", "lm_head.weight"):
-                p = dict(model.named_parameters()).get(n)
-                if p is not None and p.requires_grad:  # keep a copy: weight decay would move them too
-                    self.frozen_rows.append((p, k, p.data[:k].clone()))
+            self.frozen_rows = [(p, k) for n, p in params if n in ("model.embed_tokens.weight", "lm_head.weight")]
+            self.keep_rows()
         self.params = [p for _, p in params]
         decay = [p for n, p in params if p.dim() >= 2]
         no_decay = [p for n, p in params if p.dim() < 2]   # norms and biases
         groups = [{"params": decay, "weight_decay": st.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=st.lr, betas=tuple(self.recipe.betas),
                                      eps=1e-8, fused=self.device.type in ("cuda", "cpu"))   # one kernel, not a loop
-        if self.compile:
-            runtime.compile_blocks(model)   # in place, before the DDP wrapper (DESIGN: compile, then wrap)
-        fwd = model
-        if self.ddp:
-            # gradient_as_bucket_view: the all-reduce buckets *are* the .grad tensors (no second copy)
-            # the RoPE table is a buffer that every rank builds itself: no sync at every forward
-            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
-                     else {"broadcast_buffers": False})
-            fwd = DDP(model, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-                      gradient_as_bucket_view=True, **quiet)
-        self.fwd = fwd
+        self.fwd = parallel.wrap_ddp(model, self.device, self.local_rank) if self.ddp and not self.fsdp else model
         if self.device.type == "cuda":      # peak_mem_gb in the log is per stage
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -166,17 +176,41 @@ class Trainer:
         n_all = sum(p.numel() for p in model.parameters())
         self.log(f"stage {s + 1}/{len(self.plan)} {st.name}: training {n_train:,} of {n_all:,} parameters "
                  f"({100 * n_train / n_all:.2f}%), {self.plan[s]['steps']} steps of {self.plan[s]['batch_tokens']:,} "
-                 f"tokens (B={self.plan[s]['B']} T={self.plan[s]['T']} G={self.plan[s]['G']} x {self.world} ranks)")
+                 f"tokens (B={self.plan[s]['B']} T={self.plan[s]['T']} G={self.plan[s]['G']} x {self.world} ranks"
+                 f"{', FSDP2' if self.fsdp else ''})")
         return model
+
+    def keep_rows(self):
+        """A copy of the frozen old rows of embed / head (weight decay would move them too), put back
+        after every step; taken again when a checkpoint has filled the weights."""
+        self.frozen_rows = [(p, k, parallel.first_rows(p.detach(), k).clone()) for p, k, *_ in self.frozen_rows]
+
+    def stage_end_state(self, model, s):
+        """FSDP: gather the stage's sharded model to rank 0's CPU and merge its LoRA adapters there
+        (fp32). The next stage's sharded model, the eval after the merge and the export start from it."""
+        full = parallel.gather_state(model)
+        return parallel.merged(self.cfg, full, self.recipe.stages[s].lora) if self.master else {}
 
     # ---- checkpoints (checkpoint.py: rank 0 writes, atomically and durably)
 
     def save_checkpoint(self, model, s, step, tokens, loss):
         name = f"step-{self.global_step(s, step):08d}"
+        state = {"stage": s, "step": step, "tokens": tokens, "loss": loss, "seed": self.args.seed,
+                 "init_from": os.path.abspath(self.args.init_from), "vocab_multiple": self.vocab_multiple,
+                 "plan": self.plan, "recipe": asdict(self.recipe), "world_size": self.world}
+        if self.fsdp:       # every rank writes its shards into step-N.tmp; rank 0 renames it when all are done
+            self.finish_checkpoint()
+            t0 = time.time()
+            if self.master:
+                checkpoint.begin(self.ckdir, name)
+            dist.barrier()
+            fut = parallel.dcp_save(model, self.opt, os.path.join(self.ckdir, name + ".tmp"), self.ckpt_pg,
+                                    self.args.async_ckpt)
+            self.pending = (fut, name, {**state, "format": "dcp"}, t0)
+            if not self.args.async_ckpt:
+                self.finish_checkpoint()
+            return name
         if self.master:
-            state = {"stage": s, "step": step, "tokens": tokens, "loss": loss, "seed": self.args.seed,
-                     "init_from": os.path.abspath(self.args.init_from), "vocab_multiple": self.vocab_multiple,
-                     "plan": self.plan, "recipe": asdict(self.recipe), "world_size": self.world}
             size, secs = checkpoint.save(self.ckdir, name, model.state_dict(), self.opt.state_dict(), state,
                                          self.args.keep_checkpoints)
             self.log(f"wrote {name}: {size / 1e9:.2f} GB in {secs:.1f} s")
@@ -184,14 +218,31 @@ class Trainer:
             dist.barrier()
         return name
 
+    def finish_checkpoint(self):
+        """Wait for the pending DCP write on every rank, then rank 0 makes it a checkpoint."""
+        if self.pending is None:
+            return
+        fut, name, state, t0 = self.pending
+        self.pending = None
+        if fut is not None:
+            fut.result()
+        dist.barrier()
+        if self.master:
+            size = checkpoint.finish(self.ckdir, name, state, self.args.keep_checkpoints)
+            self.log(f"wrote {name}: {size / 1e9:.2f} GB in {time.time() - t0:.1f} s"
+                     + (" (in the background)" if fut is not None else ""))
+        dist.barrier()
+
     def global_step(self, s, step):
         return sum(p["steps"] for p in self.plan[:s]) + step
 
     def grad_norm(self):
         """Clip to recipe.grad_clip (0: off, nanoGPT's convention) and return the norm before clipping."""
         if self.recipe.grad_clip > 0:
-            return float(torch.nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip))
-        return float(torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        return float(parallel.full(norm))      # FSDP: a DTensor, reduced over the shards
 
     # ---- the loop
 
@@ -208,7 +259,6 @@ class Trainer:
             lr = lr_at(st, p, step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            torch.manual_seed(step_seed(self.args.seed, s, step, self.rank))   # LoRA dropout masks
             first = offset + step * S
             micro = [data.batch(first + m * B * W + self.rank * B, B) for m in range(G)]
             # normalize by the number of target tokens of the whole global batch
@@ -218,7 +268,14 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
             for m, (x, y) in enumerate(micro):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                sync = self.fwd.no_sync() if (self.ddp and m < G - 1) else contextlib.nullcontext()
+                # LoRA dropout masks: seeded by the micro-batch's place in the global batch, so they
+                # follow the sequences whatever the number of ranks (a resume on other world sizes)
+                torch.manual_seed(step_seed(self.args.seed, s, step, m * W + self.rank))
+                sync = contextlib.nullcontext()
+                if self.fsdp:      # reduce-scatter after every micro-step (sharded grads) or only the last
+                    parallel.set_gradient_sync(model, m == G - 1 or self.args.fsdp_reduce == "every")
+                elif self.ddp and m < G - 1:
+                    sync = self.fwd.no_sync()
                 with sync:
                     with self.compute():
                         _, loss = self.fwd(x, y, reduction="sum")
@@ -231,7 +288,7 @@ class Trainer:
                 dist.all_reduce(stop)
             loss_val = float(stop[0]) / float(n_tok)
             for prm, k, _ in self.frozen_rows:
-                prm.grad[:k].zero_()
+                parallel.first_rows(prm.grad, k).zero_()
             gn = self.grad_norm()
             if not (math.isfinite(loss_val) and math.isfinite(gn)):
                 kept = checkpoint.list_checkpoints(self.ckdir)
@@ -240,8 +297,9 @@ class Trainer:
                                  f"checkpoint: {kept[-1] if kept else 'none'}")
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
-            for prm, k, saved in self.frozen_rows:
-                prm.data[:k] = saved
+            with torch.no_grad():
+                for prm, k, saved in self.frozen_rows:
+                    parallel.first_rows(prm, k).copy_(saved)
             tokens += p["batch_tokens"]
             dt = time.time() - t0
             rec = {"stage": s + 1, "stage_name": st.name, "step": step + 1,
@@ -260,8 +318,14 @@ class Trainer:
                 # fold the adapters into fp32 weights (lora.py); the next stage and the checkpoint see plain
                 # HF weights. The held-out loss either side of the merge shows nothing was lost.
                 rec["eval_loss_before_merge"] = rec.get("eval_loss", self.evaluate(model, data, B))
-                merge_lora(model)
-                rec["eval_loss_after_merge"] = self.evaluate(model, data, B)
+                if self.fsdp:        # merged on rank 0's gathered copy; scored by a sharded copy of that
+                    self.handoff = self.stage_end_state(model, s)
+                    merged, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.device, self.mixed, "")
+                    rec["eval_loss_after_merge"] = self.evaluate(merged, data, B)
+                    del merged
+                else:
+                    merge_lora(model)
+                    rec["eval_loss_after_merge"] = self.evaluate(model, data, B)
                 if rec["eval_loss_after_merge"] is not None:
                     self.log(f"merged LoRA: held-out loss {rec['eval_loss_before_merge']:.4f} before, "
                              f"{rec['eval_loss_after_merge']:.4f} after")
@@ -286,7 +350,8 @@ class Trainer:
         return tokens, False
 
     def evaluate(self, model, data, B):
-        return evaluate(model, data, B, self.args.eval_batches, self.compute, self.rank, self.world)
+        return evaluate(model, data, B, self.args.eval_batches, self.compute, self.rank, self.world,
+                        lockstep=self.fsdp)
 
     def run(self):
         # SIGTERM (a scheduler's preemption, torchrun forwarding it) or Ctrl-C: finish the step,
@@ -303,6 +368,9 @@ class Trainer:
         args = self.args
         ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp)   # the same on every rank
         state = checkpoint.load_state(ck) if ck else None
+        if state and state.get("format", "torch") != ("dcp" if self.fsdp else "torch"):
+            raise SystemExit(f"error: {ck} was written {'with' if state.get('format') == 'dcp' else 'without'} "
+                             f"--fsdp; resume it {'with' if state.get('format') == 'dcp' else 'without'} --fsdp")
         if state:
             args.init_from = args.init_from or state["init_from"]
             if [_key(q) for q in state["plan"]] != [_key(q) for q in self.plan]:
@@ -312,13 +380,31 @@ class Trainer:
         if not args.init_from:
             raise SystemExit("error: give --init-from HF_DIR (or --resume auto with existing checkpoints)")
         # an attention backend that cannot run here is one line now, not a crash after loading 20 GB
-        runtime.check_attention(args.sdpa, self.device, self.dtype, LlamaConfig.from_pretrained(args.init_from))
-        model = self.build_model(args.init_from)
-        data = TokenShards(args.data, self.plan[0]["T"], model.config.vocab_size, args.val_tokens, args.seed)
+        cfg = LlamaConfig.from_pretrained(args.init_from)
+        runtime.check_attention(args.sdpa, self.device, self.dtype, cfg)
+        if self.fsdp:     # no full model on any GPU: rank 0 reads the weights on the CPU, stage set-up shards them
+            self.vocab_multiple = cfg.vocab_multiple = args.vocab_multiple or (64 if self.device.type == "cuda" else 1)
+            self.cfg, model = cfg, None
+            if not state:
+                self.handoff = (Llama.from_pretrained(args.init_from, dtype=torch.bfloat16 if self.mixed else None,
+                                                      vocab_multiple=self.vocab_multiple).state_dict()
+                                if self.master else {})
+        else:
+            model = self.build_model(args.init_from)
+        data = TokenShards(args.data, self.plan[0]["T"], cfg.vocab_size, args.val_tokens, args.seed)
         if any(p["T"] != self.plan[0]["T"] for p in self.plan):
             raise SystemExit("error: all stages must use the same seq-len")
         s, start, tokens = 0, 0, 0
-        if state:
+        if state and self.fsdp:     # the stage's sharded model and optimizer, filled from the shards (any world size)
+            s, start, tokens = state["stage"], state["step"], state["tokens"]
+            model = self.setup_stage(None, s)
+            parallel.dcp_load(model, self.opt, ck)
+            self.keep_rows()
+            if start == self.plan[s]["steps"]:
+                self.handoff = self.stage_end_state(model, s)
+                s, start = s + 1, 0
+            self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
+        elif state:
             s, start, tokens = state["stage"], state["step"], state["tokens"]
             sd = checkpoint.load_tensors(ck, "model.pt")
             if any("lora_A" in k for k in sd):
@@ -338,17 +424,26 @@ class Trainer:
         bar = tqdm(total=total, initial=self.global_step(s, start), disable=not self.master, dynamic_ncols=True)
         self.steps_run, stopped = 0, False
         for i in range(s, len(self.plan)):
-            self.setup_stage(model, i)
-            if i == s and state and start > 0:      # mid-stage: the optimizer's moments too
-                self.opt.load_state_dict(checkpoint.load_tensors(ck, "optim.pt"))
+            mid = i == s and state and start > 0           # resuming inside this stage
+            if self.fsdp and not mid:
+                model, self.handoff = self.setup_stage(None, i, self.handoff), None
+            elif not self.fsdp:
+                self.setup_stage(model, i)
+                if mid:                                    # the optimizer's moments too
+                    self.opt.load_state_dict(checkpoint.load_tensors(ck, "optim.pt"))
             tokens, stopped = self.train_stage(model, data, i, start if i == s else 0, tokens, logf, bar)
             if stopped:
                 break
+            if self.fsdp and self.handoff is None:         # (a LoRA stage already gathered and merged)
+                self.handoff = self.stage_end_state(model, i)
+        if self.fsdp:
+            self.finish_checkpoint()
         bar.close()
         if self.master:
             logf.close()
         if not stopped and self.master and not args.no_save:
-            path = export(model, args.init_from, os.path.join(self.out, "final"), args.export_dtype)
+            final = parallel.cpu_model(self.cfg, self.handoff) if self.fsdp else model
+            path = export(final, args.init_from, os.path.join(self.out, "final"), args.export_dtype)
             self.log(f"exported {path}")
         if self.ddp:
             dist.barrier()
@@ -394,22 +489,28 @@ def cpu_peak_bytes():
 
 
 @torch.no_grad()
-def evaluate(model, data, B, batches, ctx=contextlib.nullcontext, rank=0, world=1):
+def evaluate(model, data, B, batches, ctx=contextlib.nullcontext, rank=0, world=1, lockstep=False):
     """Mean loss per token over the first batches * B * world held-out windows (all ranks).
-    ctx() is entered around each forward (train.py: autocast + the attention backend)."""
+    ctx() is entered around each forward (train.py: autocast + the attention backend).
+    lockstep: every rank runs the same number of forwards (FSDP all-gathers inside each one),
+    a rank past the end scoring a window it then does not count."""
     if not data.val_windows or batches <= 0:
         return None
     model.eval()
     dev = next(model.parameters()).device
     n = min(len(data.val_windows), batches * B * world)
     tot = torch.zeros(2, dtype=torch.float64, device=dev)
-    for i in range(rank * B, n, B * world):
-        w = torch.stack([data._window(a, o, "val shard") for a, o in data.val_windows[i:min(i + B, n)]])
+    rounds = math.ceil(n / (B * world)) if lockstep else None
+    starts = [rank * B + j * B * world for j in range(rounds)] if lockstep else range(rank * B, n, B * world)
+    for i in starts:
+        ws = data.val_windows[i:min(i + B, n)] if i < n else data.val_windows[:1]
+        w = torch.stack([data._window(a, o, "val shard") for a, o in ws])
         x, y = w[:, :-1].to(dev), w[:, 1:].to(dev)
         with ctx():
             _, loss = model(x, y, reduction="sum")
-        tot[0] += loss.double()
-        tot[1] += y.numel()
+        if i < n:
+            tot[0] += loss.double()
+            tot[1] += y.numel()
     if world > 1:
         dist.all_reduce(tot)
     model.train()
@@ -451,7 +552,7 @@ def export_run(run_dir, to=None, dtype="auto"):
     path = os.path.join(ckdir, names[-1])
     state = checkpoint.load_state(path)
     model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
-    sd = checkpoint.load_tensors(path, "model.pt")
+    sd = parallel.dcp_to_state(path) if state.get("format") == "dcp" else checkpoint.load_tensors(path, "model.pt")
     if any("lora_A" in k for k in sd):
         lo = state["recipe"]["stages"][state["stage"]]["lora"]
         add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
@@ -486,6 +587,13 @@ def main(argv=None):
                    help="attention backend, on CPU and CUDA alike (efficient: CUDA only; auto: torch chooses)")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (recipe grad_clip; 0: off)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard weights, grads and AdamW state over the ranks (FSDP2; needs torchrun); default: DDP")
+    p.add_argument("--fsdp-reduce", default="every", choices=["every", "last"],
+                   help="with --fsdp and accumulation: reduce-scatter gradients after every micro-step (least "
+                        "memory) or only the last (less traffic; full fp32 grads of the trained part in between)")
+    p.add_argument("--async-ckpt", action="store_true",
+                   help="with --fsdp: write checkpoints in the background while training goes on")
     p.add_argument("--vocab-multiple", type=int, default=0, help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
     p.add_argument("--eval-every", type=int, default=200, help="eval loss every N steps and at stage ends (0: off)")
     p.add_argument("--eval-batches", type=int, default=20, help="micro-batches per rank in one eval")

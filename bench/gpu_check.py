@@ -18,12 +18,17 @@ What it does, each step printed as it passes (each rank on its own cuda:LOCAL_RA
      log.jsonl against the GPU's dense bf16 peak (runtime.PEAK_TFLOPS; --peak-tflops for others).
   5. Memory: the default four-stage recipe, 3 steps per stage, eager; the peak memory of each stage
      (torch.cuda.max_memory_allocated, reset at every stage start) against --plan's estimate.
+  6. FSDP2: `torchrun --nproc_per_node=<all visible GPUs> train.py --fsdp`, the default recipe, 3
+     steps a stage, SOLAR-10.7B's layer shapes (hidden 4096, FFN 14336, 32/8 heads, vocab 32000)
+     with 4 layers, bf16 + flash; tokens/s, MFU and max_memory_allocated per rank against
+     `--plan --fsdp`. Skipped when this script itself runs under torchrun.
 The numbers go to --out-json (default gpu_check.json, or $OUT/gpu_check.json when $OUT is set).
 """
 import argparse
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +162,53 @@ def check_resume(d, dev):
     return {"resume_identical": identical, "resume_max_rel_diff": rel, "resume_losses": b, "straight_losses": a}
 
 
+def check_fsdp(d, cuda, peak, T, B):
+    """train.py --fsdp on every visible GPU (2 gloo processes on the dry run), in its own torchrun."""
+    if os.environ.get("WORLD_SIZE", "1") != "1" and not os.environ.get("GPU_CHECK_OWN_ENV"):
+        say("FSDP2: skipped (run this script without torchrun to check FSDP over all GPUs)")
+        return {"fsdp": "skipped"}
+    n = torch.cuda.device_count() if cuda else 2
+    L = 4 if cuda else 2
+    cfg = (LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=L,
+                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=T) if cuda else
+           LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=L,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=T))
+    make_inputs(d, cfg, (4 * 3 * n * B + 4) * (T + 1), device="cuda" if cuda else "cpu", dtype=torch.bfloat16)
+    out = os.path.join(d, "run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           os.path.join(ROOT, "train.py"), "--fsdp", "--init-from", os.path.join(d, "init"),
+           "--data", os.path.join(d, "data"), "--out", out, "--steps-per-stage", "3", "--batch-size", str(B),
+           "--seq-len", str(T), "--eval-every", "0", "--ckpt-every", "0", "--val-tokens", "0", "--no-save",
+           "--sdpa", "flash"] + (["--dtype", "bf16", "--no-compile"] if cuda else []) \
+        + (["--peak-tflops", str(peak)] if peak else [])
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                        "GPU_CHECK_OWN_ENV")}
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"FSDP2 run failed:\n{p.stderr[-4000:]}")
+    with open(os.path.join(out, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    rows = plan.stage_rows(cfg, default_recipe(), [{"B": B, "T": T}] * 4, mixed=cuda, fsdp_world=n)
+    res = {"fsdp_ranks": n, "fsdp_layers": L, "fsdp_wall_s": time.time() - t0, "fsdp_stages": []}
+    say(f"FSDP2 over {n} rank(s), {L} layers of {'SOLAR' if cuda else 'a tiny model'}'s shapes, micro-batch {B} x {T}: "
+        "per stage tokens/s, MFU, peak memory of rank 0 vs --plan --fsdp (without the overhead)")
+    for row in rows:
+        st = [r for r in log if r["stage"] == row["stage"]]
+        got = max(r["peak_mem_gb"] for r in st)
+        est = (row["total"] - plan.OVERHEAD) / 1e9
+        tps = float(np.median([r["tokens_per_s"] for r in st[1:]]))
+        mfu = float(np.median([r["mfu"] for r in st[1:]])) if "mfu" in st[-1] else None
+        res["fsdp_stages"].append({"stage": row["name"], "tokens_per_s": tps, "mfu": mfu, "measured_gb": got,
+                                   "plan_gb": est, "losses": [r["loss"] for r in st]})
+        say(f"  {row['name']:<12} {tps:10,.0f} tok/s   MFU {'-' if mfu is None else f'{100 * mfu:.1f}%':>6}   "
+            f"measured {got:7.2f} GB   plan {est:7.2f} GB" + ("" if cuda else "   (CPU: RSS, not comparable)"))
+        if not all(np.isfinite(r["loss"]) for r in st):
+            raise SystemExit(f"non-finite loss in the FSDP2 run, stage {row['name']}")
+    return res
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny config, gloo: test the script itself")
@@ -165,6 +217,7 @@ def main():
     p.add_argument("--mfu-steps", type=int, default=15, help="steps of the MFU run (the first 5 are warmup)")
     p.add_argument("--mem-batch-size", type=int, default=2, help="micro-batch of the per-stage memory run")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-fsdp", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of this GPU (default: by name)")
     p.add_argument("--out-json", default=os.path.join(os.environ.get("OUT", "."), "gpu_check.json"))
     args = p.parse_args()
@@ -239,6 +292,9 @@ def main():
                 res["memory"].append({"stage": row["name"], "measured_gb": got, "plan_gb": est})
                 say(f"  {row['name']:<12} measured {got:7.2f} GB   plan {est:7.2f} GB   ratio {est / got:.2f}"
                     + ("" if cuda else "   (CPU: peak RSS of the process, not comparable)"))
+        if not args.skip_fsdp:
+            os.makedirs(os.path.join(d, "fsdp"))
+            res.update(check_fsdp(os.path.join(d, "fsdp"), cuda, peak, T, args.mem_batch_size))
     with open(args.out_json, "w") as f:
         json.dump(res, f, indent=1)
     say(f"all checks passed; numbers in {args.out_json}")

@@ -1,0 +1,169 @@
+"""How the model is spread over the ranks: DDP (a full replica on every rank, the simple path)
+or FSDP2 (`--fsdp`: weights, gradients and AdamW state sharded over the ranks).
+
+When to use which: DDP while the whole model plus fp32 master weights, gradients and AdamW
+state of the trained part fit one GPU (`python train.py --plan` says); FSDP2 when they do not,
+e.g. SOLAR-10.7B's stages 2-3 on 80 GB cards (141 GB per GPU under DDP). Both run on CPU under
+torchrun with gloo, so both are tested there.
+
+FSDP2 (torch.distributed.fsdp.fully_shard) as torchtitan uses it: each decoder block is one
+shard group, the root (embeddings, final norm, LM head) another; parameters are DTensors sharded
+on dim 0. Under --dtype bf16 the policy all-gathers in bf16 and reduce-scatters gradients in
+fp32, while trained parameters stay stored (sharded) in fp32 and frozen ones in bf16. FSDP2
+fixes its reduce dtypes at lazy init, so a stage boundary (where requires_grad changes) builds
+a fresh sharded model: rank 0 gathers the full state dict on the CPU (merging LoRA adapters
+there, in fp32), a new model is made on the meta device, requires_grad and dtypes are set,
+fully_shard is applied, and the state is broadcast from rank 0 into the shards. Checkpoints
+are sharded too (torch.distributed.checkpoint, DCP): each rank writes its own part, and a
+checkpoint loads on any number of ranks.
+
+    torchrun --standalone --nproc_per_node=8 train.py --fsdp --init-from DIR --data DIR --out runs/x
+"""
+import inspect
+import math
+import os
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.distributed.checkpoint.state_dict as dcp_sd
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from lora import add_lora, merge_lora
+from model import Llama, rope_inv_freq
+from recipe import select_params
+
+# ---------------------------------------------------------------- DDP: a full replica per rank
+
+
+def wrap_ddp(model, device, local_rank):
+    """gradient_as_bucket_view: the all-reduce buckets *are* the .grad tensors (no second copy).
+    The RoPE table is a buffer every rank builds itself: no broadcast at every forward."""
+    quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+             else {"broadcast_buffers": False})
+    return DDP(model, device_ids=[local_rank] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+               **quiet)
+
+
+# ---------------------------------------------------------------- FSDP2: sharded
+
+
+def cpu_model(cfg, state, lora=None):
+    """A CPU Llama whose tensors *are* the state dict's (assign: no copy). With lora keys in the
+    state, the adapters are added first (spec `lora` gives r / alpha / targets)."""
+    with torch.device("meta"):
+        model = Llama(cfg)
+    if any("lora_A" in k for k in state):
+        add_lora(model, lora["r"], lora["alpha"], 0.0, tuple(lora["targets"]))
+    model.load_state_dict(state, strict=True, assign=True)
+    model.inv_freq = rope_inv_freq(cfg)            # the non-persistent RoPE table, on the CPU
+    return model
+
+
+def gather_state(model):
+    """The full state dict on rank 0's CPU ({} on the other ranks); every rank must call it."""
+    return dcp_sd.get_model_state_dict(model, options=dcp_sd.StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def merged(cfg, state, lora):
+    """Rank 0, at the end of a stage: the state with any LoRA adapters folded into fp32 weights."""
+    if not any("lora_A" in k for k in state):
+        return state
+    model = cpu_model(cfg, state, lora)
+    merge_lora(model)
+    return model.state_dict()
+
+
+def with_adapters(cfg, state, lora, seed_fn):
+    """Rank 0, at the start of a LoRA stage: the state plus fresh adapters, created and initialized
+    exactly as the DDP path does (same seed, same order), so both paths train the same model."""
+    model = cpu_model(cfg, state)
+    seed_fn()
+    add_lora(model, lora["r"], lora["alpha"], lora["dropout"], tuple(lora["targets"]))
+    return model.state_dict()
+
+
+def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=None):
+    """A fresh sharded model for one stage: meta model (+ adapters) -> requires_grad and storage
+    dtypes -> fully_shard per block, then the root -> weights from rank 0's `state` (None: left
+    for a checkpoint to fill). Returns the model and the names of its trained parameters."""
+    with torch.device("meta"):
+        model = Llama(cfg)
+        if lora:
+            add_lora(model, lora["r"], lora["alpha"], lora["dropout"], tuple(lora["targets"]))
+    names = select_params(model, groups, where) if groups else set()
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+        p.data = p.data.to(torch.float32 if (n in names or not mixed) else torch.bfloat16)
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed \
+        else MixedPrecisionPolicy()
+    if compile_blocks:
+        compile_blocks(model)             # compile each block, then shard it (torchtitan's order)
+    for layer in model.model.layers:
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)      # the root: embed_tokens, norm, lm_head
+    model.to_empty(device=device)         # Llama._apply rebuilds the RoPE table on the device
+    if state is not None:
+        full = dcp_sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        dcp_sd.set_model_state_dict(model, dict(state), options=full)   # a copy: it swaps in the shards
+    return model, names
+
+
+def set_gradient_sync(model, on):
+    """Gradient accumulation: reduce-scatter only after the last micro-step (FSDP2 keeps the
+    unsharded gradients of the earlier ones); the DDP path uses no_sync() instead."""
+    model.set_requires_gradient_sync(on)
+
+
+def full(t):
+    """A plain tensor from a DTensor result (a grad norm), on every rank."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def local_rows(p):
+    """(this rank's rows of p, index of its first row in the full tensor): FSDP2 shards dim 0 in
+    torch.chunk's way (ceil(rows / world) per rank); a plain tensor is all rows from 0."""
+    if not isinstance(p, DTensor):
+        return p, 0
+    rows = p.shape[0]
+    chunk = math.ceil(rows / dist.get_world_size())
+    return p.to_local(), min(rows, dist.get_rank() * chunk)
+
+
+def first_rows(p, k):
+    """The local view of the rows of p (a parameter or its gradient) whose full index is < k."""
+    local, start = local_rows(p)
+    return local[:max(0, min(k - start, local.shape[0]))]
+
+
+# ---------------------------------------------------------------- DCP checkpoints
+
+
+def dcp_save(model, opt, folder, process_group=None, asynchronous=False):
+    """Every rank writes its shard of the model and of AdamW's state into folder (DCP fsyncs its
+    files). asynchronous: stage to CPU memory, return a Future, write in a background thread."""
+    sd = {"model": dcp_sd.get_model_state_dict(model), "optim": dcp_sd.get_optimizer_state_dict(model, opt)}
+    if asynchronous:
+        return dcp.async_save(sd, checkpoint_id=folder, process_group=process_group)
+    dcp.save(sd, checkpoint_id=folder)
+    return None
+
+
+def dcp_load(model, opt, folder):
+    """Load a DCP checkpoint into this (sharded, any world size) model and optimizer."""
+    sd = {"model": dcp_sd.get_model_state_dict(model), "optim": dcp_sd.get_optimizer_state_dict(model, opt)}
+    dcp.load(sd, checkpoint_id=folder)
+    dcp_sd.set_model_state_dict(model, sd["model"])
+    dcp_sd.set_optimizer_state_dict(model, opt, sd["optim"])
+    opt.zero_grad(set_to_none=True)       # get_optimizer_state_dict's zero-grad warm-up step left grads
+
+
+def dcp_to_state(folder):
+    """A DCP checkpoint's model state as plain tensors, in one process (the --export command)."""
+    with tempfile.TemporaryDirectory() as d:
+        dcp_to_torch_save(folder, os.path.join(d, "full.pt"))
+        return torch.load(os.path.join(d, "full.pt"), map_location="cpu", weights_only=True, mmap=True)["model"]
