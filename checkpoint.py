@@ -115,6 +115,11 @@ def _pick(resume, ckdir):
     if have and os.path.dirname(path) != os.path.abspath(ckdir):
         raise SystemExit(f"error: --resume {resume} is from another run, but {ckdir} already has checkpoints "
                          f"({have[-1]}): use a new --out, or --resume auto to continue this one")
+    if have and os.path.basename(path) != have[-1]:
+        # newer checkpoints of the old future would be picked by the next --resume auto
+        raise SystemExit(f"error: --resume {resume}: this run has newer checkpoints ({have[-1]}); continuing "
+                         f"from an older one here would mix two futures. Resume it into a new --out (the source is "
+                         "only read), or move the newer checkpoints away first")
     return ("path", path)
 
 

@@ -48,9 +48,12 @@ class LoRALinear(nn.Linear):
             m = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
                     r=r, alpha=alpha, dropout=dropout)
         m.weight, m.bias = linear.weight, linear.bias
-        m.lora_A = nn.Parameter(torch.empty(r, linear.in_features, device=dev, dtype=torch.float32))
+        # drawn from the CPU generator whatever the device: the same adapters on CPU and GPU, and
+        # in train.py's DDP path (wrapped on the device) and FSDP path (wrapped on rank 0's CPU copy)
+        a = torch.empty(r, linear.in_features, dtype=torch.float32)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        m.lora_A = nn.Parameter(a.to(dev))
         m.lora_B = nn.Parameter(torch.zeros(linear.out_features, r, device=dev, dtype=torch.float32))
-        nn.init.kaiming_uniform_(m.lora_A, a=math.sqrt(5))
         m.train(linear.training)
         return m
 

@@ -21,14 +21,12 @@ checkpoint loads on any number of ranks.
 """
 import inspect
 import math
-import os
-import tempfile
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.distributed.checkpoint.state_dict as dcp_sd
-from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -36,6 +34,28 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from lora import add_lora, merge_lora
 from model import Llama, rope_inv_freq
 from recipe import select_params
+
+
+def rank0(fn, distributed):
+    """Run fn on rank 0 alone and return its result there (None elsewhere). An error on rank 0
+    stops every rank with rank 0's message, instead of leaving the others waiting at the next
+    collective until --dist-timeout."""
+    out, err = None, None
+    if not distributed or dist.get_rank() == 0:
+        try:
+            out = fn()
+        except SystemExit as e:
+            err = str(e)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            err = f"error: rank 0: {type(e).__name__}: {e}"
+    if distributed:
+        box = [err]
+        dist.broadcast_object_list(box, src=0)
+        err = box[0]
+    if err:
+        raise SystemExit(err)
+    return out
+
 
 # ---------------------------------------------------------------- DDP: a full replica per rank
 
@@ -103,9 +123,11 @@ def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=No
         else MixedPrecisionPolicy()
     if compile_blocks:
         compile_blocks(model)             # compile each block, then shard it (torchtitan's order)
+    # the mesh on the training device (the default would follow the accelerator even with --device cpu)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for layer in model.model.layers:
-        fully_shard(layer, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)      # the root: embed_tokens, norm, lm_head
+        fully_shard(layer, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)      # the root: embed_tokens, norm, lm_head
     model.to_empty(device=device)         # Llama._apply rebuilds the RoPE table on the device
     if state is not None:
         full = dcp_sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
@@ -114,8 +136,9 @@ def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=No
 
 
 def set_gradient_sync(model, on):
-    """Gradient accumulation: reduce-scatter only after the last micro-step (FSDP2 keeps the
-    unsharded gradients of the earlier ones); the DDP path uses no_sync() instead."""
+    """Whether this micro-step's backward reduce-scatters its gradients. --fsdp-reduce every (the
+    default): always, so gradients accumulate sharded; last: only the last micro-step, FSDP2
+    holding the unsharded gradients of the earlier ones (the DDP path's no_sync())."""
     model.set_requires_gradient_sync(on)
 
 
@@ -162,8 +185,15 @@ def dcp_load(model, opt, folder):
     opt.zero_grad(set_to_none=True)       # get_optimizer_state_dict's zero-grad warm-up step left grads
 
 
-def dcp_to_state(folder):
-    """A DCP checkpoint's model state as plain tensors, in one process (the --export command)."""
-    with tempfile.TemporaryDirectory() as d:
-        dcp_to_torch_save(folder, os.path.join(d, "full.pt"))
-        return torch.load(os.path.join(d, "full.pt"), map_location="cpu", weights_only=True, mmap=True)["model"]
+def dcp_model_keys(folder):
+    """The model's keys in a DCP checkpoint (its metadata file; no tensor is read)."""
+    meta = dcp.FileSystemReader(folder).read_metadata()
+    return [k[len("model."):] for k in meta.state_dict_metadata if k.startswith("model.")]
+
+
+def dcp_load_model(model, folder):
+    """Only the model part of a DCP checkpoint, into a plain (unsharded) model, in one process:
+    the --export command (AdamW's moments, twice the weights, are never read)."""
+    sd = {"model": model.state_dict()}
+    dcp.load(sd, checkpoint_id=folder, no_dist=True)
+    model.load_state_dict(sd["model"], strict=True)

@@ -102,8 +102,8 @@ def check_attention(kind, device, dtype, cfg):
 
 def storage_dtypes(model, trained, mixed):
     """Trained parameters in fp32 (the master weights AdamW updates); frozen ones in bf16 under
-    mixed precision (autocast computes in bf16 anyway), else fp32. Used at every stage start and
-    before a checkpoint is loaded, so a resumed run holds exactly the bits an uninterrupted one does."""
+    mixed precision (autocast computes in bf16 anyway), else fp32. Set at every stage start (a
+    checkpoint is loaded into the dtypes it was saved in: train.load_exact)."""
     for n, p in model.named_parameters():
         want = torch.float32 if (n in trained or not mixed) else torch.bfloat16
         if p.dtype != want:

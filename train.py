@@ -88,7 +88,7 @@ class Trainer:
         self.device = runtime.pick_device(args.device, self.ddp, self.local_rank)
         cuda = self.device.type == "cuda"
         if self.ddp:
-            # rank 0 alone writes checkpoints (tens of GB for a 10B model) while the others wait
+            # the timeout covers the others waiting while checkpoints are written (tens of GB at 10B)
             dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=args.dist_timeout))
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             if not cuda:
@@ -137,10 +137,12 @@ class Trainer:
         sharded model is built from rank 0's `state` (parallel.py; None: a checkpoint fills it)."""
         st = self.recipe.stages[s]
         where = f"{self.args.recipe or 'default recipe'}: stage {s + 1} ({st.name})"
-        seed = lambda: torch.manual_seed(step_seed(self.args.seed, s, -1, 0))   # noqa: E731  same adapters everywhere
+
+        def seed():              # the same adapters on every rank, and after a resume
+            torch.manual_seed(step_seed(self.args.seed, s, -1, 0))
         if self.fsdp:
-            if self.master and state is not None and st.lora:
-                state = parallel.with_adapters(self.cfg, state, st.lora, seed)
+            if state is not None and st.lora:
+                state = parallel.rank0(lambda: parallel.with_adapters(self.cfg, state, st.lora, seed), True) or {}
             model, names = parallel.fsdp_model(self.cfg, st.lora, st.train, state, self.device, self.mixed, where,
                                                runtime.compile_blocks if self.compile else None)
             model.gradient_checkpointing = self.args.activation_checkpointing
@@ -189,7 +191,7 @@ class Trainer:
         """FSDP: gather the stage's sharded model to rank 0's CPU and merge its LoRA adapters there
         (fp32). The next stage's sharded model, the eval after the merge and the export start from it."""
         full = parallel.gather_state(model)
-        return parallel.merged(self.cfg, full, self.recipe.stages[s].lora) if self.master else {}
+        return parallel.rank0(lambda: parallel.merged(self.cfg, full, self.recipe.stages[s].lora), True) or {}
 
     # ---- checkpoints (checkpoint.py: rank 0 writes, atomically and durably)
 
@@ -210,13 +212,23 @@ class Trainer:
             if not self.args.async_ckpt:
                 self.finish_checkpoint()
             return name
-        if self.master:
-            size, secs = checkpoint.save(self.ckdir, name, model.state_dict(), self.opt.state_dict(), state,
-                                         self.args.keep_checkpoints)
-            self.log(f"wrote {name}: {size / 1e9:.2f} GB in {secs:.1f} s")
+        wrote = parallel.rank0(lambda: checkpoint.save(self.ckdir, name, model.state_dict(), self.opt.state_dict(),
+                                                        state, self.args.keep_checkpoints), self.ddp)
+        if wrote:
+            self.log(f"wrote {name}: {wrote[0] / 1e9:.2f} GB in {wrote[1]:.1f} s")
         if self.ddp:
             dist.barrier()
         return name
+
+    def poll_checkpoint(self):
+        """--async-ckpt: as soon as every rank's background write is done, make it a checkpoint
+        (so a crash later loses no more than --ckpt-every steps)."""
+        if self.pending is None or self.pending[0] is None:
+            return
+        done = torch.tensor([1.0 if self.pending[0].done() else 0.0], device=self.device)
+        dist.all_reduce(done, op=dist.ReduceOp.MIN)
+        if done.item():
+            self.finish_checkpoint()
 
     def finish_checkpoint(self):
         """Wait for the pending DCP write on every rank, then rank 0 makes it a checkpoint."""
@@ -227,11 +239,9 @@ class Trainer:
         if fut is not None:
             fut.result()
         dist.barrier()
-        if self.master:
-            size = checkpoint.finish(self.ckdir, name, state, self.args.keep_checkpoints)
-            self.log(f"wrote {name}: {size / 1e9:.2f} GB in {time.time() - t0:.1f} s"
-                     + (" (in the background)" if fut is not None else ""))
-        dist.barrier()
+        size = parallel.rank0(lambda: checkpoint.finish(self.ckdir, name, state, self.args.keep_checkpoints), True)
+        self.log(f"wrote {name}: {(size or 0) / 1e9:.2f} GB in {time.time() - t0:.1f} s"
+                 + (" (in the background)" if fut is not None else ""))
 
     def global_step(self, s, step):
         return sum(p["steps"] for p in self.plan[:s]) + step
@@ -291,6 +301,8 @@ class Trainer:
                 parallel.first_rows(prm.grad, k).zero_()
             gn = self.grad_norm()
             if not (math.isfinite(loss_val) and math.isfinite(gn)):
+                if self.fsdp:
+                    self.finish_checkpoint()        # a background write in flight is still a good one
                 kept = checkpoint.list_checkpoints(self.ckdir)
                 raise SystemExit(f"error: non-finite loss {loss_val} / grad norm {gn} at stage {s + 1} "
                                  f"({st.name}) step {step + 1}: stopped without updating the weights; last good "
@@ -301,6 +313,7 @@ class Trainer:
                 for prm, k, saved in self.frozen_rows:
                     parallel.first_rows(prm, k).copy_(saved)
             tokens += p["batch_tokens"]
+            self.poll_checkpoint()
             dt = time.time() - t0
             rec = {"stage": s + 1, "stage_name": st.name, "step": step + 1,
                    "global_step": self.global_step(s, step + 1), "tokens": tokens, "loss": loss_val, "lr": lr,
@@ -317,7 +330,8 @@ class Trainer:
             if done and st.lora:
                 # fold the adapters into fp32 weights (lora.py); the next stage and the checkpoint see plain
                 # HF weights. The held-out loss either side of the merge shows nothing was lost.
-                rec["eval_loss_before_merge"] = rec.get("eval_loss", self.evaluate(model, data, B))
+                before = rec["eval_loss"] if "eval_loss" in rec else self.evaluate(model, data, B)
+                rec["eval_loss_before_merge"] = before
                 if self.fsdp:        # merged on rank 0's gathered copy; scored by a sharded copy of that
                     self.handoff = self.stage_end_state(model, s)
                     merged, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.device, self.mixed, "")
@@ -386,9 +400,9 @@ class Trainer:
             self.vocab_multiple = cfg.vocab_multiple = args.vocab_multiple or (64 if self.device.type == "cuda" else 1)
             self.cfg, model = cfg, None
             if not state:
-                self.handoff = (Llama.from_pretrained(args.init_from, dtype=torch.bfloat16 if self.mixed else None,
-                                                      vocab_multiple=self.vocab_multiple).state_dict()
-                                if self.master else {})
+                self.handoff = parallel.rank0(lambda: Llama.from_pretrained(
+                    args.init_from, dtype=torch.bfloat16 if self.mixed else None,
+                    vocab_multiple=self.vocab_multiple).state_dict(), True) or {}
         else:
             model = self.build_model(args.init_from)
         data = TokenShards(args.data, self.plan[0]["T"], cfg.vocab_size, args.val_tokens, args.seed)
@@ -441,9 +455,10 @@ class Trainer:
         bar.close()
         if self.master:
             logf.close()
-        if not stopped and self.master and not args.no_save:
-            final = parallel.cpu_model(self.cfg, self.handoff) if self.fsdp else model
-            path = export(final, args.init_from, os.path.join(self.out, "final"), args.export_dtype)
+        if not stopped and not args.no_save:
+            final = (lambda: parallel.cpu_model(self.cfg, self.handoff)) if self.fsdp else (lambda: model)
+            path = parallel.rank0(lambda: export(final(), args.init_from, os.path.join(self.out, "final"),
+                                                 args.export_dtype), self.ddp)
             self.log(f"exported {path}")
         if self.ddp:
             dist.barrier()
@@ -552,11 +567,15 @@ def export_run(run_dir, to=None, dtype="auto"):
     path = os.path.join(ckdir, names[-1])
     state = checkpoint.load_state(path)
     model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
-    sd = parallel.dcp_to_state(path) if state.get("format") == "dcp" else checkpoint.load_tensors(path, "model.pt")
-    if any("lora_A" in k for k in sd):
+    dcp = state.get("format") == "dcp"
+    sd = None if dcp else checkpoint.load_tensors(path, "model.pt")
+    if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
         lo = state["recipe"]["stages"][state["stage"]]["lora"]
         add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
-    load_exact(model, sd)
+    if dcp:
+        parallel.dcp_load_model(model, path)
+    else:
+        load_exact(model, sd)
     return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype)
 
 

@@ -21,7 +21,7 @@ What it does, each step printed as it passes (each rank on its own cuda:LOCAL_RA
   6. FSDP2: `torchrun --nproc_per_node=<all visible GPUs> train.py --fsdp`, the default recipe, 3
      steps a stage, SOLAR-10.7B's layer shapes (hidden 4096, FFN 14336, 32/8 heads, vocab 32000)
      with 4 layers, bf16 + flash; tokens/s, MFU and max_memory_allocated per rank against
-     `--plan --fsdp`. Skipped when this script itself runs under torchrun.
+     `--plan --fsdp`. Skipped when this script itself runs under torchrun with more than one process.
 The numbers go to --out-json (default gpu_check.json, or $OUT/gpu_check.json when $OUT is set).
 """
 import argparse
@@ -138,7 +138,7 @@ def run_train(d, name, recipe, extra, out=None, save=False):
 def check_resume(d, dev):
     """The default recipe, bf16 + flash + 2 micro-steps, straight vs cut into pieces and resumed,
     on a small model of its own (4 layers, hidden 256) in d."""
-    T, steps = 128, 2
+    T, steps = 128, 3
     cfg = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=T)
     write_inputs(d, cfg, 4 * steps * 2 * 2 * (T + 1) + 4 * (T + 1), dev)
@@ -147,7 +147,7 @@ def check_resume(d, dev):
     straight, _ = run_train(d, "resume_a", None, extra, save=True)
     out = os.path.join(d, "resume_b")
     pieces = []
-    for i in range(2 * steps):       # two steps a piece: mid-stage, at every stage boundary, into LoRA
+    for i in range(2 * steps):       # two steps a piece of three-step stages: mid-stage, across every boundary
         pieces, _ = run_train(d, "resume_b", None, extra + ["--max-steps", "2"] + (["--resume", "auto"] if i else []),
                               out=out, save=True)
     a, b = [r["loss"] for r in straight], [r["loss"] for r in pieces]

@@ -124,6 +124,23 @@ def test_a_two_rank_fsdp_checkpoint_resumes_on_one_process(train_setup, runs, tm
     np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in want], rtol=1e-4)
 
 
+def test_an_error_on_rank_zero_alone_is_one_line_on_every_rank(train_setup, tmp_path):
+    """Under --fsdp rank 0 alone reads the weights; a truncated checkpoint is the same one line on
+    every rank within seconds (parallel.rank0 relays it), not a traceback on rank 0 while the
+    others wait at the broadcast."""
+    import shutil
+    init = tmp_path / "init"
+    shutil.copytree(train_setup / "init", init)
+    with open(init / "model.safetensors", "r+b") as f:
+        f.truncate(5000)
+    c = cmd(train_setup, tmp_path / "o", "--fsdp", "--dist-timeout", 5)
+    c[c.index("--init-from") + 1] = str(init)
+    t0 = time.time()
+    p = subprocess.run(c, capture_output=True, text=True, timeout=300, env=ENV)
+    assert p.returncode != 0 and time.time() - t0 < 60
+    assert p.stderr.count("error: rank 0: ValueError: ") == 2 and "truncated" in p.stderr, p.stderr[-3000:]
+
+
 @pytest.mark.parametrize("case", ["no_torchrun", "dcp_without_fsdp", "async_without_fsdp"])
 def test_fsdp_misuse_is_one_line(train_setup, runs, tmp_path, case):
     base = ["--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--seq-len", "64",

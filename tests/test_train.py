@@ -252,7 +252,7 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["backend"] == "gloo" and res["all_reduce_ok"] and res["flash"] == "skipped"
-    assert res["resume_identical"] and len(res["resume_losses"]) == 8   # bf16 + flash + accum 2, cut and resumed
+    assert res["resume_identical"] and len(res["resume_losses"]) == 12  # bf16 + flash + accum 2, cut and resumed
     assert len(res["mfu_losses"]) == 6 and all(np.isfinite(res["mfu_losses"]))
     assert [m["stage"] for m in res["memory"]] == ["embed", "odd_layers", "even_layers", "lora"]
     assert res["fsdp_ranks"] == 2 and [m["stage"] for m in res["fsdp_stages"]] == [m["stage"] for m in res["memory"]]

@@ -167,11 +167,17 @@ def test_resume_from_another_runs_checkpoint_never_writes_the_source(train_setup
     assert rows(log) == rows(straight)               # b's log starts with a's first five steps
 
 
-@pytest.mark.parametrize("case", ["not_a_checkpoint", "out_has_other_checkpoints"])
+@pytest.mark.parametrize("case", ["not_a_checkpoint", "out_has_other_checkpoints", "older_than_the_newest"])
 def test_bad_resume_is_one_line(train_setup, tmp_path, case):
     run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--max-steps", 1)
     if case == "not_a_checkpoint":
         target, want = tmp_path / "a", "--resume .*: not a checkpoint folder \\(no state.json\\)"
+    elif case == "older_than_the_newest":      # continuing step 1 in place would leave step 2 to be picked later
+        run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--max-steps", 1, "--resume", "auto")
+        with pytest.raises(SystemExit, match="this run has newer checkpoints \\(step-00000002\\)"):
+            run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--resume", tmp_path / "a" / "checkpoints" /
+                "step-00000001")
+        return
     else:
         run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--max-steps", 1)
         target, want = tmp_path / "a" / "checkpoints" / "step-00000001", "is from another run, but .* already has"
