@@ -47,6 +47,7 @@ checkpoint.py's docstring says why).
 import argparse
 import contextlib
 import datetime
+import gc
 import json
 import math
 import os
@@ -377,6 +378,16 @@ class Trainer:
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
+            self.close()
+
+    def close(self):
+        """Tear down in an order that cannot deadlock: DDP's reducer goes first. Were it to hold the
+        last reference to the process group, its destructor would join gloo's worker threads while
+        holding the GIL, and a worker freeing a Python tensor waits for the GIL: a hang at exit."""
+        self.fwd = self.opt = self.params = None
+        gc.collect()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
     def _run(self):
         args = self.args
@@ -462,7 +473,6 @@ class Trainer:
             self.log(f"exported {path}")
         if self.ddp:
             dist.barrier()
-            dist.destroy_process_group()
 
     def start_log(self, ck, state):
         """log.jsonl of this run: fresh, or (resuming) the lines up to the checkpoint's step, taken
