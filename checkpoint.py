@@ -1,4 +1,5 @@
-"""Training checkpoints: written atomically and durably, chosen once, readable by every rank.
+"""Training checkpoints (written atomically and durably, chosen once, readable by every rank) and
+the export of one as a Hugging Face folder.
 
 A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
 
@@ -20,6 +21,10 @@ Time: a 10B model's checkpoint (fp32 trained weights + AdamW moments) is tens of
 gives its workers 30 s between SIGTERM and SIGKILL, SLURM KillWait 30 s by default: pass
 `torchrun --shutdown-timeout 900` and ask SLURM for an early signal (`sbatch --signal=TERM@900`).
 
+The export (`python train.py --export RUN`, and train.py at the end of a run) writes a checkpoint
+or a live model as a Hugging Face folder: LoRA merged in fp32, cast once to the base config's
+torch_dtype, the tokenizer files copied, atomically.
+
     python -c "import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
 """
 import json
@@ -30,6 +35,10 @@ import time
 
 import torch
 import torch.distributed as dist
+
+import parallel
+from lora import add_lora, merge_lora
+from model import Llama
 
 SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
                   "--shutdown-timeout 900 (default 30 s before SIGKILL) and SLURM an early signal "
@@ -166,3 +175,62 @@ def choose_resume(resume, ckdir, distributed):
         raise SystemExit(f"error: rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "
                          f"from ({why}); {len(bad)} rank(s) affected. --out must be on storage every node sees")
     return path
+
+
+# ---------------------------------------------------------------- loading one, exporting one
+
+def load_exact(model, sd):
+    """Load a training checkpoint into the dtypes it was saved in (fp32 master weights stay fp32,
+    bf16-stored frozen weights stay bf16): a resumed run then holds exactly the bits the
+    uninterrupted one did; setup_stage then casts for the stage as it always does."""
+    params = dict(model.named_parameters())
+    for k, t in sd.items():
+        if k in params and params[k].dtype != t.dtype:
+            params[k].data = params[k].data.to(t.dtype)
+    model.load_state_dict(sd, strict=True)
+
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "generation_config.json")
+
+
+def export(model, init_from, folder, dtype="auto"):
+    """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
+    e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
+    atomically."""
+    merge_lora(model)
+    want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
+            "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model.to(want)
+    folder = os.path.abspath(folder)
+    tmp = folder + ".tmp-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for name in TOKENIZER_FILES:
+        if os.path.exists(os.path.join(init_from, name)):
+            shutil.copy2(os.path.join(init_from, name), os.path.join(tmp, name))
+    if os.path.exists(folder):
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def export_run(run_dir, to=None, dtype="auto"):
+    """The export command: the newest checkpoint of a run -> an HF folder."""
+    ckdir = os.path.join(run_dir, "checkpoints")
+    names = list_checkpoints(ckdir)
+    if not names:
+        raise SystemExit(f"error: no checkpoints in {ckdir}")
+    path = os.path.join(ckdir, names[-1])
+    state = load_state(path)
+    model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
+    dcp = state.get("format") == "dcp"
+    sd = None if dcp else load_tensors(path, "model.pt")
+    if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
+        lo = state["recipe"]["stages"][state["stage"]]["lora"]
+        add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
+    if dcp:
+        parallel.dcp_load_model(model, path)
+    else:
+        load_exact(model, sd)
+    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype)

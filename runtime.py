@@ -21,6 +21,7 @@ a tiny probe before the model is loaded and reported as one line.
 """
 import contextlib
 import os
+import resource
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +104,7 @@ def check_attention(kind, device, dtype, cfg):
 def storage_dtypes(model, trained, mixed):
     """Trained parameters in fp32 (the master weights AdamW updates); frozen ones in bf16 under
     mixed precision (autocast computes in bf16 anyway), else fp32. Set at every stage start (a
-    checkpoint is loaded into the dtypes it was saved in: train.load_exact)."""
+    checkpoint is loaded into the dtypes it was saved in: checkpoint.load_exact)."""
     for n, p in model.named_parameters():
         want = torch.float32 if (n in trained or not mixed) else torch.bfloat16
         if p.dtype != want:
@@ -122,3 +123,12 @@ def compile_blocks(model):
 def set_cpu_threads(local_world_size):
     """Share the cores between the local ranks instead of oversubscribing them (CPU runs)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world_size)))
+
+
+def cpu_peak_bytes():
+    """Peak RSS of this process: /proc's VmHWM (ru_maxrss would start at a forking parent's RSS)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

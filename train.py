@@ -51,8 +51,6 @@ import gc
 import json
 import math
 import os
-import resource
-import shutil
 import signal
 import time
 from dataclasses import asdict
@@ -68,10 +66,6 @@ from lora import add_lora, has_lora, merge_lora
 from model import Llama, LlamaConfig
 from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
 from shards import TokenShards
-
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "generation_config.json")
-
 
 # ---------------------------------------------------------------- the trainer
 
@@ -324,7 +318,7 @@ class Trainer:
             if self.device.type == "cuda":
                 rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
             else:
-                rec["peak_mem_gb"] = cpu_peak_bytes() / 1e9
+                rec["peak_mem_gb"] = runtime.cpu_peak_bytes() / 1e9
             done = step + 1 == p["steps"]
             if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
                 rec["eval_loss"] = self.evaluate(model, data, B)
@@ -435,7 +429,7 @@ class Trainer:
             if any("lora_A" in k for k in sd):
                 st = self.recipe.stages[s]
                 add_lora(model, st.lora["r"], st.lora["alpha"], st.lora["dropout"], tuple(st.lora["targets"]))
-            load_exact(model, sd)
+            checkpoint.load_exact(model, sd)
             del sd
             if start == self.plan[s]["steps"]:
                 s, start = s + 1, 0
@@ -468,7 +462,7 @@ class Trainer:
             logf.close()
         if not stopped and not args.no_save:
             final = (lambda: parallel.cpu_model(self.cfg, self.handoff)) if self.fsdp else (lambda: model)
-            path = parallel.rank0(lambda: export(final(), args.init_from, os.path.join(self.out, "final"),
+            path = parallel.rank0(lambda: checkpoint.export(final(), args.init_from, os.path.join(self.out, "final"),
                                                  args.export_dtype), self.ddp)
             self.log(f"exported {path}")
         if self.ddp:
@@ -491,26 +485,6 @@ class Trainer:
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             f.writelines(keep)
         os.replace(path + ".tmp", path)
-
-
-def load_exact(model, sd):
-    """Load a training checkpoint into the dtypes it was saved in (fp32 master weights stay fp32,
-    bf16-stored frozen weights stay bf16): a resumed run then holds exactly the bits the
-    uninterrupted one did; setup_stage then casts for the stage as it always does."""
-    params = dict(model.named_parameters())
-    for k, t in sd.items():
-        if k in params and params[k].dtype != t.dtype:
-            params[k].data = params[k].data.to(t.dtype)
-    model.load_state_dict(sd, strict=True)
-
-
-def cpu_peak_bytes():
-    """Peak RSS of this process: /proc's VmHWM (ru_maxrss would start at a forking parent's RSS)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @torch.no_grad()
@@ -545,48 +519,6 @@ def evaluate(model, data, B, batches, ctx=contextlib.nullcontext, rank=0, world=
 def _key(q):
     # what must match for a resume: the world size may change, the global batch may not
     return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
-
-
-def export(model, init_from, folder, dtype="auto"):
-    """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
-    e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
-    atomically."""
-    merge_lora(model)
-    want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
-            "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model.to(want)
-    folder = os.path.abspath(folder)
-    tmp = folder + ".tmp-export"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for name in TOKENIZER_FILES:
-        if os.path.exists(os.path.join(init_from, name)):
-            shutil.copy2(os.path.join(init_from, name), os.path.join(tmp, name))
-    if os.path.exists(folder):
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
-
-
-def export_run(run_dir, to=None, dtype="auto"):
-    """The export command: the newest checkpoint of a run -> an HF folder."""
-    ckdir = os.path.join(run_dir, "checkpoints")
-    names = checkpoint.list_checkpoints(ckdir)
-    if not names:
-        raise SystemExit(f"error: no checkpoints in {ckdir}")
-    path = os.path.join(ckdir, names[-1])
-    state = checkpoint.load_state(path)
-    model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
-    dcp = state.get("format") == "dcp"
-    sd = None if dcp else checkpoint.load_tensors(path, "model.pt")
-    if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
-        lo = state["recipe"]["stages"][state["stage"]]["lora"]
-        add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
-    if dcp:
-        parallel.dcp_load_model(model, path)
-    else:
-        load_exact(model, sd)
-    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype)
 
 
 def main(argv=None):
@@ -657,7 +589,7 @@ def main(argv=None):
         print(json.dumps(asdict(recipe), indent=1))
         return
     if args.export:
-        print(f"exported {export_run(args.export, args.export_to, args.export_dtype)}")
+        print(f"exported {checkpoint.export_run(args.export, args.export_to, args.export_dtype)}")
         return
     if args.plan:
         if not args.init_from:
