@@ -146,32 +146,20 @@ def _unreadable(path):
 def choose_resume(resume, ckdir, distributed):
     """The checkpoint folder every rank resumes from (None: a fresh run). Rank 0 decides; an
     error on rank 0 (or any rank that cannot read the choice) stops every rank with one line."""
-    rank = dist.get_rank() if distributed else 0
-    choice = None
-    if rank == 0:
-        try:
-            choice = ("ok", _pick(resume, ckdir))
-        except SystemExit as e:
-            choice = ("error", str(e))
-    if distributed:
-        box = [choice]
-        dist.broadcast_object_list(box, src=0)
-        choice = box[0]
-    if choice[0] == "error":
-        raise SystemExit(choice[1])
-    picked = choice[1]
+    picked = parallel.rank0(lambda: _pick(resume, ckdir), distributed, share=True)
     if picked is None:
         return None
     # a name is looked up in this rank's own --out (the same folder when --out is shared storage)
     path = os.path.join(ckdir, picked[1]) if picked[0] == "auto" else picked[1]
     problem = _unreadable(path)
-    problems = [problem]
+    mine = (socket.gethostname(), problem) if problem else None
+    problems = [mine]
     if distributed:
         problems = [None] * dist.get_world_size()
-        dist.all_gather_object(problems, (socket.gethostname(), problem) if problem else None)
+        dist.all_gather_object(problems, mine)
     bad = [(r, p) for r, p in enumerate(problems) if p]
     if bad:
-        r, (host, why) = bad[0] if distributed else (0, (socket.gethostname(), bad[0][1]))
+        r, (host, why) = bad[0]
         raise SystemExit(f"error: rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "
                          f"from ({why}); {len(bad)} rank(s) affected. --out must be on storage every node sees")
     return path

@@ -32,14 +32,15 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lora import add_lora, merge_lora
-from model import Llama, rope_inv_freq
+from model import rope_inv_freq
+from plan import meta_model
 from recipe import select_params
 
 
-def rank0(fn, distributed):
-    """Run fn on rank 0 alone and return its result there (None elsewhere). An error on rank 0
-    stops every rank with rank 0's message, instead of leaving the others waiting at the next
-    collective until --dist-timeout."""
+def rank0(fn, distributed, share=False):
+    """Run fn on rank 0 alone and return its result there (everywhere with share=True; None on the
+    other ranks otherwise). An error on rank 0 stops every rank with rank 0's message, instead of
+    leaving the others waiting at the next collective until --dist-timeout."""
     out, err = None, None
     if not distributed or dist.get_rank() == 0:
         try:
@@ -49,9 +50,10 @@ def rank0(fn, distributed):
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             err = f"error: rank 0: {type(e).__name__}: {e}"
     if distributed:
-        box = [err]
+        box = [err, out if share else None]
         dist.broadcast_object_list(box, src=0)
-        err = box[0]
+        err, shared = box
+        out = shared if share else out
     if err:
         raise SystemExit(err)
     return out
@@ -75,10 +77,7 @@ def wrap_ddp(model, device, local_rank):
 def cpu_model(cfg, state, lora=None):
     """A CPU Llama whose tensors *are* the state dict's (assign: no copy). With lora keys in the
     state, the adapters are added first (spec `lora` gives r / alpha / targets)."""
-    with torch.device("meta"):
-        model = Llama(cfg)
-    if any("lora_A" in k for k in state):
-        add_lora(model, lora["r"], lora["alpha"], 0.0, tuple(lora["targets"]))
+    model = meta_model(cfg, lora if any("lora_A" in k for k in state) else None)
     model.load_state_dict(state, strict=True, assign=True)
     model.inv_freq = rope_inv_freq(cfg)            # the non-persistent RoPE table, on the CPU
     return model
@@ -111,10 +110,7 @@ def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=No
     """A fresh sharded model for one stage: meta model (+ adapters) -> requires_grad and storage
     dtypes -> fully_shard per block, then the root -> weights from rank 0's `state` (None: left
     for a checkpoint to fill). Returns the model and the names of its trained parameters."""
-    with torch.device("meta"):
-        model = Llama(cfg)
-        if lora:
-            add_lora(model, lora["r"], lora["alpha"], lora["dropout"], tuple(lora["targets"]))
+    model = meta_model(cfg, lora)
     names = select_params(model, groups, where) if groups else set()
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)

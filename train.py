@@ -158,7 +158,7 @@ class Trainer:
             if not k:
                 raise SystemExit(f"error: {where}: freeze_old_rows needs old_vocab_size (--freeze-old-rows N)")
             self.frozen_rows = [(p, k) for n, p in params if n in ("model.embed_tokens.weight", "lm_head.weight")]
-            self.keep_rows()
+        self.keep_rows()
         self.params = [p for _, p in params]
         decay = [p for n, p in params if p.dim() >= 2]
         no_decay = [p for n, p in params if p.dim() < 2]   # norms and biases
@@ -180,7 +180,7 @@ class Trainer:
     def keep_rows(self):
         """A copy of the frozen old rows of embed / head (weight decay would move them too), put back
         after every step; taken again when a checkpoint has filled the weights."""
-        self.frozen_rows = [(p, k, parallel.first_rows(p.detach(), k).clone()) for p, k, *_ in self.frozen_rows]
+        self.kept_rows = [parallel.first_rows(p.detach(), k).clone() for p, k in self.frozen_rows]
 
     def stage_end_state(self, model, s):
         """FSDP: gather the stage's sharded model to rank 0's CPU and merge its LoRA adapters there
@@ -198,9 +198,7 @@ class Trainer:
         if self.fsdp:       # every rank writes its shards into step-N.tmp; rank 0 renames it when all are done
             self.finish_checkpoint()
             t0 = time.time()
-            if self.master:
-                checkpoint.begin(self.ckdir, name)
-            dist.barrier()
+            parallel.rank0(lambda: checkpoint.begin(self.ckdir, name), True)   # the empty .tmp, before any rank writes
             fut = parallel.dcp_save(model, self.opt, os.path.join(self.ckdir, name + ".tmp"), self.ckpt_pg,
                                     self.args.async_ckpt)
             self.pending = (fut, name, {**state, "format": "dcp"}, t0)
@@ -292,7 +290,7 @@ class Trainer:
             if self.ddp:
                 dist.all_reduce(stop)
             loss_val = float(stop[0]) / float(n_tok)
-            for prm, k, _ in self.frozen_rows:
+            for prm, k in self.frozen_rows:
                 parallel.first_rows(prm.grad, k).zero_()
             gn = self.grad_norm()
             if not (math.isfinite(loss_val) and math.isfinite(gn)):
@@ -305,8 +303,8 @@ class Trainer:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             with torch.no_grad():
-                for prm, k, saved in self.frozen_rows:
-                    parallel.first_rows(prm, k).copy_(saved)
+                for (prm, k), kept in zip(self.frozen_rows, self.kept_rows):
+                    parallel.first_rows(prm, k).copy_(kept)
             tokens += p["batch_tokens"]
             self.poll_checkpoint()
             dt = time.time() - t0
@@ -413,25 +411,22 @@ class Trainer:
         data = TokenShards(args.data, self.plan[0]["T"], cfg.vocab_size, args.val_tokens, args.seed)
         if any(p["T"] != self.plan[0]["T"] for p in self.plan):
             raise SystemExit("error: all stages must use the same seq-len")
-        s, start, tokens = 0, 0, 0
+        s, start, tokens = (state["stage"], state["step"], state["tokens"]) if state else (0, 0, 0)
         if state and self.fsdp:     # the stage's sharded model and optimizer, filled from the shards (any world size)
-            s, start, tokens = state["stage"], state["step"], state["tokens"]
             model = self.setup_stage(None, s)
             parallel.dcp_load(model, self.opt, ck)
             self.keep_rows()
             if start == self.plan[s]["steps"]:
                 self.handoff = self.stage_end_state(model, s)
-                s, start = s + 1, 0
-            self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
         elif state:
-            s, start, tokens = state["stage"], state["step"], state["tokens"]
             sd = checkpoint.load_tensors(ck, "model.pt")
             if any("lora_A" in k for k in sd):
                 st = self.recipe.stages[s]
                 add_lora(model, st.lora["r"], st.lora["alpha"], st.lora["dropout"], tuple(st.lora["targets"]))
             checkpoint.load_exact(model, sd)
             del sd
-            if start == self.plan[s]["steps"]:
+        if state:
+            if start == self.plan[s]["steps"]:     # written at a stage's end: go on with the next one
                 s, start = s + 1, 0
             self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
         if self.master:             # the first thing written, after every check above passed

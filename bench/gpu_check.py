@@ -162,18 +162,19 @@ def check_resume(d, dev):
     return {"resume_identical": identical, "resume_max_rel_diff": rel, "resume_losses": b, "straight_losses": a}
 
 
-def check_fsdp(d, cuda, peak, T, B):
+def check_fsdp(d, dev, peak, T, B):
     """train.py --fsdp on every visible GPU (2 gloo processes on the dry run), in its own torchrun."""
     if os.environ.get("WORLD_SIZE", "1") != "1" and not os.environ.get("GPU_CHECK_OWN_ENV"):
         say("FSDP2: skipped (run this script without torchrun to check FSDP over all GPUs)")
         return {"fsdp": "skipped"}
+    cuda = dev.type == "cuda"
     n = torch.cuda.device_count() if cuda else 2
     L = 4 if cuda else 2
     cfg = (LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=L,
                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=T) if cuda else
            LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=L,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=T))
-    make_inputs(d, cfg, (4 * 3 * n * B + 4) * (T + 1), device="cuda" if cuda else "cpu", dtype=torch.bfloat16)
+    write_inputs(d, cfg, (4 * 3 * n * B + 4) * (T + 1), dev)
     out = os.path.join(d, "run")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            os.path.join(ROOT, "train.py"), "--fsdp", "--init-from", os.path.join(d, "init"),
@@ -294,7 +295,7 @@ def main():
                     + ("" if cuda else "   (CPU: peak RSS of the process, not comparable)"))
         if not args.skip_fsdp:
             os.makedirs(os.path.join(d, "fsdp"))
-            res.update(check_fsdp(os.path.join(d, "fsdp"), cuda, peak, T, args.mem_batch_size))
+            res.update(check_fsdp(os.path.join(d, "fsdp"), dev, peak, T, args.mem_batch_size))
     with open(args.out_json, "w") as f:
         json.dump(res, f, indent=1)
     say(f"all checks passed; numbers in {args.out_json}")

@@ -137,6 +137,31 @@ def run(setup, out, *extra, recipe=None):
     return read_log(out)
 
 
+# subprocesses get one torch thread each, as the in-process tests do
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# what a resumed run must log exactly as an uninterrupted one
+KEYS = ("stage", "step", "tokens", "loss", "lr", "grad_norm", "eval_loss", "eval_loss_before_merge",
+        "eval_loss_after_merge")
+
+
+def rows(log):
+    return [[r.get(k) for k in KEYS] for r in log]
+
+
+def sigterm_after(cmd, out, lines):
+    """Start cmd, send SIGTERM once out/log.jsonl has `lines` lines; (return code, its output)."""
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    log = os.path.join(out, "log.jsonl")
+    while proc.poll() is None and not (os.path.exists(log) and open(log).read().count("\n") >= lines):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    return proc.returncode, text
+
+
 def read_log(out):
     with open(os.path.join(out, "log.jsonl")) as f:
         return [json.loads(line) for line in f]

@@ -6,7 +6,6 @@ and world sizes.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,16 +13,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, read_log
+from conftest import ENV, ROOT, read_log, rows, sigterm_after
 
 import plan
 import train
 from recipe import default_recipe
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 STEPS = 4          # per stage
-KEYS = ("stage", "step", "tokens", "loss", "lr", "grad_norm", "eval_loss", "eval_loss_before_merge",
-        "eval_loss_after_merge")
 
 
 def cmd(train_setup, out, *extra, procs=2):
@@ -90,20 +86,13 @@ def test_fsdp_sigterm_then_resume_with_async_checkpoints_is_exact(train_setup, r
     """SIGTERM (forwarded by torchrun) finishes the step, writes the DCP checkpoint (in the
     background, then completed), and --resume auto continues with bit-identical numbers."""
     out = tmp_path / "b"
-    proc = subprocess.Popen(cmd(train_setup, out, "--fsdp", "--async-ckpt", "--ckpt-every", 3),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    log = out / "log.jsonl"
-    while not (log.exists() and log.read_text().count("\n") >= 6) and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    text = proc.communicate(timeout=120)[0]
+    _, text = sigterm_after(cmd(train_setup, out, "--fsdp", "--async-ckpt", "--ckpt-every", 3), out, 6)
     assert "stopped by signal SIGTERM" in text, text[-3000:]
     k = len(read_log(out))
     assert 6 <= k < 4 * STEPS
     assert f"step-{k:08d}" in os.listdir(out / "checkpoints")
     launch(train_setup, out, "--fsdp", "--async-ckpt", "--ckpt-every", 3, "--resume", "auto")
-    rows = [[r.get(x) for x in KEYS] for r in read_log(out)]
-    assert rows == [[r.get(x) for x in KEYS] for r in read_log(runs / "fsdp")]
+    assert rows(read_log(out)) == rows(read_log(runs / "fsdp"))
     assert (out / "final" / "model.safetensors").read_bytes() == \
         (runs / "fsdp" / "final" / "model.safetensors").read_bytes()
 

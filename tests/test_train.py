@@ -9,15 +9,13 @@ tests; the others start their own short runs. The whole file takes about a minut
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import OLD_ROWS, RECIPE, ROOT, read_log, run, state
+from conftest import ENV, OLD_ROWS, RECIPE, ROOT, read_log, run, sigterm_after, state
 
 import train
 from lora import add_lora
@@ -141,7 +139,7 @@ def test_two_process_torchrun_matches_one_process(train_setup, tmp_path):
            str(ROOT / "train.py"), "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"),
            "--out", str(tmp_path / "two"), "--recipe", str(tmp_path / "r.json"), "--eval-every", "4",
            "--eval-batches", "4", "--ckpt-every", "0"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     two = read_log(tmp_path / "two")
     assert [(r["stage"], r["step"], r["tokens"]) for r in two] == [(r["stage"], r["step"], r["tokens"]) for r in one]
@@ -155,14 +153,8 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(train_setup, tmp_path)
            "--data", str(train_setup / "data"),
            "--out", str(tmp_path / "a"), "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "1000",
            "--eval-every", "0", "--ckpt-every", "0"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})   # the same threads as this process
-    log = tmp_path / "a" / "log.jsonl"
-    while not (log.exists() and log.read_text().count("\n") >= 2) and p.poll() is None:
-        time.sleep(0.02)
-    p.send_signal(signal.SIGTERM)
-    text = p.communicate(timeout=120)[0]
-    assert p.returncode == 0, text
+    code, text = sigterm_after(cmd, tmp_path / "a", 2)
+    assert code == 0, text
     assert "stopped by signal SIGTERM" in text
     k = len(read_log(tmp_path / "a"))
     assert 2 <= k < 1000

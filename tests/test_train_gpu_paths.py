@@ -8,15 +8,13 @@ only a GPU ever runs. Uses the tiny model and shards of conftest.train_setup.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import RECIPE, ROOT, read_log, run, state
+from conftest import ENV, RECIPE, ROOT, read_log, rows, run, sigterm_after, state
 
 import checkpoint
 import lora
@@ -24,15 +22,7 @@ import runtime
 import train
 from model import Llama, read_safetensors
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-KEYS = ("stage", "step", "tokens", "loss", "lr", "grad_norm", "eval_loss", "eval_loss_before_merge",
-        "eval_loss_after_merge")
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def rows(log):
-    return [[r.get(k) for k in KEYS] for r in log]
 
 
 def default_recipe_cmd(train_setup, out, *extra, procs=1):
@@ -288,13 +278,8 @@ def test_default_recipe_bf16_flash_accum_sigterm_then_resume_is_bit_identical(tr
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     straight = read_log(tmp_path / "a")
-    proc = subprocess.Popen(default_recipe_cmd(train_setup, tmp_path / "b", "--steps-per-stage", steps, procs=procs),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    log = tmp_path / "b" / "log.jsonl"
-    while not (log.exists() and log.read_text().count("\n") >= 15) and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    text = proc.communicate(timeout=120)[0]
+    _, text = sigterm_after(default_recipe_cmd(train_setup, tmp_path / "b", "--steps-per-stage", steps, procs=procs),
+                            tmp_path / "b", 15)
     assert "stopped by signal SIGTERM" in text and "--shutdown-timeout" in text, text[-3000:]
     k = len(read_log(tmp_path / "b"))
     assert 15 <= k < 4 * steps
