@@ -1,6 +1,6 @@
 """KoBEST scored exactly as lm-evaluation-harness 0.4.13 scores it, without the harness.
 
-Five Korean tasks (BoolQ, COPA, HellaSwag, SentiNeg, WiC; DESIGN.md section 4): each choice
+Five Korean tasks (BoolQ, COPA, HellaSwag, SentiNeg, WiC): each choice
 is scored by the summed log-probability of " " + choice after the prompt; acc is the argmax,
 f1 the macro F1 over the split, acc_norm (HellaSwag) the argmax of score / len(choice).
 The speed comes from packing: all choices of an example share one row, the prompt is run
@@ -8,15 +8,16 @@ once, and each choice's tokens attend to the prompt and to themselves only (a tr
 the numbers are those of one forward pass per choice. Rows are sorted by length and batched.
 
     python eval_kobest.py --model FOLDER                      # the 40-row sample in assets/
-    python eval_kobest.py --model FOLDER --data ../shared/kobest --output results.json
-    python eval_kobest.py --model FOLDER --data ../shared/kobest --num-fewshot 5 --tasks copa,wic
+    python eval_kobest.py --model FOLDER --data KOBEST_DIR --output results.json
+    python eval_kobest.py --model FOLDER --data KOBEST_DIR --num-fewshot 5 --tasks copa,wic
     python eval_kobest.py --model FOLDER --data hf            # skt/kobest_v1 via `datasets` (online)
-    python redwhale.py eval --model FOLDER --data ../shared/kobest   # the same, through the CLI
+    python redwhale.py eval --model FOLDER --data KOBEST_DIR   # the same, through the CLI
 
-FOLDER is a Hugging Face Llama-architecture folder (config.json, safetensors, tokenizer.model).
+FOLDER is a Hugging Face Llama-architecture folder (config.json, safetensors, tokenizer.model);
+KOBEST_DIR a folder of <task>/{train,validation,test}.jsonl with the fields of skt/kobest_v1.
 From Python (an in-memory model and a SentencePieceProcessor):
 
-    results = evaluate(model, sp, tasks=["copa"], data_dir="../shared/kobest")
+    results = evaluate(model, sp, tasks=["copa"], data_dir=KOBEST_DIR)
 """
 import argparse
 import hashlib
@@ -98,7 +99,7 @@ def load_split_hf(task, split, name="skt/kobest_v1"):
         import datasets
     except ImportError:
         raise SystemExit("error: --data hf needs the `datasets` library (pip install datasets); "
-                         "or point --data at a local folder such as ../shared/kobest") from None
+                         "or point --data at a local folder of <task>/{train,validation,test}.jsonl") from None
     rows = [dict(r) for r in datasets.load_dataset(name, task, split=split)]
     docs = [check_doc(task, r, f"{name}/{task}/{split} row {i}") for i, r in enumerate(rows)]
     blob = "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows).encode()

@@ -518,7 +518,7 @@ def main(argv=None):
 # ---- Vocabulary expansion (RedWhale part 3) ----
 # New rows for the merged tokenizer's pieces (tokenizer.py merges, then calls expand_vocab).
 # "Decomposition" = the ids the *base* tokenizer splits a new piece's text into; a new row made
-# from those rows starts where the model already "reads" that text (DESIGN.md section 1).
+# from those rows starts where the model already "reads" that text.
 
 INIT_METHODS = ("random", "mean", "subword-embed", "subword", "subword-first-head")
 

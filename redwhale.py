@@ -11,7 +11,7 @@
     python redwhale.py plan --init-from expanded/ [--recipe FILE]
     python redwhale.py train --init-from expanded/ --data tokens/ --out runs/ko [--nproc 8] [--resume auto]
     python redwhale.py export runs/ko                        # merged LoRA -> runs/ko/final
-    python redwhale.py eval --model runs/ko/final [--data ../shared/kobest]
+    python redwhale.py eval --model runs/ko/final [--data KOBEST_DIR]
     python redwhale.py generate --model runs/ko/final --prompt "대한민국의 수도는"
 
 Each step is a thin call into the module that owns it (`python data.py ...` etc. work the

@@ -10,7 +10,7 @@ import unicodedata
 import numpy as np
 
 # ----------------------------------------------------------------------------------------
-# Normalization (DESIGN.md section 3). Never NFKC the whole text: it would turn the
+# Normalization. Never NFKC the whole text: it would turn the
 # compatibility jamo of "ㅋㅋㅋ" into conjoining jamo and "ㅋㅏ" into "카".
 
 def _build_table():

@@ -1,4 +1,4 @@
-"""Korean vocabulary for an English Llama tokenizer (RedWhale part 2, DESIGN.md sections 1 and 3).
+"""Korean vocabulary for an English Llama tokenizer (RedWhale part 2).
 
 Train a Korean SentencePiece BPE model on the cleaned corpus, filter its pieces by rules,
 append the survivors to a Llama-style base `tokenizer.model` through the SentencePiece model
@@ -8,9 +8,9 @@ proto, and measure the token ratio (tokens with the merged tokenizer / tokens wi
     python tokenizer.py merge --base .cache/base_tokenizer/tokenizer.model \
         --korean out/ko/korean.model --out out/merged          # HF tokenizer folder + merge_report.json
     python tokenizer.py ratio --tokenizer out/merged --base .cache/base_tokenizer/tokenizer.model \
-        --text-field '*' ../shared/kobest/*/test.jsonl           # JSON with "ratio" and per-file ratios
-    python tokenizer.py sweep ../shared/kobest/*/train.jsonl --base .cache/base_tokenizer/tokenizer.model \
-        --sizes 8000,16000,20000,32000,40000 --eval ../shared/kobest/*/test.jsonl --text-field '*'
+        --text-field '*' KOBEST_DIR/*/test.jsonl           # JSON with "ratio" and per-file ratios
+    python tokenizer.py sweep KOBEST_DIR/*/train.jsonl --base .cache/base_tokenizer/tokenizer.model \
+        --sizes 8000,16000,20000,32000,40000 --eval KOBEST_DIR/*/test.jsonl --text-field '*'
     python tokenizer.py expand --model BASE_HF_DIR --tokenizer out/merged --init subword --out out/expanded
 
 Corpus files are plain text (one text per line) or JSONL (field --text-field, default "text";
@@ -479,7 +479,7 @@ def main(argv=None):
     p.add_argument("--tokenizer", required=True, help="merged tokenizer folder from `merge`")
     p.add_argument("--init", default="subword",
                    choices=["random", "mean", "subword-embed", "subword", "subword-first-head"],
-                   help="how to initialize the new embedding and LM-head rows (DESIGN.md section 1)")
+                   help="how to initialize the new embedding and LM-head rows")
     p.add_argument("--out", required=True, help="output HF folder (model + merged tokenizer)")
     p.add_argument("--vocab-multiple", type=int, default=1, help="pad rows to a multiple (64 for GPUs)")
     p.add_argument("--seed", type=int, default=0, help="seed for the `random` init")

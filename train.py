@@ -150,7 +150,7 @@ class Trainer:
             for n, p in model.named_parameters():
                 p.requires_grad_(n in names)
             if self.compile:
-                runtime.compile_blocks(model)   # in place, before the DDP wrapper (DESIGN: compile, then wrap)
+                runtime.compile_blocks(model)   # in place, before the DDP wrapper: compile, then wrap
         params = [(n, p) for n, p in model.named_parameters() if n in names]
         self.frozen_rows = []
         if st.freeze_old_rows:

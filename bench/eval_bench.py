@@ -1,7 +1,7 @@
 """Speed and agreement of eval_kobest.py against the slow reference scorer and, where it is
 installed, lm-evaluation-harness 0.4.13 itself, on the same random Llama and the same data.
 
-    python bench/eval_bench.py --data ../shared/kobest                 # full test sets
+    python bench/eval_bench.py --data KOBEST_DIR                       # full test sets
     python bench/eval_bench.py --limit 100 --tasks copa,hellaswag      # quick look
 
 Prints examples/s of each scorer, the speed ratios, and whether every metric agrees to 4
@@ -10,13 +10,13 @@ beside the project's torch without touching it, e.g. in a venv that sees the sys
 
     python -m venv --system-site-packages .venv-bench
     .venv-bench/bin/pip install lm_eval==0.4.13 accelerate   # keeps torch==2.13.0 (HFLM needs accelerate)
-    HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 .venv-bench/bin/python bench/eval_bench.py --data ../shared/kobest
+    HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 .venv-bench/bin/python bench/eval_bench.py --data KOBEST_DIR
 
 lm-eval's kobest tasks load skt/kobest_v1 from the hub; here they are re-declared as local
 tasks (dataset_path: json, data_files pointing at DATA/<task>/*.jsonl) that reuse the
 harness's own kobest utils.py, so prompts, metrics and the group score are the harness's.
 The harness tokenizes with a transformers tokenizer built from tokenizer.model, which can
-differ from SentencePiece on runs of spaces (DESIGN.md section 3), and KoBEST has such runs
+differ from SentencePiece on runs of spaces, and KoBEST has such runs
 (BoolQ's moved trailing space, COPA's two spaces). So it runs twice: `hf` (the harness as a
 user runs it) and `sentencepiece` (the harness with its tok_encode swapped for SentencePiece,
 which isolates the scoring from the tokenizer).
@@ -150,7 +150,7 @@ def build_model(args, tmp):
     cfg = LlamaConfig(vocab_size=sp.get_piece_size(), hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
                       num_hidden_layers=args.layers, num_attention_heads=args.hidden // 32,
                       num_key_value_heads=max(1, args.hidden // 64), max_position_embeddings=4096,
-                      initializer_range=0.2)  # 0.02 is nearly blind (DESIGN.md section 3)
+                      initializer_range=0.2)  # at 0.02 a random model is nearly blind
     model = Llama(cfg).eval()
     folder = tmp / "model"
     model.save_pretrained(folder)

@@ -1,4 +1,4 @@
-"""The paper's comparison of new-row initializations (DESIGN.md section 1, part 3), at small scale.
+"""The paper's comparison of new-row initializations, at small scale.
 
 1. Build a tiny "English base": a 2,000-piece SentencePiece tokenizer and a small Llama trained
    for a few minutes on Python's own documentation (mostly English) plus ~10% Korean, as

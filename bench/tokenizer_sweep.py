@@ -1,4 +1,4 @@
-"""The paper's vocabulary-size study (DESIGN.md section 1, part 2), on the data we have.
+"""The paper's vocabulary-size study, on the data we have.
 
 Train the Korean SentencePiece model on the KoBEST *train* text at several sizes, merge each
 into the real Mistral-7B v0.1 base tokenizer (the layout of SOLAR's), and print pieces added,
@@ -7,11 +7,11 @@ text of a kind the tokenizer never saw (assets/statute_sample.jsonl), and the em
 parameters the new rows cost a SOLAR-sized model (hidden 4096, untied head: 2 x rows x 4096).
 
     bash scripts/fetch_base_tokenizer.sh                # once: .cache/base_tokenizer/tokenizer.model
-    python bench/tokenizer_sweep.py                     # about a minute on 2 CPU cores
-    python bench/tokenizer_sweep.py --sizes 8000,20000 --hidden-size 5120
+    python bench/tokenizer_sweep.py --kobest KOBEST_DIR           # about a minute on 2 CPU cores
+    python bench/tokenizer_sweep.py --kobest KOBEST_DIR --sizes 8000,20000 --hidden-size 5120
 
-Needs ../shared/kobest/ (the full KoBEST sets); same result as
-`python tokenizer.py sweep ../shared/kobest/*/train.jsonl --text-field '*' --eval ...`.
+Needs the full KoBEST sets (KOBEST_DIR: <task>/{train,test}.jsonl); same result as
+`python tokenizer.py sweep KOBEST_DIR/*/train.jsonl --text-field '*' --eval ...`.
 """
 import argparse
 import sys
@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import tokenizer as T  # noqa: E402
 
-KOBEST = ROOT.parent / "shared" / "kobest"
 BASE = ROOT / ".cache" / "base_tokenizer" / "tokenizer.model"
 TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
 
@@ -32,7 +31,7 @@ def main(argv=None):
     ap.add_argument("--sizes", default="8000,16000,20000,32000,40000", help="Korean vocabulary sizes")
     ap.add_argument("--hidden-size", type=int, default=4096, help="for the embedding-parameter column")
     ap.add_argument("--base", default=str(BASE), help="base tokenizer.model")
-    ap.add_argument("--kobest", default=str(KOBEST), help="folder with <task>/{train,test}.jsonl")
+    ap.add_argument("--kobest", required=True, help="folder with <task>/{train,test}.jsonl (the full KoBEST sets)")
     a = ap.parse_args(argv)
     kobest = Path(a.kobest)
     if not kobest.exists() or not Path(a.base).exists():

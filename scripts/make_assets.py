@@ -1,6 +1,6 @@
-"""Rebuild the shipped data from the full KoBEST sets in ../shared/kobest (CC BY-SA 4.0).
+"""Rebuild the shipped data from the full KoBEST sets in KOBEST_DIR (CC BY-SA 4.0).
 
-    python scripts/make_assets.py [--kobest ../shared/kobest]
+    python scripts/make_assets.py --kobest KOBEST_DIR
 
 - assets/korean_corpus.jsonl.gz: the Korean text of the *train* splits only (never test), one
   document per line as {"text", "source"}: BoolQ paragraphs; COPA premise + the right
@@ -30,7 +30,8 @@ def doc_text(task, r):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kobest", default=os.path.join(ROOT, "..", "shared", "kobest"))
+    p.add_argument("--kobest", required=True,
+                   help="folder of the full KoBEST sets: <task>/{train,validation,test}.jsonl")
     p.add_argument("--sample-rows", type=int, default=40)
     a = p.parse_args()
     tasks = ["boolq", "copa", "hellaswag", "sentineg", "wic"]
