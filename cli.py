@@ -1,0 +1,162 @@
+"""What every command line here shares: numeric flags checked up front, one line per mistake.
+
+    p.add_argument("--limit", type=cli.number(int, lo=0), default=0)    # argparse names the flag
+    cli.check("stage 2 lr", 1e-4, float, lo=0, lo_open=True)           # recipe fields, config keys
+    if __name__ == "__main__":
+        cli.run(main)
+
+A user's ordinary mistake (a flag out of range, a missing or corrupt file, an output that
+would overwrite an input) ends the command with exit code 1 and one line, `error: ...`,
+that names the flag, file, line or key; REDWHALE_DEBUG=1 shows the traceback instead.
+Under torchrun only rank 0 prints it, so N ranks do not print N copies.
+"""
+import argparse
+import os
+import sys
+import time
+
+# what an ordinary mistake raises: a missing or unreadable file (OSError), a bad value
+# (ValueError, which corpus_io.DataError is), a missing key, and torch's own complaints
+USER_ERRORS = (OSError, ValueError, KeyError, RuntimeError, MemoryError)
+
+
+def _describe(kind, lo, hi, lo_open):
+    what = "an integer" if kind is int else "a number"
+    if lo is not None and hi is not None:
+        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}]"
+    if lo is not None:
+        return f"{what} {'>' if lo_open else '>='} {lo}"
+    return f"{what} <= {hi}" if hi is not None else what
+
+
+def problem(value, kind=float, lo=None, hi=None, lo_open=False):
+    """None when `value` is a `kind` within the range, else what it should be."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    ok = ok and value == value and (lo is None or value > lo or (value == lo and not lo_open))
+    ok = ok and (hi is None or value <= hi)
+    return None if ok else "must be " + _describe(kind, lo, hi, lo_open)
+
+
+def check(name, value, kind=float, lo=None, hi=None, lo_open=False):
+    """Raise ValueError('NAME must be ..., got VALUE') unless value is in range."""
+    why = problem(value, kind, lo, hi, lo_open)
+    if why:
+        raise ValueError(f"{name} {why}, got {value!r}")
+    return kind(value)
+
+
+def number(kind=int, lo=None, hi=None, lo_open=False):
+    """An argparse `type` that parses int or float and checks the range: a bad value is
+    argparse's usual one-line error, `argument --limit: must be an integer >= 0, got '-1'`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {_describe(kind, lo, hi, lo_open)}, got {text!r}") from None
+        why = problem(value, kind, lo, hi, lo_open)
+        if why:
+            raise argparse.ArgumentTypeError(f"{why}, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_force(p):
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output folder; only one this project wrote is ever removed")
+
+
+def rank():
+    return int(os.environ.get("RANK", "0"))
+
+
+def fail(message, code=1):
+    """Print `error: message` once (rank 0 under torchrun) and exit."""
+    if rank() == 0:
+        print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run(main, argv=None):
+    """Call main(argv); turn an ordinary mistake into one line and a non-zero exit code."""
+    debug = bool(os.environ.get("REDWHALE_DEBUG"))
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
+        if isinstance(e, MemoryError):
+            msg = f"out of memory ({msg})"
+        fail(msg.strip().splitlines()[0] if msg.strip() else type(e).__name__)
+    except SystemExit as e:     # SystemExit("error: ...") raised on purpose: print it once
+        if isinstance(e.code, str):
+            fail(e.code)
+        raise
+    sys.exit(code or 0)
+
+
+class _Lines:
+    """A progress bar for logs: when stderr is not a terminal (CI, nohup, a file), one short line
+    every `every` of the total (or every minute when the total is unknown), not a \\r per update."""
+
+    def __init__(self, iterable=None, total=None, desc="", initial=0, every=0.1, unit="it", **_):
+        self.iterable, self.total, self.desc, self.n, self.unit = iterable, total, desc, initial, unit
+        self.step, self.t0, self.last = (total * every if total else None), time.time(), initial
+        self.postfix = ""
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            self.total = len(iterable)
+            self.step = self.total * every
+
+    def __iter__(self):
+        for x in self.iterable:
+            yield x
+            self.update(1)
+
+    def update(self, k=1):
+        self.n += k
+        due = (self.n - self.last >= self.step) if self.step else (time.time() - self.t0 >= 60 * (self.last + 1))
+        if due:
+            self.last = self.n if self.step else self.last + 1
+            pct = f" {100 * self.n / self.total:3.0f}%" if self.total else ""
+            print(f"{self.desc}:{pct} {self.n:,}{'/' + format(self.total, ',') if self.total else ''} {self.unit} "
+                  f"{time.time() - self.t0:.0f}s {self.postfix}".rstrip(), file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, s, refresh=True):
+        self.postfix = s
+
+    def set_postfix(self, d=None, refresh=True, **kw):
+        self.postfix = ", ".join(f"{k}={v}" for k, v in {**(d or {}), **kw}.items())
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def progress(iterable=None, *, disable=False, **kw):
+    """tqdm on a terminal; compact lines (every 10%) when stderr is a log; nothing when disabled."""
+    if disable:
+        from tqdm import tqdm
+        return tqdm(iterable, disable=True, **kw)
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(iterable, dynamic_ncols=True, **kw)
+    return _Lines(iterable, **kw)
+
+
+def write(msg):
+    """Print a line without breaking a tqdm bar on a terminal."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        tqdm.write(msg)
+    else:
+        print(msg, flush=True)

@@ -1,0 +1,151 @@
+"""Where results are written: one guard for every output, files written whole, folders replaced whole.
+
+    with outputs.staged(args.out, inputs=args.inputs, force=args.force) as tmp:
+        write_everything_into(tmp)          # renamed to args.out only when this block succeeds
+    outputs.write_atomic(path, text_or_bytes)
+
+The rules every command that writes follows:
+- An output is never an input, inside one, or holding one (compared as resolved paths), and
+  never the current folder or one above it.
+- A folder output that exists and is not empty is replaced only with --force, and --force only
+  ever removes a folder this project wrote: one holding MARKER. Anything else is refused.
+- A folder output is built in a hidden sibling `.NAME.partial-PID` and renamed into place when
+  complete, so it always holds the files of one whole run (never stale ones of an earlier
+  run), and a run that fails (a bad record, a full disk, Ctrl-C) leaves the previous output
+  exactly as it was. It takes the room of both until the rename.
+- Leftovers of a killed run (`.NAME.partial-*`, `.NAME.old-*`) are removed by the next run
+  that writes NAME, which says so.
+"""
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+MARKER = ".redwhale-output.json"
+
+
+def check_not_input(out, inputs, flag="--out"):
+    """Refuse an output that is, contains or is inside one of `inputs` (files or folders)."""
+    o = Path(out).resolve()
+    here = Path.cwd().resolve()
+    if o == here or o in here.parents:
+        raise ValueError(f"{flag} {out} is the current folder or holds it: choose a new folder below it")
+    for i in inputs:
+        if not i:
+            continue
+        p = Path(i).resolve()
+        if o == p:
+            raise ValueError(f"{flag} {out} is the input {i}: choose another {flag}")
+        if p in o.parents:
+            raise ValueError(f"{flag} {out} is inside the input folder {i}: choose another {flag}")
+        if o in p.parents:
+            raise ValueError(f"{flag} {out} holds the input {i}: choose another {flag}")
+
+
+def ours(folder):
+    return (Path(folder) / MARKER).is_file()
+
+
+def check_output_dir(out, inputs=(), force=False, flag="--out"):
+    """Everything that must hold before a folder output is written; nothing is touched here."""
+    out = Path(out)
+    check_not_input(out, inputs, flag)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is a file, not a folder: choose another {flag}")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ValueError(f"{flag} {out} already exists and is not empty; pass --force to replace it, "
+                             f"or choose another {flag}")
+        if not ours(out):
+            raise ValueError(f"{flag} {out} was not written by this project (it has no {MARKER}); --force only "
+                             "replaces this project's outputs: move it away yourself, or choose another "
+                             f"{flag}")
+
+
+def mark(folder, step):
+    """Write MARKER: this folder is a redwhale output, and --force may replace it."""
+    write_atomic(Path(folder) / MARKER, json.dumps({"written_by": "redwhale-ref", "step": step,
+                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def sweep_leftovers(out):
+    """Remove what a killed run left beside `out` (its own .partial/.old folders); say so."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    for kind in ("partial", "old"):
+        for d in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
+            pid = d.name.rsplit("-", 1)[-1]
+            if not d.is_dir() or not pid.isdigit() or _alive(int(pid)) or not (ours(d) or not any(d.iterdir())):
+                continue
+            shutil.rmtree(d)
+            print(f"note: removed {d}, left by an interrupted run", file=sys.stderr)
+
+
+def replace_dir(tmp, out):
+    """Rename the finished folder `tmp` to `out`; an existing `out` (ours, or empty) goes away."""
+    tmp, out = Path(tmp), Path(out)
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@contextmanager
+def staged(out, inputs=(), force=False, step="", flag="--out"):
+    """Yield a fresh hidden sibling folder of `out`; when the block succeeds it becomes `out`."""
+    out = Path(out).resolve()
+    check_output_dir(out, inputs, force, flag)
+    sweep_leftovers(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        mark(tmp, step)             # first, so that a leftover of a kill is recognizably ours
+        yield tmp
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_file(path, inputs=(), force=False, flag="--output"):
+    """A file output: not an input nor inside an input folder; an existing file only with --force."""
+    path = Path(path)
+    check_not_input(path, inputs, flag)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, not a file")
+    if path.exists() and not force:
+        raise ValueError(f"{flag} {path} already exists; pass --force to replace it, or choose another {flag}")
+
+
+def write_atomic(path, data):
+    """Write `data` (str or bytes) to a temp file beside `path`, fsync it, rename it into place:
+    a reader never sees half a file, and a failure leaves the previous file as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
