@@ -20,42 +20,43 @@ import time
 USER_ERRORS = (OSError, ValueError, KeyError, RuntimeError, MemoryError)
 
 
-def _describe(kind, lo, hi, lo_open):
+def _describe(kind, lo, hi, lo_open, hi_open=False):
     what = "an integer" if kind is int else "a number"
     if lo is not None and hi is not None:
-        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}]"
+        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
     if lo is not None:
         return f"{what} {'>' if lo_open else '>='} {lo}"
-    return f"{what} <= {hi}" if hi is not None else what
+    return f"{what} {'<' if hi_open else '<='} {hi}" if hi is not None else what
 
 
-def problem(value, kind=float, lo=None, hi=None, lo_open=False):
+def problem(value, kind=float, lo=None, hi=None, lo_open=False, hi_open=False):
     """None when `value` is a `kind` within the range, else what it should be."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
         ok = ok and float(value).is_integer()
     ok = ok and value == value and (lo is None or value > lo or (value == lo and not lo_open))
-    ok = ok and (hi is None or value <= hi)
-    return None if ok else "must be " + _describe(kind, lo, hi, lo_open)
+    ok = ok and (hi is None or value < hi or (value == hi and not hi_open))
+    return None if ok else "must be " + _describe(kind, lo, hi, lo_open, hi_open)
 
 
-def check(name, value, kind=float, lo=None, hi=None, lo_open=False):
+def check(name, value, kind=float, lo=None, hi=None, lo_open=False, hi_open=False):
     """Raise ValueError('NAME must be ..., got VALUE') unless value is in range."""
-    why = problem(value, kind, lo, hi, lo_open)
+    why = problem(value, kind, lo, hi, lo_open, hi_open)
     if why:
         raise ValueError(f"{name} {why}, got {value!r}")
     return kind(value)
 
 
-def number(kind=int, lo=None, hi=None, lo_open=False):
+def number(kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
     """An argparse `type` that parses int or float and checks the range: a bad value is
     argparse's usual one-line error, `argument --limit: must be an integer >= 0, got '-1'`."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {_describe(kind, lo, hi, lo_open)}, got {text!r}") from None
-        why = problem(value, kind, lo, hi, lo_open)
+            raise argparse.ArgumentTypeError(f"must be {_describe(kind, lo, hi, lo_open, hi_open)}, got {text!r}") \
+                from None
+        why = problem(value, kind, lo, hi, lo_open, hi_open)
         if why:
             raise argparse.ArgumentTypeError(f"{why}, got {text!r}")
         return value
@@ -97,7 +98,7 @@ def run(main, argv=None):
         if isinstance(e.code, str):
             fail(e.code)
         raise
-    sys.exit(code or 0)
+    sys.exit(code if isinstance(code, int) else 0)     # a main may return its result instead
 
 
 class _Lines:
@@ -105,7 +106,7 @@ class _Lines:
     every `every` of the total (or every minute when the total is unknown), not a \\r per update."""
 
     def __init__(self, iterable=None, total=None, desc="", initial=0, every=0.1, unit="it", **_):
-        self.iterable, self.total, self.desc, self.n, self.unit = iterable, total, desc, initial, unit
+        self.iterable, self.total, self.desc, self.n, self.unit = iterable, total, desc, initial, unit.strip()
         self.step, self.t0, self.last = (total * every if total else None), time.time(), initial
         self.postfix = ""
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -122,9 +123,12 @@ class _Lines:
         due = (self.n - self.last >= self.step) if self.step else (time.time() - self.t0 >= 60 * (self.last + 1))
         if due:
             self.last = self.n if self.step else self.last + 1
-            pct = f" {100 * self.n / self.total:3.0f}%" if self.total else ""
-            print(f"{self.desc}:{pct} {self.n:,}{'/' + format(self.total, ',') if self.total else ''} {self.unit} "
-                  f"{time.time() - self.t0:.0f}s {self.postfix}".rstrip(), file=sys.stderr, flush=True)
+            self._line()
+
+    def _line(self):
+        pct = f" {100 * self.n / self.total:3.0f}%" if self.total else ""
+        print(f"{self.desc}:{pct} {self.n:,}{'/' + format(self.total, ',') if self.total else ''} {self.unit} "
+              f"{time.time() - self.t0:.0f}s {self.postfix}".rstrip(), file=sys.stderr, flush=True)
 
     def set_postfix_str(self, s, refresh=True):
         self.postfix = s
@@ -133,13 +137,15 @@ class _Lines:
         self.postfix = ", ".join(f"{k}={v}" for k, v in {**(d or {}), **kw}.items())
 
     def close(self):
-        pass
+        if self.n != self.last:          # the end, when the last step did not print it
+            self.last = self.n
+            self._line()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        pass
+        self.close()
 
 
 def progress(iterable=None, *, disable=False, **kw):

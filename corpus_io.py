@@ -1,28 +1,44 @@
 """Reading raw corpora: files, folders, gzip, encodings, invalid bytes.
 
 Shared by data.py clean (raw text in) and shards.py tokenize (cleaned text in); the tests
-are in tests/test_data.py. Inputs are .txt (documents are blank-line separated blocks, or
-lines) and .jsonl (one {"text": ...} per line), each optionally .gz, given as files or
-folders (searched recursively). The encoding is decided per file from its first MiB; each
-line is then decoded on its own, so one bad line is replaced or dropped (and counted),
-never fatal. A truncated .gz keeps what was read and says where it stopped.
+are in tests/test_data.py and tests/test_data_reliability.py. Inputs are .txt (documents are
+blank-line separated blocks, or lines) and .jsonl (one {"text": ...} per line), each
+optionally .gz, given as files or folders (searched recursively). The encoding is decided
+per file from its first MiB; each line is then decoded on its own, so one bad line is
+replaced or dropped (and counted), never fatal. With --encoding auto a line that fails the
+file's encoding is tried in the other one (UTF-8, then CP949), so a file that mixes both
+loses nothing (counted as mixed_encoding_lines). A record whose text is not valid Unicode
+(a lone surrogate such as "\\ud800" escaped in JSON) is dropped as bad_text. A truncated or
+corrupt .gz keeps what was read and says where it stopped. A JSONL file in which no record
+has the --text-field is reported with the fields its first record has.
 
 Also here, because both readers need them: ordered_map, which streams documents through
-worker processes without reading a whole corpus ahead, and write_atomic for small reports.
+worker processes without reading a whole corpus ahead (a worker that dies stops the run
+with one line, never a hang), and staged_output: outputs.staged, the output guard and
+whole-folder replacement every command shares, with its refusals raised as DataError.
 """
 import codecs
 import gzip
 import json
 import os
+import re
 import sys
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import outputs
+
 
 class DataError(ValueError):
     """Bad input or settings; the message names the file, line or flag."""
+
+
+class WorkerDied(RuntimeError):
+    """A worker process of ordered_map died (killed, or out of memory): the run stopped."""
 
 
 @dataclass
@@ -40,16 +56,16 @@ class ReadConfig:
                 raise DataError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
 
 
-def expand_inputs(inputs, skip=None):
-    """Files and folders (searched recursively, sorted; hidden files and folders and the
-    folder `skip`, our own output, left out) -> list of input files."""
+def expand_inputs(inputs, exclude=()):
+    """Files and folders (searched recursively, sorted; hidden files and folders, and files
+    named in `exclude`, left out) -> list of input files. An output is never inside an input
+    folder (outputs.py refuses it), so our own output is never read back."""
     out = []
-    skip = Path(skip).resolve() if skip else None
     for p in map(Path, inputs):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f, strict=False)
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and not (skip and f.resolve().is_relative_to(skip)))
+                           and f.name not in exclude
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
                 raise DataError(f"{p}: folder holds no .txt/.jsonl (optionally .gz) files")
             out += found
@@ -78,6 +94,11 @@ def _open(path):
     return raw, (gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw)
 
 
+# what a broken .gz raises: truncated (EOFError), a bad header or CRC (gzip.BadGzipFile, an
+# OSError), corrupt deflate data (zlib.error)
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
 def detect_encoding(path, choice="auto"):
     if choice != "auto":
         return choice
@@ -85,7 +106,7 @@ def detect_encoding(path, choice="auto"):
     with raw:
         try:
             head = f.read(1 << 20)
-        except (OSError, EOFError):
+        except GZIP_ERRORS:
             return "utf-8"  # a broken .gz: reading it reports the error
     # CP949 Hangul is invalid UTF-8 at almost every character, while UTF-8 Hangul often
     # decodes as CP949 without error: so UTF-8 wins unless it fails on more than 1% of
@@ -98,12 +119,44 @@ def detect_encoding(path, choice="auto"):
     return "utf-8"
 
 
+def _mostly_hangul(text):
+    """Are Hangul syllables most of the non-ASCII characters? Real CP949 Korean is; UTF-8
+    Korean with a broken byte, misread as CP949, is mostly Hanja and symbols."""
+    non_ascii = [c for c in text if c >= "\x80"]
+    return 2 * sum("\uac00" <= c <= "\ud7a3" for c in non_ascii) > len(non_ascii)
+
+
+def decode_line(line, enc, auto):
+    """(text, how): how is None (the file's encoding), "mixed" (with `auto`, the line fails the
+    file's encoding but is valid in the other one: a file that mixes UTF-8 and CP949 lines),
+    or "bad" (text None: valid in neither)."""
+    try:
+        return line.decode(enc), None
+    except UnicodeDecodeError:
+        pass
+    for other in ("utf-8", "cp949") if auto else ():
+        if other == enc:
+            continue
+        try:
+            text = line.decode(other)
+        except UnicodeDecodeError:
+            continue
+        # strict UTF-8 that decodes is UTF-8; CP949 decodes much garbage, so it must look Korean
+        if other == "utf-8" or _mostly_hangul(text):
+            return text, "mixed"
+    return None, "bad"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape a lone one; no encoder takes it
+
+
 def read_docs(path, cfg, stats, progress=None):
     """Yield (line_no, text, reason) for one file; text is None when reason says why.
     `cfg` is a ReadConfig (or a CleanConfig); `stats` (a dict for the report) collects the
-    encoding and what was replaced or dropped; `progress` (a tqdm bar) advances by bytes."""
+    encoding and what was replaced, re-decoded or dropped; `progress` (a bar) advances by bytes."""
     kind, enc = _kind(path), detect_encoding(path, cfg.encoding)
-    stats.update(path=str(path), encoding=enc, docs=0, replaced_lines=0, dropped_lines=0)
+    stats.update(path=str(path), encoding=enc, docs=0, replaced_lines=0, dropped_lines=0, mixed_encoding_lines=0)
+    fields = {"records": 0, "first": None, "with_field": 0}  # does any JSONL record have --text-field?
     raw, f = _open(path)
     block, block_start, pos = [], 0, 0
     with raw:
@@ -113,9 +166,10 @@ def read_docs(path, cfg, stats, progress=None):
                     now = raw.tell()
                     progress.update(now - pos)
                     pos = now
-                try:
-                    text = line.decode(enc)
-                except UnicodeDecodeError:
+                text, how = decode_line(line, enc, cfg.encoding == "auto")
+                if how == "mixed":
+                    stats["mixed_encoding_lines"] += 1
+                elif how == "bad":
                     if cfg.on_invalid == "drop":
                         stats["dropped_lines"] += 1
                         if kind == "jsonl" or cfg.txt_mode == "lines":
@@ -130,13 +184,7 @@ def read_docs(path, cfg, stats, progress=None):
                     if not text.strip():
                         continue
                     stats["docs"] += 1
-                    try:
-                        obj = json.loads(text)
-                    except ValueError:
-                        yield ln, None, "bad_json"
-                        continue
-                    doc = obj.get(cfg.text_field) if isinstance(obj, dict) else None
-                    yield (ln, doc, None) if isinstance(doc, str) else (ln, None, "no_text")
+                    yield (ln, *_json_doc(text, cfg.text_field, fields))
                 elif cfg.txt_mode == "lines":
                     if text.strip():
                         stats["docs"] += 1
@@ -149,8 +197,8 @@ def read_docs(path, cfg, stats, progress=None):
                     stats["docs"] += 1
                     yield block_start, "".join(block).rstrip("\r\n"), None
                     block = []
-        except (OSError, EOFError) as e:  # truncated or corrupt gzip: keep what was read
-            stats["error"] = f"{path}: read stopped after line {stats['docs']}: {e}"
+        except GZIP_ERRORS as e:  # truncated or corrupt gzip: keep what was read, skip the rest
+            stats["error"] = f"{path}: read stopped after line {stats['docs']}, the rest skipped: {e}"
             print(f"warning: {stats['error']}", file=sys.stderr)
     if block:
         stats["docs"] += 1
@@ -160,14 +208,54 @@ def read_docs(path, cfg, stats, progress=None):
     if stats["docs"] == 0:
         stats["warning"] = f"{path}: no documents (empty file)"
         print(f"warning: {stats['warning']}", file=sys.stderr)
+    elif fields["records"] and not fields["with_field"]:
+        stats["missing_field"] = fields["first"]  # what the user may have meant instead
+        stats["warning"] = f"{path}: no record has the field {cfg.text_field!r}; {_first_fields(fields['first'])}"
+        print(f"warning: {stats['warning']}", file=sys.stderr)
+
+
+def _json_doc(text, field, fields):
+    """(text, reason) of one JSONL line; notes in `fields` what the records hold."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None, "bad_json"
+    fields["records"] += 1
+    if not isinstance(obj, dict):
+        return None, "no_text"
+    if fields["first"] is None:
+        fields["first"] = list(obj)
+    fields["with_field"] += field in obj
+    doc = obj.get(field)
+    if not isinstance(doc, str):
+        return None, "no_text"
+    if _SURROGATE.search(doc):  # "\ud800": would fail in every encoder, tokenizer and writer
+        return None, "bad_text"
+    return doc, None
+
+
+def missing_field_error(field, file_stats):
+    """The one line to fail with when no document was readable because no JSONL record has
+    the field asked for (a wrong --text-field), else None."""
+    bad = [s for s in file_stats if "missing_field" in s]
+    if not bad:
+        return None
+    where = bad[0]["path"] + (f" (nor in {len(bad) - 1} other file(s))" if len(bad) > 1 else "")
+    return f"--text-field {field!r}: no record in {where} has it; {_first_fields(bad[0]['missing_field'])}"
+
+
+def _first_fields(first):
+    return f"the first record's fields are {first}" if first is not None else "its records are not JSON objects"
 
 
 # ----------------------------------------------------------------------------------------
-# Streaming through worker processes, and writing small files whole.
+# Streaming through worker processes, and writing output folders whole.
 
 def ordered_map(fn, items, workers, init, initargs):
     """Yield (item, fn(item)) in input order from `workers` processes, with at most 4 items
-    per worker in flight: Pool.imap reads all of its input ahead, a 100 GB corpus included."""
+    per worker in flight (Pool.imap reads all of its input ahead, a 100 GB corpus included).
+    A worker that dies (SIGKILL, the OOM killer) breaks the pool: raise WorkerDied at once,
+    cancel what is queued and stop the other workers (mp.Pool would wait for it forever)."""
     if workers <= 1:
         init(*initargs)
         for item in items:
@@ -175,20 +263,49 @@ def ordered_map(fn, items, workers, init, initargs):
         return
     import multiprocessing as mp
     from collections import deque
-    with mp.get_context("spawn").Pool(workers, init, initargs) as pool:
-        pending = deque()
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=init, initargs=initargs)
+    pending = deque()
+    try:
         for item in items:
-            pending.append((item, pool.apply_async(fn, (item,))))
+            pending.append((item, pool.submit(fn, item)))
             if len(pending) >= 4 * workers:
                 item, r = pending.popleft()
-                yield item, r.get()
+                yield item, r.result()
         while pending:
             item, r = pending.popleft()
-            yield item, r.get()
+            yield item, r.result()
+    except BrokenProcessPool:
+        raise WorkerDied("a --workers process died (killed, or out of memory?): the run stopped; "
+                         "try fewer --workers") from None
+    finally:  # also when the caller stops early: no worker outlives the run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_atomic(path, text):
-    """Write a temp file, then rename: a reader never sees half a report or meta.json."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _about_output(e, out):
+    """Is this OSError about writing `out`: no file named (a full disk), or a file in the
+    staged folder beside it (.NAME.partial-PID, .NAME.old-PID)?"""
+    if not isinstance(e.filename, (str, bytes, os.PathLike)):
+        return True
+    name = Path(os.fsdecode(e.filename)).resolve()
+    return name == out or str(name).startswith(str(out.parent / f".{out.name}."))
+
+
+@contextmanager
+def staged_output(out, inputs=(), force=False, step=""):
+    """outputs.staged (a hidden sibling folder that becomes `out` only when the block
+    succeeds), its refusals raised as DataError, and a failed write naming `out`."""
+    try:
+        outputs.check_output_dir(out, inputs, force)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    try:
+        with outputs.staged(out, inputs, force, step) as tmp:
+            yield tmp
+    except OSError as e:
+        if str(e).startswith("--out ") or not _about_output(e, Path(out).resolve()):
+            raise  # outputs.staged named --out already, or an input it could not read names itself
+        where = f" ({e.filename})" if e.filename else ""
+        raise OSError(f"--out {out}: cannot write: {e.strerror or e}{where}; the previous "
+                      "output, if any, is unchanged") from e

@@ -112,11 +112,14 @@ def staged(out, inputs=(), force=False, step="", flag="--out"):
     out = Path(out).resolve()
     check_output_dir(out, inputs, force, flag)
     sweep_leftovers(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as e:            # a read-only or missing place: name the flag, not the hidden folder
+        raise OSError(f"{flag} {out}: cannot write there ({e.strerror or e})") from None
     try:
         mark(tmp, step)             # first, so that a leftover of a kill is recognizably ours
         yield tmp
@@ -126,14 +129,16 @@ def staged(out, inputs=(), force=False, step="", flag="--out"):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_output_file(path, inputs=(), force=False, flag="--output"):
-    """A file output: not an input nor inside an input folder; an existing file only with --force."""
+def check_output_file(path, inputs=(), force=False, flag="--output", ours=None):
+    """A file output: not an input nor inside an input folder. An existing file is replaced when
+    `ours(path)` recognizes it as one this project wrote, or with --force (you named the file)."""
     path = Path(path)
     check_not_input(path, inputs, flag)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder, not a file")
-    if path.exists() and not force:
-        raise ValueError(f"{flag} {path} already exists; pass --force to replace it, or choose another {flag}")
+    if path.exists() and not force and not (ours and ours(path)):
+        raise ValueError(f"{flag} {path} already exists and is not an output of this step; pass --force to "
+                         f"replace it, or choose another {flag}")
 
 
 def write_atomic(path, data):

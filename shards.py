@@ -1,11 +1,11 @@
 """The token-shard format end to end: tokenize() writes it, TokenShards reads it for train.py.
 
-    python data.py tokenize clean/clean.jsonl --tokenizer merged/ --out tokens/ --val-docs 500
+    python data.py tokenize clean/ --tokenizer merged/ --out tokens/ --val-docs 500
 
     DIR/meta.json  {"dtype": "uint16"|"uint32", "vocab_size", "eos_id", "bos_id", "add_bos",
                     "num_tokens", "num_docs", "shards": [{"file", "num_tokens"}],
                     "val_num_tokens", "val_num_docs", "val_shards": [...] (optional),
-                    "tokenizer", "inputs", "skipped", "skipped_examples"}
+                    "tokenizer", "inputs", "skipped", "skipped_examples", "notes"}
                    (TokenShards needs only dtype, vocab_size and shards)
     DIR/<file>     raw little-endian token ids: train_NNNN.bin, val_NNNN.bin
 
@@ -13,7 +13,11 @@ Writing: every document of the cleaned corpus (read by corpus_io.py) is encoded 
 SentencePiece model in --workers processes, in input order, and followed by EOS (optionally
 preceded by BOS). uint16 ids overflow above 65,536 pieces, so the dtype follows the vocabulary.
 A document goes to val by a seeded per-document coin (--val-fraction) or an exact seeded draw
-(--val-docs); shards are written as .tmp files and renamed only when all succeeded.
+(--val-docs). A data.py clean folder given as input is read through its report.json: exactly
+the files it lists, never dropped.jsonl. A record that cannot be read (bad JSON, no text, a
+lone surrogate, the rest of a broken .gz) is skipped and counted. Shards are written into a
+staged folder (corpus_io.staged_output) that replaces DIR whole only when all succeeded, so DIR
+never mixes the shards of two runs, and a failed run leaves the previous DIR as it was.
 
 Reading: training samples are windows of T+1 tokens starting every T tokens inside one shard
 (never across files). Sample g of a run is window perm_e[g % N] of epoch e = g // N, where
@@ -28,12 +32,15 @@ import hashlib
 import json
 import os
 import sys
+from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-from tqdm import tqdm
 
-from corpus_io import DataError, ReadConfig, expand_inputs, ordered_map, read_docs, write_atomic
+import cli
+import outputs
+from corpus_io import DataError, ReadConfig, expand_inputs, missing_field_error, ordered_map, read_docs, staged_output
 
 # ----------------------------------------------------------------------------------------
 # Writing: tokenize() turns cleaned text into shards of token ids, each document followed by EOS.
@@ -63,11 +70,19 @@ def _is_val(i, seed, fraction):  # a per-document coin, the same for any number 
     return int.from_bytes(h, "little") / 2**64 < fraction
 
 
-def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000_000, val_fraction=0.0,
-             val_docs=0, seed=0, workers=1, add_bos=False, progress=True, batch_docs=256):
-    """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
-    file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
-    and out_dir/meta.json; returns the meta dict."""
+def _check_args(shard_tokens, val_fraction, val_docs, seed, workers):
+    """The command line's ranges, for API users too (one ValueError naming the flag)."""
+    cli.check("--shard-tokens", shard_tokens, int, lo=1)
+    cli.check("--val-fraction", val_fraction, float, lo=0, hi=1)
+    if val_fraction >= 1:
+        raise DataError(f"--val-fraction must be a number in [0, 1), got {val_fraction!r}")
+    cli.check("--val-docs", val_docs, int, lo=0)
+    cli.check("--seed", seed, int, lo=0)
+    cli.check("--workers", workers, int, lo=1)
+
+
+def _load_tokenizer(tokenizer):
+    """(path, model bytes, processor) of a .model file or a folder holding tokenizer.model."""
     import sentencepiece as spm
     tok = Path(tokenizer)
     if tok.is_dir():
@@ -79,29 +94,99 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
         sp = spm.SentencePieceProcessor(model_proto=proto)
     except Exception as e:
         raise DataError(f"{tok}: not a SentencePiece model ({e})") from None
-    vocab, eos, bos = sp.get_piece_size(), sp.eos_id(), sp.bos_id()
-    if eos < 0:
+    if sp.eos_id() < 0:
         raise DataError(f"{tok}: the tokenizer has no EOS piece to separate documents")
-    dtype = token_dtype(vocab)
+    return tok, proto, sp
+
+
+def clean_files(inputs, notes):
+    """The files to tokenize. A folder holding data.py clean's report.json: exactly the clean
+    files its "outputs" lists (never dropped.jsonl). Any other folder: every .txt/.jsonl in it
+    but dropped.jsonl and report.json (a note says so). Files: themselves."""
+    files = []
+    for p in map(Path, inputs):
+        report = p / "report.json"
+        if p.is_dir() and report.is_file():
+            try:
+                names = json.loads(report.read_text(encoding="utf-8")).get("outputs")
+            except (ValueError, AttributeError):
+                names = None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DataError(f"{report}: not a data.py clean report (no list of 'outputs')")
+            for name in names:
+                if name != "dropped.jsonl":
+                    if not (p / name).is_file():
+                        raise DataError(f"{p / name}: listed in {report} but missing")
+                    files.append(p / name)
+        elif p.is_dir():
+            files += expand_inputs([p], exclude=("dropped.jsonl", "report.json"))
+            notes.append(f"{p} has no report.json: read every .txt/.jsonl in it except dropped.jsonl and report.json")
+        else:
+            files += expand_inputs([p])
+    if not files:
+        raise DataError("no input files given")
+    return files
+
+
+def _no_documents(file_stats, text_field):
+    """The error when not one document was readable: a wrong --text-field named as such,
+    else each file with what went wrong in it (empty, a broken .gz)."""
+    return DataError(missing_field_error(text_field, file_stats) or "no documents to tokenize in: " + "; ".join(
+        s.get("warning") or s.get("error") or s["path"] for s in file_stats))
+
+
+def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000_000, val_fraction=0.0,
+             val_docs=0, seed=0, workers=1, add_bos=False, progress=True, batch_docs=256, force=False):
+    """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
+    file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
+    and out_dir/meta.json; returns the meta dict. out_dir is replaced whole when the run
+    succeeds (an existing one only with force=True, and only if this project wrote it)."""
+    try:
+        _check_args(shard_tokens, val_fraction, val_docs, seed, workers)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    tok, proto, sp = _load_tokenizer(tokenizer)
     cfg = ReadConfig(text_field=text_field)
-    files = expand_inputs(inputs)
-    val_set = None
-    if val_docs:  # exactly val_docs held-out documents: count first, then draw indices
-        total = sum(1 for p in files for _, t, r in read_docs(p, cfg, {}) if r is None)
-        if val_docs >= total:
-            raise DataError(f"--val-docs {val_docs} leaves no training documents (the input has {total})")
-        val_set = set(np.random.default_rng(seed).choice(total, val_docs, replace=False).tolist())
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    files = clean_files(inputs, notes)
+    o = SimpleNamespace(shard_tokens=shard_tokens, val_fraction=val_fraction, seed=seed, workers=workers,
+                        add_bos=add_bos, progress=progress, batch_docs=batch_docs)
+    with staged_output(out_dir, [*inputs, tokenizer], force, step="tokenize") as out:
+        val_set = _draw_val(files, cfg, val_docs, seed) if val_docs else None
+        meta = _write_shards(files, cfg, out, tok, proto, sp, val_set, o)
+        meta["notes"] = notes
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        outputs.write_atomic(out / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    return meta
+
+
+def _draw_val(files, cfg, val_docs, seed):
+    """Exactly val_docs held-out documents: count the readable ones, draw that many indices."""
+    file_stats = [{} for _ in files]
+    total = sum(1 for p, st in zip(files, file_stats) for _, t, r in read_docs(p, cfg, st) if r is None)
+    if total == 0:
+        raise _no_documents(file_stats, cfg.text_field)
+    if val_docs >= total:
+        raise DataError(f"--val-docs {val_docs} leaves no training documents (the input has {total})")
+    return set(np.random.default_rng(seed).choice(total, val_docs, replace=False).tolist())
+
+
+def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
+    """Encode and write every document into `out` (the staged folder); returns meta.json's
+    dict. `o` holds tokenize's settings (shard_tokens, val_fraction, seed, workers, ...)."""
+    vocab, eos, bos = sp.get_piece_size(), sp.eos_id(), sp.bos_id()
+    dtype = token_dtype(vocab)
     writers = {s: {"shards": [], "f": None, "n": 0, "docs": 0} for s in ("train", "val")}
+    skipped, file_stats, doc_i = [], [], 0
 
     def write(split, ids):
         w = writers[split]
-        if w["f"] is None or w["shards"][-1]["num_tokens"] >= shard_tokens:
+        if w["f"] is None or w["shards"][-1]["num_tokens"] >= o.shard_tokens:
             if w["f"]:
                 w["f"].close()
             w["shards"].append({"file": f"{split}_{len(w['shards']):04d}.bin", "num_tokens": 0})
-            w["f"] = open(out_dir / (w["shards"][-1]["file"] + ".tmp"), "wb")
+            w["f"] = open(out / w["shards"][-1]["file"], "wb")
         w["f"].write(ids.astype("<" + np.dtype(dtype).str[1:]).tobytes())  # little-endian on any host
         w["shards"][-1]["num_tokens"] += len(ids)
         w["n"] += len(ids)
@@ -109,66 +194,53 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
 
     def texts():
         for p in files:
-            for ln, t, r in read_docs(p, cfg, stats := {}):
+            file_stats.append(stats := {})
+            for ln, t, r in read_docs(p, cfg, stats):
                 if r is None:
                     yield t
                 else:
                     skipped.append(f"{p}:{ln}: {r}")
-            if "error" in stats:
+            if "error" in stats:  # a broken .gz: the rest of that file is one skip
                 skipped.append(stats["error"])
 
     def batches():
         b = []
         for t in texts():
             b.append(t)
-            if len(b) == batch_docs:
+            if len(b) == o.batch_docs:
                 yield b
                 b = []
         if b:
             yield b
 
-    skipped, doc_i = [], 0
-    bar = tqdm(desc="tokenize", unit=" docs", disable=not progress or None)
-    results = ordered_map(_tok_batch, batches(), workers, _tok_init, (proto,))
+    bar = cli.progress(desc="tokenize", unit=" docs", disable=not o.progress)
     try:
-        for _, (flat, lengths) in results:
-            if len(flat) and (flat.max() >= vocab or flat.min() < 0):
-                raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
-            for doc in np.split(flat, np.cumsum(lengths)[:-1]):
-                ids = np.concatenate([[bos] if add_bos else [], doc, [eos]]).astype(np.int64)
-                is_val = (doc_i in val_set) if val_set is not None else \
-                    val_fraction > 0 and _is_val(doc_i, seed, val_fraction)
-                write("val" if is_val else "train", ids)
-                doc_i += 1
-            bar.update(len(lengths))
-    except BaseException:  # leave no half-written shard behind
-        for w in writers.values():
-            if w["f"]:
-                w["f"].close()
-            for s in w["shards"]:
-                (out_dir / (s["file"] + ".tmp")).unlink(missing_ok=True)
-        raise
+        with closing(ordered_map(_tok_batch, batches(), o.workers, _tok_init, (proto,))) as results:
+            for _, (flat, lengths) in results:
+                if len(flat) and (flat.max() >= vocab or flat.min() < 0):
+                    raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
+                for doc in np.split(flat, np.cumsum(lengths)[:-1]):
+                    ids = np.concatenate([[bos] if o.add_bos else [], doc, [eos]]).astype(np.int64)
+                    is_val = (doc_i in val_set) if val_set is not None else \
+                        o.val_fraction > 0 and _is_val(doc_i, o.seed, o.val_fraction)
+                    write("val" if is_val else "train", ids)
+                    doc_i += 1
+                bar.update(len(lengths))
     finally:
         bar.close()
-        results.close()  # stops the worker pool, also after an error
         for w in writers.values():
             if w["f"]:
                 w["f"].close()
     if doc_i == 0:
-        raise DataError("no documents to tokenize in: " + ", ".join(map(str, files)))
-    for w in writers.values():
-        for s in w["shards"]:
-            os.replace(out_dir / (s["file"] + ".tmp"), out_dir / s["file"])
-    meta = {"dtype": np.dtype(dtype).name, "vocab_size": vocab, "eos_id": eos, "bos_id": bos,
-            "add_bos": add_bos, "num_tokens": writers["train"]["n"], "num_docs": writers["train"]["docs"],
+        raise _no_documents(file_stats, cfg.text_field)
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable documents, e.g. {skipped[0]}", file=sys.stderr)
+    return {"dtype": np.dtype(dtype).name, "vocab_size": vocab, "eos_id": eos, "bos_id": bos,
+            "add_bos": o.add_bos, "num_tokens": writers["train"]["n"], "num_docs": writers["train"]["docs"],
             "shards": writers["train"]["shards"], "val_num_tokens": writers["val"]["n"],
             "val_num_docs": writers["val"]["docs"], "val_shards": writers["val"]["shards"],
             "tokenizer": str(tok.resolve()), "inputs": [str(p) for p in files],
             "skipped": len(skipped), "skipped_examples": skipped[:20]}
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable documents, e.g. {skipped[0]}", file=sys.stderr)
-    write_atomic(out_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-    return meta
 
 
 # ----------------------------------------------------------------------------------------
@@ -180,6 +252,18 @@ def load_tokens(meta_dir, split="train"):
     parts = [np.fromfile(Path(meta_dir) / s["file"], dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
              for s in meta["shards" if split == "train" else "val_shards"]]
     return np.concatenate(parts) if parts else np.zeros(0, np.dtype(meta["dtype"]))
+
+
+def _check_ids(arr, vocab, path, chunk=1 << 26):
+    """Every id of a shard below the model's vocabulary, checked once at start-up (a pass over the
+    memmap, in chunks: seconds per GB) rather than when a bad window happens to be sampled."""
+    for i in range(0, len(arr), chunk):
+        part = arr[i:i + chunk]
+        top = int(part.max()) if len(part) else 0
+        if top >= vocab:
+            at = i + int(np.argmax(part >= vocab))
+            raise SystemExit(f"error: {path}: token {at} has id {int(arr[at])} >= the model's vocab_size {vocab} "
+                             "(tokenized with another tokenizer?)")
 
 
 class TokenShards:
@@ -219,6 +303,7 @@ class TokenShards:
                     raise SystemExit(f"error: {p}: {os.path.getsize(p)} bytes, meta.json says "
                                      f"{s.get('num_tokens')} {meta['dtype']} tokens (truncated?)")
                 arrs.append(np.memmap(p, dtype=dtype, mode="r"))
+                _check_ids(arrs[-1], model_vocab, p)
             return arrs
 
         self.train = open_all("shards")

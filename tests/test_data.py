@@ -294,7 +294,7 @@ def test_invalid_utf8_is_counted_not_fatal(tmp_path):
     assert read_clean(tmp_path / "d") == [normalize(t) for t in good]
 
 
-def test_empty_file_and_empty_corpus_give_clear_messages(tmp_path, capsys):
+def test_empty_file_and_empty_corpus_give_clear_messages(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     write_jsonl(tmp_path / "some.jsonl", long_docs(2))
     rep = clean([tmp_path / "empty.txt", tmp_path / "some.jsonl"], tmp_path / "o", cfg())
@@ -302,8 +302,9 @@ def test_empty_file_and_empty_corpus_give_clear_messages(tmp_path, capsys):
     assert any("empty.txt: no documents (empty file)" in n for n in rep["notes"])
     with pytest.raises(DataError, match=r"no documents in the input: .*empty\.txt"):
         clean([tmp_path / "empty.txt"], tmp_path / "o2", cfg())
-    assert data.main(["clean", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o3")]) == 2
-    assert "error: no documents in the input" in capsys.readouterr().err
+    with pytest.raises(DataError, match="no documents in the input"):  # cli.run prints it as one line
+        data.main(["clean", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o3")])
+    assert not (tmp_path / "o3").exists()
     with pytest.raises(DataError, match="missing.jsonl: no such file"):
         clean([tmp_path / "missing.jsonl"], tmp_path / "o4", cfg())
     (tmp_path / "notes.docx").write_text("x")
@@ -316,9 +317,12 @@ def test_failed_run_leaves_previous_output_intact(tmp_path):
     clean([tmp_path / "in.jsonl"], tmp_path / "out", cfg())
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     (tmp_path / "empty.jsonl").write_text("\n\n")
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="already exists"):  # a finished output is replaced only with force
         clean([tmp_path / "empty.jsonl"], tmp_path / "out", cfg())
+    with pytest.raises(DataError, match="no documents in the input"):
+        clean([tmp_path / "empty.jsonl"], tmp_path / "out", cfg(), force=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "in.jsonl", "out"]  # nor beside it
 
 
 def test_folders_gzip_txt_modes_and_shards(tmp_path):
@@ -330,11 +334,12 @@ def test_folders_gzip_txt_modes_and_shards(tmp_path):
     (tmp_path / "in" / "skip.csv").write_text("ignored")
     (tmp_path / "in" / ".hidden").mkdir()
     write_jsonl(tmp_path / "in" / ".hidden" / "x.jsonl", ["숨은 파일은 읽지 않는다 " * 5])
-    rep = clean([tmp_path / "in"], tmp_path / "in" / "o", cfg(shard_docs=4))
-    assert clean([tmp_path / "in"], tmp_path / "in" / "o", cfg())["docs_in"] == 6  # not its own output
+    with pytest.raises(DataError, match="inside the input folder"):  # it would read its own output back
+        clean([tmp_path / "in"], tmp_path / "in" / "o", cfg())
+    rep = clean([tmp_path / "in"], tmp_path / "o", cfg(shard_docs=4))
     assert [f["path"].rsplit("/", 1)[1] for f in rep["files"]] == ["a.txt", "c.txt", "b.jsonl.gz"]
     assert rep["outputs"] == ["clean_00000.jsonl", "clean_00001.jsonl"]
-    got = [json.loads(line)["text"] for name in rep["outputs"] for line in open(tmp_path / "in" / "o" / name)]
+    got = [json.loads(line)["text"] for name in rep["outputs"] for line in open(tmp_path / "o" / name)]
     assert got == [normalize(d) for d in docs[:2] + docs[5:] + docs[2:5]]
     lines = tmp_path / "l.txt"
     lines.write_text("\n".join(docs[:3]))
@@ -435,7 +440,8 @@ def test_tokenize_checks_ids_against_the_vocabulary(base_spm, tmp_path, monkeypa
     monkeypatch.setattr(shards, "_tok_batch", lambda texts: next(calls))  # the 2nd batch is bad
     with pytest.raises(DataError, match="outside the vocabulary of 2000"):
         tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", progress=False, batch_docs=1)
-    assert list((tmp_path / "tok").iterdir()) == []  # no meta.json, no half-written shard
+    assert not (tmp_path / "tok").exists()  # no meta.json, no half-written shard...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # ...nor a staged folder beside it
 
 
 # ---------------------------------------------------------------------------- command line
@@ -454,7 +460,8 @@ def test_command_line_clean_then_tokenize(base_spm, tmp_path):
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
     assert meta["num_docs"] + meta["val_num_docs"] == 50 and meta["val_num_docs"] > 0
-    assert run("clean", "nothing.jsonl", "--out", "o").returncode == 2
+    r = run("clean", "nothing.jsonl", "--out", "o")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == ["error: nothing.jsonl: no such file or folder"]
 
 
 # ---------------------------------------------------------------------------- model perplexity
