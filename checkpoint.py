@@ -27,6 +27,7 @@ torch_dtype, the tokenizer files copied, atomically.
 
     python -c "import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
 """
+import argparse
 import json
 import os
 import shutil
@@ -36,6 +37,8 @@ import time
 import torch
 import torch.distributed as dist
 
+import cli
+import outputs
 import parallel
 from lora import add_lora, merge_lora
 from model import Llama
@@ -110,17 +113,33 @@ def load_tensors(path, name):
 
 def _pick(resume, ckdir):
     """Rank 0's choice: ('auto', name), ('path', absolute path) or None for a fresh run."""
+    sweep_partial(ckdir)
     have = list_checkpoints(ckdir)
     if resume is None:
         if have:
             raise SystemExit(f"error: {ckdir} already has checkpoints: pass --resume auto, or use a new --out")
         return None
     if resume == "auto":
-        return ("auto", have[-1]) if have else None
+        for name in reversed(have):         # the newest one that is whole; say which were not
+            why = damaged(os.path.join(ckdir, name))
+            if not why:
+                if name != have[-1]:
+                    print(f"warning: resuming from {name}, the newest readable checkpoint", flush=True)
+                return ("auto", name)
+            print(f"warning: checkpoint {os.path.join(ckdir, name)} is damaged ({why}); trying the one before",
+                  flush=True)
+        if have:
+            raise SystemExit(f"error: --resume auto: every checkpoint in {ckdir} is damaged (see the warnings); "
+                             "move them away to start over")
+        print(f"note: --resume auto found no checkpoint in {ckdir}: starting a new run", flush=True)
+        return None
     path = os.path.abspath(resume.rstrip("/"))
     if not os.path.isfile(os.path.join(path, "state.json")):
         raise SystemExit(f"error: --resume {resume}: not a checkpoint folder (no state.json); give a "
                          "RUN/checkpoints/step-N folder or 'auto'")
+    why = damaged(path)
+    if why:
+        raise SystemExit(f"error: --resume {resume}: the checkpoint is damaged ({why})")
     if have and os.path.dirname(path) != os.path.abspath(ckdir):
         raise SystemExit(f"error: --resume {resume} is from another run, but {ckdir} already has checkpoints "
                          f"({have[-1]}): use a new --out, or --resume auto to continue this one")
@@ -132,7 +151,32 @@ def _pick(resume, ckdir):
     return ("path", path)
 
 
+def damaged(path):
+    """Why a checkpoint cannot be loaded (None: it can): state.json must parse and name its
+    position, and model.pt/optim.pt must open as torch archives (memory-mapped: their index is
+    read, not their tensors; a flipped bit inside a tensor is not detected) or, for DCP, the
+    .metadata must load."""
+    try:
+        state = load_state(path)
+        for k in ("stage", "step", "tokens", "plan"):
+            if k not in state:
+                return f"state.json has no {k!r}"
+        if state.get("format") == "dcp":
+            from torch.distributed.checkpoint import FileSystemReader
+            FileSystemReader(path).read_metadata()
+            return None
+        for fname in ("model.pt", "optim.pt"):
+            try:
+                load_tensors(path, fname)
+            except Exception as e:                 # a truncated zip, random bytes, a pickle: all mean damaged
+                return f"{fname}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    except (OSError, ValueError, AttributeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def _unreadable(path):
+    """Why this rank cannot open the chosen checkpoint's files (None: it can)."""
     try:
         files = (".metadata",) if load_state(path).get("format") == "dcp" else ("model.pt", "optim.pt")
         for fname in files:
@@ -141,6 +185,17 @@ def _unreadable(path):
     except (OSError, ValueError) as e:
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def sweep_partial(ckdir):
+    """Remove the `step-N.tmp` folders a killed run left (never a checkpoint); say so."""
+    if not os.path.isdir(ckdir):
+        return
+    for d in sorted(os.listdir(ckdir)):
+        if d.startswith("step-") and d.endswith(".tmp"):
+            shutil.rmtree(os.path.join(ckdir, d), ignore_errors=True)
+            print(f"note: removed {os.path.join(ckdir, d)}, a checkpoint an interrupted run did not finish",
+                  flush=True)
 
 
 def choose_resume(resume, ckdir, distributed):
@@ -182,28 +237,24 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "added_tokens.json", "generation_config.json")
 
 
-def export(model, init_from, folder, dtype="auto"):
+def export(model, init_from, folder, dtype="auto", force=True):
     """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
     e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
-    atomically."""
+    atomically. An existing folder is replaced only with `force` and only if this project wrote
+    it (outputs.py); a run's own final/ is, so training and a re-export replace it."""
     merge_lora(model)
     want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
             "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     model.to(want)
-    folder = os.path.abspath(folder)
-    tmp = folder + ".tmp-export"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for name in TOKENIZER_FILES:
-        if os.path.exists(os.path.join(init_from, name)):
-            shutil.copy2(os.path.join(init_from, name), os.path.join(tmp, name))
-    if os.path.exists(folder):
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
+    with outputs.staged(folder, [init_from], force, step="export") as tmp:
+        model.save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            if os.path.exists(os.path.join(init_from, name)):
+                shutil.copy2(os.path.join(init_from, name), os.path.join(tmp, name))
+    return os.path.abspath(folder)
 
 
-def export_run(run_dir, to=None, dtype="auto"):
+def export_run(run_dir, to=None, dtype="auto", force=False):
     """The export command: the newest checkpoint of a run -> an HF folder."""
     ckdir = os.path.join(run_dir, "checkpoints")
     names = list_checkpoints(ckdir)
@@ -221,4 +272,21 @@ def export_run(run_dir, to=None, dtype="auto"):
         parallel.dcp_load_model(model, path)
     else:
         load_exact(model, sd)
-    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype)
+    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype, force or not to)
+
+
+def main(argv=None):
+    """`python redwhale.py export RUN_DIR [--to DIR]`."""
+    p = argparse.ArgumentParser(prog="redwhale.py export", description="Merge LoRA into the newest checkpoint "
+                                "of a run and write it as a Hugging Face folder (RUN_DIR/final unless --to).")
+    p.add_argument("run_dir", help="a train.py --out folder with checkpoints/")
+    p.add_argument("--to", help="write the folder here instead of RUN_DIR/final")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="dtype of the weights (auto: the init model's torch_dtype)")
+    cli.add_force(p)
+    a = p.parse_args(argv)
+    print(f"exported {export_run(a.run_dir, a.to, a.dtype, a.force)}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

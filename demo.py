@@ -26,6 +26,9 @@ from pathlib import Path
 
 import torch
 
+import cli
+import outputs
+
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = ROOT / "assets" / "korean_corpus.jsonl.gz"
 PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서"]
@@ -206,13 +209,14 @@ def add_args(p):
     p.add_argument("--base", help="a real HF base model folder with tokenizer.model (default: build a tiny one)")
     p.add_argument("--corpus", nargs="+", default=None, help="Korean corpus files (default: the embedded one)")
     p.add_argument("--init", default="subword", help="initialization of the new rows (see tokenizer.py expand)")
-    p.add_argument("--nproc", type=int, default=0, help="training processes (default: 2 when there are 2 cores)")
-    p.add_argument("--val-docs", type=int, default=300, help="held-out documents for the eval loss")
-    p.add_argument("--min-chars", type=int, default=10,
+    p.add_argument("--nproc", type=cli.number(int, lo=0), default=0,
+                   help="training processes (default: 2 when there are 2 cores)")
+    p.add_argument("--val-docs", type=cli.number(int, lo=1), default=300, help="held-out documents for the eval loss")
+    p.add_argument("--min-chars", type=cli.number(int, lo=0), default=10,
                    help="clean: drop shorter documents (KoBEST's COPA/SentiNeg sentences are short)")
-    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo's run folder")
     for k, (quick, full) in SIZES.items():
-        p.add_argument("--" + k.replace("_", "-"), type=int, default=None,
+        p.add_argument("--" + k.replace("_", "-"), type=cli.number(int, lo=0 if k == "max_docs" else 1), default=None,
                        help=f"(default {full}; --quick: {quick})")
 
 
@@ -222,8 +226,10 @@ def main(args):
             setattr(args, k, SIZES[k][0 if args.quick else 1])
     args.corpus = args.corpus or [str(DEFAULT_CORPUS)]
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise SystemExit(f"error: {out} exists; pass --force to replace it or choose another --out")
+    # the corpus and base are inputs; an earlier demo (it holds outputs.MARKER) may be replaced
+    outputs.check_output_dir(out, [*args.corpus, args.base], args.force)
+    if out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    outputs.mark(out, "demo")
     return run_demo(args)

@@ -22,7 +22,6 @@ From Python (an in-memory model and a SentencePieceProcessor):
 import argparse
 import hashlib
 import json
-import os
 import random
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import cli
+import outputs
 from model import rope_inv_freq, rotate_half
 from model import rope_tables as _positions_tables
 
@@ -452,12 +453,22 @@ def format_table(out):
 
 
 def write_atomic(path, text):
-    """Write through a temp file and rename, so an interrupted run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Through a temp file and a rename: an interrupted run never leaves half a file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    outputs.write_atomic(path, text)
+
+
+def _ours(path):
+    """An earlier result of this script (replaced without --force): its JSON has our keys, or
+    its JSONL lines are per-example samples."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if str(path).endswith(".jsonl"):
+                first = f.readline()
+                return not first.strip() or {"task", "doc_id"} <= set(json.loads(first))
+            return {"model", "results", "args"} <= set(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def add_args(p):
@@ -468,23 +479,33 @@ def add_args(p):
                    help="folder in the skt/kobest_v1 JSONL layout (<task>/<split>.jsonl), or 'hf' "
                         "for the datasets library; default: the 40-row sample in assets/")
     p.add_argument("--split", default="test", help="split to score (lm-eval scores test)")
-    p.add_argument("--num-fewshot", type=int, default=0, help="shots drawn from train (seed 1234)")
-    p.add_argument("--batch-size", type=int, default=32, help="packed rows (examples) per forward")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples per task")
+    p.add_argument("--num-fewshot", type=cli.number(int, lo=0), default=0, help="shots drawn from train (seed 1234)")
+    p.add_argument("--batch-size", type=cli.number(int, lo=1), default=32, help="packed rows (examples) per forward")
+    p.add_argument("--limit", type=cli.number(int, lo=1), default=None, help="score only the first N examples per task")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on CUDA, float32 on CPU")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--output", default="kobest_results.json", help="JSON file for the numbers")
     p.add_argument("--log-samples", action="store_true",
                    help="also write per-example scores and predictions to OUTPUT's .samples.jsonl")
+    p.add_argument("--force", action="store_true", help="replace an existing --output this script did not write")
     return p
 
 
 def run(args):
-    import sentencepiece as spm
-
     from model import Llama
+    from tokenizer import processor
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise SystemExit(f"error: --device {device!r}: give cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    if not (Path(args.model) / "config.json").is_file():
+        raise SystemExit(f"error: --model {args.model}: no config.json (give a Hugging Face model folder)")
+    if args.output:     # checked before minutes of scoring, not after
+        inputs = [args.model] + ([args.data] if args.data != "hf" else [])
+        for path in [args.output] + ([_samples_path(args.output)] if args.log_samples else []):
+            outputs.check_output_file(path, inputs, args.force, "--output", _ours)
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
@@ -493,7 +514,7 @@ def run(args):
     tok = Path(args.model) / "tokenizer.model"
     if not tok.exists():
         raise SystemExit(f"error: {tok} not found (the model folder needs its tokenizer.model)")
-    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    sp = processor(tok)     # a corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device).eval()
     if sp.get_piece_size() > model.config.vocab_size:
         raise SystemExit(f"error: {tok} has {sp.get_piece_size()} pieces but {args.model}/config.json "
@@ -512,21 +533,21 @@ def run(args):
         write_atomic(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         if samples is not None:
-            path = Path(args.output).with_suffix(".samples.jsonl")
+            path = _samples_path(args.output)
             write_atomic(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
                                        for t, rows in samples.items() for s in rows))
             print(f"wrote {path}")
     return out
 
 
+def _samples_path(output):
+    return Path(output).with_suffix(".samples.jsonl")
+
+
 def main(argv=None):
     p = add_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

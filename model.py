@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+import cli
+
 
 @dataclass
 class LlamaConfig:
@@ -483,11 +485,11 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="build a tiny random model, save, reload, generate")
     p.add_argument("--model", help="HF model folder with tokenizer.model")
     p.add_argument("--prompt", default="대한민국의 수도는", help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--max-new-tokens", type=cli.number(int, lo=1), default=32)
+    p.add_argument("--temperature", type=cli.number(float, lo=0), default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=cli.number(float, lo=0, hi=1, lo_open=True), default=0.9)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
     if args.smoke:
         torch.manual_seed(0)
@@ -504,11 +506,15 @@ def main(argv=None):
         return
     if not args.model:
         p.error("give --model FOLDER or --smoke")
-    import sentencepiece as spm
+    from tokenizer import processor
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise SystemExit(f"error: --model {args.model}: no config.json (give a Hugging Face model folder)")
     tok_path = os.path.join(args.model, "tokenizer.model")
     if not os.path.exists(tok_path):
         raise SystemExit(f"error: {tok_path} not found (the model folder needs its tokenizer.model)")
-    sp = spm.SentencePieceProcessor(model_file=tok_path)
+    sp = processor(tok_path)        # a corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device).eval()
     ids = [sp.bos_id()] + sp.encode(args.prompt)
     out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_p, sp.eos_id())
@@ -585,4 +591,4 @@ def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, voc
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

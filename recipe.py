@@ -25,7 +25,17 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+import cli
 from lora import DEFAULT_TARGETS
+
+# every number a recipe may hold: (kind, low, high, low excluded); a value outside is one line
+STAGE_RANGES = {"tokens": (float, 0, None, False), "steps": (int, 0, None, False), "lr": (float, 0, None, True),
+                "min_lr_ratio": (float, 0, 1, False), "warmup": (float, 0, None, False),
+                "decay_frac": (float, 0, 1, False), "batch_tokens": (int, 1, None, False),
+                "weight_decay": (float, 0, None, False)}
+TOP_RANGES = {"seq_len": (int, 1, None, False), "micro_batch": (int, 1, None, False),
+              "grad_clip": (float, 0, None, False)}
+LORA_RANGES = {"r": (int, 1, None, False), "alpha": (float, 0, None, True), "dropout": (float, 0, 1, False)}
 
 GROUPS = ("embed", "head", "norm", "layers", "odd_layers", "even_layers", "lora", "all")  # + layers.N
 LORA_DEFAULTS = {"r": 32, "alpha": 32.0, "dropout": 0.1, "targets": list(DEFAULT_TARGETS)}
@@ -95,8 +105,8 @@ def load_recipe(path):
     stages = []
     for i, s in enumerate(d["stages"]):
         where = f"{path}: stage {i + 1}"
-        if not isinstance(s, dict) or "train" not in s:
-            raise SystemExit(f"error: {where}: needs a 'train' list of parameter groups")
+        if not isinstance(s, dict) or not s.get("train") or not isinstance(s["train"], (list, str)):
+            raise SystemExit(f"error: {where}: needs a non-empty 'train' list of parameter groups")
         for k in s:
             if k not in known:
                 raise SystemExit(f"error: {where}: unknown key {k!r} (known: {sorted(known)})")
@@ -104,7 +114,7 @@ def load_recipe(path):
         if isinstance(s["train"], str):
             s["train"] = [s["train"]]
         for g in s["train"]:
-            if g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit()):
+            if not isinstance(g, str) or (g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit())):
                 raise SystemExit(f"error: {where} ({s['name']}): unknown parameter group {g!r} "
                                  f"(known: {', '.join(GROUPS)}, layers.N)")
         if s.get("schedule", "cosine") not in ("cosine", "wsd"):
@@ -114,13 +124,31 @@ def load_recipe(path):
             if extra:
                 raise SystemExit(f"error: {where}: unknown lora keys {sorted(extra)}")
             s["lora"] = {**LORA_DEFAULTS, **(s.get("lora") or {})}
+        _check_numbers(where, s, STAGE_RANGES)
+        if "lora" in s["train"]:
+            _check_numbers(f"{where}: lora", s["lora"], LORA_RANGES)
         if not (s.get("tokens") or s.get("steps")):
-            raise SystemExit(f"error: {where}: give 'tokens' or 'steps'")
+            raise SystemExit(f"error: {where}: give 'tokens' or 'steps' (> 0)")
         stages.append(Stage(**s))
-    clip = d.get("grad_clip", 1.0)
-    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0:
-        raise SystemExit(f"error: {path}: grad_clip {clip!r} must be a number >= 0 (0 turns clipping off)")
+    _check_numbers(path, d, TOP_RANGES)
+    betas = d.get("betas", [0.9, 0.95])
+    if not (isinstance(betas, list) and len(betas) == 2 and all(cli.problem(b, float, 0, 1) is None and b < 1
+                                                                  for b in betas)):
+        raise SystemExit(f"error: {path}: betas must be two numbers in [0, 1), got {betas!r}")
+    ovs = d.get("old_vocab_size", 0)
+    if ovs != "auto":
+        _check_numbers(path, {"old_vocab_size": ovs}, {"old_vocab_size": (int, 0, None, False)})
     return Recipe(**{**d, "stages": stages})
+
+
+def _check_numbers(where, d, ranges):
+    """One line naming the recipe, the stage and the key for a value outside its range."""
+    for k, (kind, lo, hi, lo_open) in ranges.items():
+        if d.get(k) is None:
+            continue
+        why = cli.problem(d[k], kind, lo, hi, lo_open)
+        if why:
+            raise SystemExit(f"error: {where}: {k} {why}, got {d[k]!r}")
 
 
 def resolve(recipe, args, world):

@@ -15,19 +15,18 @@
     python redwhale.py generate --model runs/ko/final --prompt "대한민국의 수도는"
 
 Each step is a thin call into the module that owns it (`python data.py ...` etc. work the
-same); `python redwhale.py STEP --help` lists its flags. A step refuses to write into an
-output folder that already holds a finished result unless given --force. Errors a user can
-make end with one line (set REDWHALE_DEBUG=1 for the traceback).
+same); `python redwhale.py STEP --help` lists its flags. No step writes into an input, and
+none replaces an existing output folder unless given --force, which only ever removes a
+folder this project wrote (outputs.py). Errors a user can make end with one line (set
+REDWHALE_DEBUG=1 for the traceback), printed once under --nproc N.
 """
 import importlib
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+import cli  # noqa: E402 (after the path)
 
 # subcommand -> (module, leading arguments, one-line help)
 STEPS = {
@@ -40,7 +39,7 @@ STEPS = {
     "expand": ("tokenizer", ["expand"], "grow a base model to the merged vocabulary"),
     "plan": ("train", ["--plan"], "per-stage trainable parameters and GPU memory estimate"),
     "train": ("train", [], "the four RedWhale stages (add --nproc N for torchrun)"),
-    "export": ("train", ["--export"], "merge LoRA and write RUN_DIR/final"),
+    "export": ("checkpoint", [], "merge LoRA and write RUN_DIR/final"),
     "eval": ("eval_kobest", [], "KoBEST, scored as lm-evaluation-harness does"),
     "generate": ("model", [], "generate text from a model folder"),
 }
@@ -53,32 +52,31 @@ def usage():
     return "\n".join(lines)
 
 
-def guard_output(argv):
-    """Refuse to overwrite a finished step's output folder unless --force (which clears it)."""
-    force = "--force" in argv
-    argv = [a for a in argv if a != "--force"]
-    if "--out" in argv and "--resume" not in argv:
-        out = Path(argv[argv.index("--out") + 1])
-        if out.exists() and any(out.iterdir()):
-            if not force:
-                raise SystemExit(f"error: {out} already exists and is not empty; pass --force to overwrite it")
-            shutil.rmtree(out)
-    return argv
-
-
 def run_train(argv):
     """`train --nproc N ...` relaunches train.py under torchrun (gloo on CPU, NCCL on CUDA)."""
-    nproc = 1
-    if "--nproc" in argv:
-        i = argv.index("--nproc")
-        nproc = int(argv[i + 1])
-        argv = argv[:i] + argv[i + 2:]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(ROOT / "train.py"), *argv]
-        raise SystemExit(subprocess.run(cmd).returncode)
+    import argparse
+
     import train
-    train.main(argv)
+    p = argparse.ArgumentParser(prog="redwhale.py train", add_help=False)
+    p.add_argument("--nproc", type=cli.number(int, lo=1), default=1, help="processes (GPUs) on this node")
+    known, argv = p.parse_known_args(argv)
+    nproc = known.nproc
+    if nproc > 1:
+        if "-h" not in argv and "--help" not in argv:
+            train.prepare(argv, nproc)     # a user error is one line here, not one per rank
+        # torchrun in this process, so that a rank's failure ends as one line here instead of
+        # torchrun's own traceback (the rank has already printed what went wrong)
+        from torch.distributed import run as torchrun
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        try:
+            torchrun.run(torchrun.parse_args(["--standalone", f"--nproc_per_node={nproc}", str(ROOT / "train.py"),
+                                              *argv]))
+        except ChildFailedError as e:
+            rank, failure = e.get_first_failure()
+            raise SystemExit(f"error: training stopped: rank {rank} exited with code {failure.exitcode} "
+                             "(its error is printed above)") from None
+        return 0
+    return train.main(argv)
 
 
 def main(argv=None):
@@ -96,20 +94,13 @@ def main(argv=None):
         demo.main(p.parse_args(rest))
         return
     if step not in STEPS:
-        raise SystemExit(f"error: unknown step {step!r}\n\n{usage()}")
+        print(usage(), file=sys.stderr)
+        raise SystemExit(f"error: unknown step {step!r}")
     module, lead, _ = STEPS[step]
-    if "-h" not in rest and "--help" not in rest:
-        rest = guard_output(rest)
     if step == "train":
         return run_train(rest)
     return importlib.import_module(module).main(lead + rest)  # some mains return an exit code
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main() or 0)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        if os.environ.get("REDWHALE_DEBUG"):
-            raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise SystemExit(f"error: {msg}") from None
+    cli.run(main)

@@ -22,7 +22,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import sys
 import tempfile
 import unicodedata
@@ -30,6 +29,9 @@ from pathlib import Path
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+import cli
+import outputs
 
 NORMAL = sp_pb2.ModelProto.SentencePiece.NORMAL
 SPACE = "\u2581"  # "▁", SentencePiece's visible whitespace
@@ -106,9 +108,9 @@ def train_korean(texts, out_dir, vocab_size=20000, model_type="bpe", character_c
         raise ValueError(f"training the Korean SentencePiece model failed: {e}") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "korean.model", buf.getvalue())
+    outputs.write_atomic(out_dir / "korean.model", buf.getvalue())
     proto = load_proto(buf.getvalue())
-    _atomic_write(out_dir / "korean.vocab", "".join(f"{p.piece}\t{p.score:g}\n" for p in proto.pieces).encode())
+    outputs.write_atomic(out_dir / "korean.vocab", "".join(f"{p.piece}\t{p.score:g}\n" for p in proto.pieces).encode())
     return out_dir / "korean.model"
 
 
@@ -285,7 +287,7 @@ def write_hf_tokenizer(proto, out_dir, base=None):
                              f"with the new Korean pieces; remove them or merge into tokenizer.model only")
         if (base_dir / "special_tokens_map.json").exists():
             smap = json.loads((base_dir / "special_tokens_map.json").read_text(encoding="utf-8"))
-    _atomic_write(out_dir / "tokenizer.model", proto.SerializeToString())
+    outputs.write_atomic(out_dir / "tokenizer.model", proto.SerializeToString())
     _write_json(out_dir / "tokenizer_config.json", cfg)
     _write_json(out_dir / "special_tokens_map.json", smap)
     stale = out_dir / "tokenizer.json"  # transformers would prefer a stale fast tokenizer file
@@ -388,8 +390,7 @@ def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multipl
     llama.save_pretrained(out_dir)
     for name in HF_FILES + ("merge_report.json",):
         if (Path(tokenizer_dir) / name).exists():
-            shutil.copyfile(Path(tokenizer_dir) / name, Path(out_dir) / f".{name}.tmp")
-            os.replace(Path(out_dir) / f".{name}.tmp", Path(out_dir) / name)
+            outputs.write_atomic(Path(out_dir) / name, (Path(tokenizer_dir) / name).read_bytes())
     if (Path(out_dir) / "tokenizer.json").exists():
         (Path(out_dir) / "tokenizer.json").unlink()
     # train.py --freeze-old-rows auto reads old_vocab_size from here
@@ -401,14 +402,9 @@ def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multipl
 
 
 def _write_json(path, obj):
-    _atomic_write(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode())
+    outputs.write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
-def _atomic_write(path, data):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ---- command line ----
@@ -420,7 +416,7 @@ def _add_filter_flags(p):
                    help="drop pieces with Latin letters, digits or punctuation (the base handles those)")
     p.add_argument("--drop-covered-chars", action=argparse.BooleanOptionalAction, default=False,
                    help="drop single-character pieces ('▁X') whose character the base already has")
-    p.add_argument("--max-piece-chars", type=int, default=8, help="drop longer pieces (0: no limit)")
+    p.add_argument("--max-piece-chars", type=cli.number(int, lo=0), default=8, help="drop longer pieces (0: no limit)")
 
 
 def _filters(a):
@@ -431,12 +427,12 @@ def _filters(a):
 def _train_flags(p):
     p.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"],
                    help="BPE merges cleanly into a BPE base (Llama); unigram pieces often end up unreachable")
-    p.add_argument("--character-coverage", type=float, default=0.9995,
+    p.add_argument("--character-coverage", type=cli.number(float, lo=0, hi=1, lo_open=True), default=0.9995,
                    help="share of characters covered by pieces; the rest go to byte fallback")
-    p.add_argument("--input-sentence-size", type=int, default=0,
+    p.add_argument("--input-sentence-size", type=cli.number(int, lo=0), default=0,
                    help="train on a random sample of this many lines (0: all)")
-    p.add_argument("--max-sentence-length", type=int, default=16384, help="skip longer lines (bytes)")
-    p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
+    p.add_argument("--max-sentence-length", type=cli.number(int, lo=1), default=16384, help="skip longer lines (bytes)")
+    p.add_argument("--threads", type=cli.number(int, lo=1), default=None, help="trainer threads (default: all cores)")
 
 
 def _train_kw(a):
@@ -450,13 +446,16 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train", help="train the Korean SentencePiece model: DIR/korean.model")
     p.add_argument("corpus", nargs="+", help="text or JSONL files (.gz ok)")
-    p.add_argument("--vocab-size", type=int, default=20000, help="Korean vocabulary size (paper: 20k)")
+    p.add_argument("--vocab-size", type=cli.number(int, lo=2), default=20000,
+                   help="Korean vocabulary size (paper: 20k)")
     p.add_argument("--out", required=True, help="output folder")
+    cli.add_force(p)
     _train_flags(p)
     p = sub.add_parser("merge", help="merge korean.model into a base tokenizer.model: an HF tokenizer folder")
     p.add_argument("--base", required=True, help="base tokenizer.model (or an HF folder holding one)")
     p.add_argument("--korean", required=True, help="the Korean .model from `train`")
     p.add_argument("--out", required=True, help="output folder")
+    cli.add_force(p)
     p.add_argument("--eval", nargs="*", default=[], help="texts to report the token ratio on, per file")
     _add_filter_flags(p)
     p = sub.add_parser("ratio", help="token ratio of a tokenizer against the base, per file and overall")
@@ -468,9 +467,10 @@ def main(argv=None):
     p.add_argument("--base", required=True, help="base tokenizer.model")
     p.add_argument("--sizes", default="8000,16000,20000,32000,40000", help="comma-separated Korean vocab sizes")
     p.add_argument("--eval", nargs="+", required=True, help="texts to measure the token ratio on, per file")
-    p.add_argument("--hidden-size", type=int, default=4096, help="for the embedding-parameter column")
+    p.add_argument("--hidden-size", type=cli.number(int, lo=1), default=4096, help="for the embedding-parameter column")
     p.add_argument("--tied", action="store_true", help="tied embeddings: new rows cost one matrix, not two")
     p.add_argument("--out", default=None, help="keep the trained and merged tokenizers here")
+    cli.add_force(p)
     p.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     _train_flags(p)
     _add_filter_flags(p)
@@ -481,7 +481,9 @@ def main(argv=None):
                    choices=["random", "mean", "subword-embed", "subword", "subword-first-head"],
                    help="how to initialize the new embedding and LM-head rows")
     p.add_argument("--out", required=True, help="output HF folder (model + merged tokenizer)")
-    p.add_argument("--vocab-multiple", type=int, default=1, help="pad rows to a multiple (64 for GPUs)")
+    cli.add_force(p)
+    p.add_argument("--vocab-multiple", type=cli.number(int, lo=1), default=1,
+                   help="pad rows to a multiple (64 for GPUs)")
     p.add_argument("--seed", type=int, default=0, help="seed for the `random` init")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype (auto: the checkpoint's torch_dtype; new rows are computed in fp32)")
@@ -489,38 +491,68 @@ def main(argv=None):
         sub.choices[name].add_argument("--text-field", default="text",
                                        help="JSONL field with the text ('*': 'text' if present, else all strings)")
     a = ap.parse_args(argv)
+    if a.cmd == "sweep":
+        a.sizes = [cli.check(f"--sizes {a.sizes!r}: each size", _int(x), int, lo=2) for x in a.sizes.split(",")]
+    run(a)
+
+
+def _int(text):
     try:
-        run(a)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        raise SystemExit(f"error: {e}") from None
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _inputs(a):
+    """Every file or folder this command reads: no output may be, hold or sit inside one."""
+    return [*getattr(a, "corpus", []), *getattr(a, "texts", []), *(getattr(a, "eval", None) or []),
+            *[getattr(a, k, None) for k in ("base", "korean", "tokenizer", "model")]]
 
 
 def run(a):
     if a.cmd == "train":
-        path = train_korean(read_texts(a.corpus, a.text_field), a.out, vocab_size=a.vocab_size, **_train_kw(a))
-        print(f"wrote {path} ({len(load_proto(path).pieces)} pieces)")
+        texts = _nonempty(read_texts(a.corpus, a.text_field), a.corpus)
+        with outputs.staged(a.out, _inputs(a), a.force, step="tokenizer-train") as tmp:
+            path = train_korean(texts, tmp, vocab_size=a.vocab_size, **_train_kw(a))
+            n = len(load_proto(path).pieces)
+        print(f"wrote {Path(a.out) / 'korean.model'} ({n} pieces)")
     elif a.cmd == "merge":
         evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
-        rep = merge(a.base, a.korean, a.out, eval_texts=evals, **_filters(a))
+        with outputs.staged(a.out, _inputs(a), a.force, step="merge") as tmp:
+            rep = merge(a.base, a.korean, tmp, eval_texts=evals, **_filters(a))
         rep.pop("dropped_examples")
         print(json.dumps(rep, ensure_ascii=False, indent=2))
     elif a.cmd == "ratio":
         print(json.dumps(ratios(a.tokenizer, a.base, a.texts, a.text_field), ensure_ascii=False, indent=2))
     elif a.cmd == "sweep":
-        sizes = [int(s) for s in a.sizes.split(",")]
+        if a.json:
+            outputs.check_output_file(a.json, _inputs(a), force=True, flag="--json")
         evals = {Path(p).parent.name or p: list(read_texts([p], a.text_field)) for p in a.eval}
         if len(evals) < len(a.eval):  # names collide: fall back to full paths
             evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
         evals["all"] = [t for v in list(evals.values()) for t in v]
-        rows = sweep(read_texts(a.corpus, a.text_field), a.base, sizes, evals, a.hidden_size, a.tied, a.out,
-                     train_kw=_train_kw(a), **_filters(a))
+        texts = _nonempty(read_texts(a.corpus, a.text_field), a.corpus)
+        if a.out:
+            with outputs.staged(a.out, _inputs(a), a.force, step="sweep") as tmp:
+                rows = sweep(texts, a.base, a.sizes, evals, a.hidden_size, a.tied, tmp, _train_kw(a), **_filters(a))
+        else:
+            rows = sweep(texts, a.base, a.sizes, evals, a.hidden_size, a.tied, None, _train_kw(a), **_filters(a))
         print(format_sweep(rows, a.hidden_size))
         if a.json:
             _write_json(a.json, rows)
     elif a.cmd == "expand":
-        expand(a.model, a.tokenizer, a.init, a.out, vocab_multiple=a.vocab_multiple, dtype=a.dtype, seed=a.seed)
+        with outputs.staged(a.out, _inputs(a), a.force, step="expand") as tmp:
+            expand(a.model, a.tokenizer, a.init, tmp, vocab_multiple=a.vocab_multiple, dtype=a.dtype, seed=a.seed)
         print(f"wrote {a.out}")
 
 
+def _nonempty(texts, paths):
+    """The texts as a list; one line when there are none (empty files, or every line blank)."""
+    texts = list(texts)
+    if not any(t.strip() for t in texts):
+        raise ValueError(f"{', '.join(map(str, paths))}: no text to train on (empty, or only blank lines)")
+    return texts
+
+
 if __name__ == "__main__":
-    main()
+    cli.run(main)

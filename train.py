@@ -51,6 +51,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import asdict
@@ -59,6 +60,8 @@ import torch
 import torch.distributed as dist
 
 import checkpoint
+import cli
+import outputs
 import parallel
 import plan
 import runtime
@@ -106,8 +109,7 @@ class Trainer:
 
     def log(self, msg):
         if self.master:
-            from tqdm import tqdm
-            tqdm.write(msg)             # prints above the progress bar instead of through it
+            cli.write(msg)              # prints above a progress bar instead of through it
 
     @contextlib.contextmanager
     def compute(self):
@@ -383,7 +385,9 @@ class Trainer:
 
     def _run(self):
         args = self.args
-        ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp)   # the same on every rank
+        # the same on every rank; --force replacing an earlier run resumes nothing of it
+        fresh = getattr(args, "replace_out", False)
+        ck = None if fresh else checkpoint.choose_resume(args.resume, self.ckdir, self.ddp)
         state = checkpoint.load_state(ck) if ck else None
         if state and state.get("format", "torch") != ("dcp" if self.fsdp else "torch"):
             raise SystemExit(f"error: {ck} was written {'with' if state.get('format') == 'dcp' else 'without'} "
@@ -397,7 +401,9 @@ class Trainer:
         if not args.init_from:
             raise SystemExit("error: give --init-from HF_DIR (or --resume auto with existing checkpoints)")
         # an attention backend that cannot run here is one line now, not a crash after loading 20 GB
+        check_model_folder(args.init_from)
         cfg = LlamaConfig.from_pretrained(args.init_from)
+        check_seq_len(self.plan[0]["T"], cfg, args.init_from)
         runtime.check_attention(args.sdpa, self.device, self.dtype, cfg)
         if self.fsdp:     # no full model on any GPU: rank 0 reads the weights on the CPU, stage set-up shards them
             self.vocab_multiple = cfg.vocab_multiple = args.vocab_multiple or (64 if self.device.type == "cuda" else 1)
@@ -430,12 +436,16 @@ class Trainer:
                 s, start = s + 1, 0
             self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
         if self.master:             # the first thing written, after every check above passed
+            if getattr(args, "replace_out", False):
+                shutil.rmtree(self.out)             # --force: an earlier run of this project (prepare checked)
             os.makedirs(self.ckdir, exist_ok=True)
+            if not outputs.ours(self.out):
+                outputs.mark(self.out, "train")
             self.start_log(ck, state)
         logf = open(os.path.join(self.out, "log.jsonl"), "a", encoding="utf-8") if self.master else None
-        from tqdm import tqdm
         total = sum(p["steps"] for p in self.plan)
-        bar = tqdm(total=total, initial=self.global_step(s, start), disable=not self.master, dynamic_ncols=True)
+        bar = cli.progress(total=total, initial=self.global_step(s, start), disable=not self.master, desc="train",
+                           unit="steps")
         self.steps_run, stopped = 0, False
         for i in range(s, len(self.plan)):
             mid = i == s and state and start > 0           # resuming inside this stage
@@ -516,7 +526,7 @@ def _key(q):
     return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description="Multistage continual pretraining (RedWhale).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--init-from", help="HF folder of the (expanded) model to start from; for --plan also a config.json")
@@ -524,14 +534,16 @@ def main(argv=None):
     p.add_argument("--out", help="run folder: log.jsonl, checkpoints/, final/")
     p.add_argument("--recipe", help="JSON/TOML recipe (default: RedWhale's four stages)")
     p.add_argument("--resume", help="'auto' = newest checkpoint in --out, or a checkpoint folder")
-    p.add_argument("--steps-per-stage", type=int, default=0, help="override every stage's length (smoke tests)")
-    p.add_argument("--batch-size", type=int, default=0, help="sequences per micro-batch per rank (recipe micro_batch)")
-    p.add_argument("--seq-len", type=int, default=0, help="tokens per sequence (recipe seq_len)")
-    p.add_argument("--grad-accum", type=int, default=0,
+    p.add_argument("--steps-per-stage", type=cli.number(int, lo=1), default=None,
+                   help="override every stage's length (smoke tests)")
+    p.add_argument("--batch-size", type=cli.number(int, lo=1), default=None,
+                   help="sequences per micro-batch per rank (recipe micro_batch)")
+    p.add_argument("--seq-len", type=cli.number(int, lo=1), default=None, help="tokens per sequence (recipe seq_len)")
+    p.add_argument("--grad-accum", type=cli.number(int, lo=1), default=None,
                    help="micro-batches per step (default: from batch_tokens; 1 with --steps-per-stage)")
     p.add_argument("--freeze-old-rows", default=None,
                    help="N or 'auto' (expand_report.json): train only embedding/head rows >= N in every stage")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=cli.number(int, lo=0), default=1234)
     p.add_argument("--device", default=None, choices=["cuda", "cpu"],
                    help="default: cuda when available (each torchrun rank takes cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
@@ -541,7 +553,8 @@ def main(argv=None):
                    help="torch.compile each decoder block (default: on for CUDA, off on CPU)")
     p.add_argument("--sdpa", default="flash", choices=["flash", "math", "efficient", "auto"],
                    help="attention backend, on CPU and CUDA alike (efficient: CUDA only; auto: torch chooses)")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (recipe grad_clip; 0: off)")
+    p.add_argument("--grad-clip", type=cli.number(float, lo=0), default=None,
+                   help="clip the gradient norm (recipe grad_clip; 0: off)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     p.add_argument("--fsdp", action="store_true",
                    help="shard weights, grads and AdamW state over the ranks (FSDP2; needs torchrun); default: DDP")
@@ -550,17 +563,22 @@ def main(argv=None):
                         "memory) or only the last (less traffic; full fp32 grads of the trained part in between)")
     p.add_argument("--async-ckpt", action="store_true",
                    help="with --fsdp: write checkpoints in the background while training goes on")
-    p.add_argument("--vocab-multiple", type=int, default=0, help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
-    p.add_argument("--eval-every", type=int, default=200, help="eval loss every N steps and at stage ends (0: off)")
-    p.add_argument("--eval-batches", type=int, default=20, help="micro-batches per rank in one eval")
-    p.add_argument("--val-tokens", type=int, default=None,
+    p.add_argument("--vocab-multiple", type=cli.number(int, lo=1), default=None,
+                   help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
+    p.add_argument("--eval-every", type=cli.number(int, lo=0), default=200,
+                   help="eval loss every N steps and at stage ends (0: off)")
+    p.add_argument("--eval-batches", type=cli.number(int, lo=0), default=20, help="micro-batches per rank in one eval")
+    p.add_argument("--val-tokens", type=cli.number(int, lo=0), default=None,
                    help="without val_shards: hold out this many tokens of the last shard (default 10%%, max 1M)")
-    p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (and at stage ends)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="keep the newest K checkpoints")
-    p.add_argument("--dist-timeout", type=int, default=60, help="minutes a collective may wait (checkpoint writes)")
+    p.add_argument("--ckpt-every", type=cli.number(int, lo=0), default=500,
+                   help="checkpoint every N steps and at stage ends (0: only at stage ends)")
+    p.add_argument("--keep-checkpoints", type=cli.number(int, lo=1), default=2, help="keep the newest K checkpoints")
+    p.add_argument("--dist-timeout", type=cli.number(int, lo=1), default=60,
+                   help="minutes a collective may wait (checkpoint writes)")
     p.add_argument("--no-save", action="store_true", help="no checkpoints, no export (benchmarks, smoke tests)")
-    p.add_argument("--max-steps", type=int, default=0, help="checkpoint and stop after N steps in this run")
-    p.add_argument("--peak-tflops", type=float, default=None,
+    p.add_argument("--max-steps", type=cli.number(int, lo=0), default=0,
+                   help="checkpoint and stop after N steps in this run")
+    p.add_argument("--peak-tflops", type=cli.number(float, lo=0, lo_open=True), default=None,
                    help="per-GPU bf16 dense peak for MFU (default: from the GPU's name, runtime.PEAK_TFLOPS)")
     p.add_argument("--export-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="dtype of final/ (auto: the init model's torch_dtype)")
@@ -568,33 +586,109 @@ def main(argv=None):
     p.add_argument("--export-to", help="with --export: write here instead")
     p.add_argument("--print-recipe", action="store_true", help="print the recipe (default or --recipe) as JSON")
     p.add_argument("--plan", action="store_true", help="print trainable parameters and memory per GPU per stage")
-    p.add_argument("--gpu-mem-gb", type=float, default=80.0, help="with --plan: GPU memory to check against")
-    p.add_argument("--world-size", type=int, default=1, help="with --plan: number of GPUs")
+    p.add_argument("--gpu-mem-gb", type=cli.number(float, lo=0, lo_open=True), default=80.0,
+                   help="with --plan: GPU memory to check against")
+    p.add_argument("--world-size", type=cli.number(int, lo=1), default=1, help="with --plan: number of GPUs")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out that holds an earlier run (only a folder this project wrote)")
+    return p
+
+
+def prepare(argv=None, world=None):
+    """Parse the flags and check everything that can be checked before any process group, model
+    or output exists: ranges, the recipe, the input folders, --out. Returns (args, recipe).
+    redwhale.py train --nproc N calls it before torchrun, so a mistake is one line, not N."""
+    p = parser()
     args = p.parse_args(argv)
     recipe = load_recipe(args.recipe)
     if args.grad_clip is not None:
-        if args.grad_clip < 0:
-            p.error(f"--grad-clip {args.grad_clip}: must be >= 0 (0 turns clipping off)")
         recipe.grad_clip = args.grad_clip
     if args.freeze_old_rows is not None:
-        recipe.old_vocab_size = args.freeze_old_rows if args.freeze_old_rows == "auto" else int(args.freeze_old_rows)
+        if args.freeze_old_rows != "auto":
+            args.freeze_old_rows = cli.check("--freeze-old-rows", _int(args.freeze_old_rows), int, lo=1)
+        recipe.old_vocab_size = args.freeze_old_rows
         for st in recipe.stages:
             st.freeze_old_rows = True
+    if args.print_recipe or args.export:
+        return args, recipe
+    if args.plan:
+        if not args.init_from:
+            p.error("--plan needs --init-from HF_DIR or config.json")
+        if not os.path.exists(args.init_from):
+            raise SystemExit(f"error: --init-from {args.init_from}: no such folder or config.json")
+        return args, recipe
+    if not (args.data and args.out):
+        p.error("training needs --data and --out (and --init-from unless resuming)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    if args.init_from:
+        check_model_folder(args.init_from)
+        cfg = LlamaConfig.from_pretrained(args.init_from)
+        check_seq_len(args.seq_len or recipe.seq_len, cfg, args.init_from)
+    if not os.path.isfile(os.path.join(args.data, "meta.json")):
+        raise SystemExit(f"error: --data {args.data}: no meta.json (give a folder written by data.py tokenize)")
+    if args.resume not in (None, "auto") and not os.path.isdir(args.resume):
+        raise SystemExit(f"error: --resume {args.resume}: no such checkpoint folder")
+    args.replace_out = check_out(args)
+    resolve(recipe, args, world or int(os.environ.get("WORLD_SIZE", 1)))    # batch arithmetic errors, now
+    return args, recipe
+
+
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def check_model_folder(folder, flag="--init-from"):
+    if not os.path.isdir(folder):
+        raise SystemExit(f"error: {flag} {folder}: no such folder")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise SystemExit(f"error: {flag} {folder}: no config.json (give a Hugging Face model folder)")
+
+
+def check_seq_len(T, cfg, where):
+    if T > cfg.max_position_embeddings:
+        raise SystemExit(f"error: --seq-len {T} exceeds {where}'s max_position_embeddings "
+                         f"{cfg.max_position_embeddings}: the model was never trained on longer windows")
+
+
+def check_out(args):
+    """--out is this run's folder: never an input or inside one. An existing one is continued
+    (--resume), replaced (--force, only if this project wrote it: returns True) or refused."""
+    outputs.check_not_input(args.out, [args.init_from, args.data])
+    out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"error: --out {out} is a file, not a folder")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return False
+    has_ck = bool(checkpoint.list_checkpoints(os.path.join(out, "checkpoints")))
+    if args.resume and (has_ck or outputs.ours(out)):
+        return False
+    if args.force:
+        outputs.check_output_dir(out, (), True)           # refuses a folder this project did not write
+        return True
+    if has_ck:
+        raise SystemExit(f"error: --out {out} already has checkpoints: pass --resume auto to continue that run, "
+                         "--force to replace it, or use a new --out")
+    raise SystemExit(f"error: --out {out} already exists and is not empty; pass --force to replace it "
+                     "(only a folder this project wrote), or use a new --out")
+
+
+def main(argv=None):
+    args, recipe = prepare(argv)
     if args.print_recipe:
         print(json.dumps(asdict(recipe), indent=1))
         return
     if args.export:
-        print(f"exported {checkpoint.export_run(args.export, args.export_to, args.export_dtype)}")
+        print(f"exported {checkpoint.export_run(args.export, args.export_to, args.export_dtype, args.force)}")
         return
     if args.plan:
-        if not args.init_from:
-            p.error("--plan needs --init-from HF_DIR or config.json")
         plan.print_plan(args, recipe)
         return
-    if not (args.data and args.out):
-        p.error("training needs --data and --out (and --init-from unless resuming)")
     Trainer(args, recipe).run()
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -8,12 +8,14 @@ float32 to a relative 1e-5. Few-shot expectations were read off lm-eval 0.4.13 i
 import hashlib
 import json
 import random
+import re
 import sys
 
 import pytest
 import torch
 from conftest import SHARED_KOBEST, korean_docs, needs_shared_kobest, train_spm
 
+import cli
 import eval_kobest as ek
 from model import Llama, LlamaConfig
 
@@ -376,12 +378,16 @@ def test_cli_prints_a_table_and_writes_json_and_samples(model_dir, model, sp, tm
     assert not list(out_path.parent.glob("*.tmp"))
 
 
-def test_cli_rejects_unknown_tasks_and_bad_data(model_dir, tmp_path):
-    with pytest.raises(SystemExit, match="unknown task"):
-        ek.main(["--model", str(model_dir), "--tasks", "copa,mmlu"])
+def test_cli_rejects_unknown_tasks_and_bad_data(model_dir, tmp_path, capsys):
+    def last_error_line(argv):        # as `python eval_kobest.py ...` ends: exit code 1, one line
+        with pytest.raises(SystemExit) as e:
+            cli.run(ek.main, argv)
+        assert e.value.code == 1
+        return capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown task(s) mmlu" in last_error_line(["--model", str(model_dir), "--tasks", "copa,mmlu"])
     d = bad_data(tmp_path / "data", "copa", ["{oops"])
-    with pytest.raises(SystemExit, match=r"copa/test\.jsonl:1"):
-        ek.main(["--model", str(model_dir), "--tasks", "copa", "--data", str(d), "--output", ""])
+    line = last_error_line(["--model", str(model_dir), "--tasks", "copa", "--data", str(d), "--output", ""])
+    assert line.startswith("error: ") and re.search(r"copa/test\.jsonl:1: malformed JSON", line)
 
 
 # ---- the full sets, when ../shared/kobest is there ----

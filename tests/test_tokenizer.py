@@ -246,7 +246,7 @@ def test_command_line_train_merge_ratio(tmp_path, base_spm, capsys):
     assert printed["ratio"] == report["ratio"][str(corpus)]["ratio"]
     assert printed["per_text"][str(corpus)]["texts"] == 2000
     (tmp_path / "bad.jsonl").write_text('{"text": "좋아요"}\n{"txt": "오타"}\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"error: .*bad.jsonl:2: no string field 'text'"):
+    with pytest.raises(ValueError, match=r".*bad.jsonl:2: no string field 'text'"):   # cli.run: one line
         T.main(["train", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "ko2")])
     assert not (tmp_path / "ko2" / "korean.model").exists()
 

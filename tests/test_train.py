@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import ENV, OLD_ROWS, RECIPE, ROOT, read_log, run, sigterm_after, state
 
+import outputs
 import train
 from lora import add_lora
 from model import Llama, read_safetensors
@@ -110,7 +111,8 @@ def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(train
     lora_model.eval()
     with torch.no_grad():
         want = lora_model(ids)[0]
-    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.model"]
+    # the HF files, and the marker that lets --force replace this folder (outputs.py)
+    assert sorted(os.listdir(folder)) == [outputs.MARKER, "config.json", "model.safetensors", "tokenizer.model"]
     hf = LlamaForCausalLM.from_pretrained(folder).eval()
     with torch.no_grad():
         got = hf(ids).logits

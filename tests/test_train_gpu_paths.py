@@ -209,10 +209,11 @@ def test_grad_clip_zero_means_off(train_setup, tmp_path):
     assert off[-1]["loss"] != tight[-1]["loss"]
     flag = run(train_setup, tmp_path / "flag", "--grad-clip", 0, "--steps-per-stage", 2, "--max-steps", 3)
     assert rows(flag) == rows(off)
-    with pytest.raises(SystemExit, match="off.json: grad_clip -0.5 must be a number >= 0"):
+    with pytest.raises(SystemExit, match="off.json: grad_clip must be a number >= 0, got -0.5"):
         with_clip("off", -0.5)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):     # argparse: "argument --grad-clip: must be a number >= 0, got '-1'"
         run(train_setup, tmp_path / "neg", "--grad-clip", -1)
+    assert not (tmp_path / "neg").exists()
 
 
 def test_checkpoint_files_are_fsynced_before_the_rename_and_loaded_memory_mapped(tmp_path, monkeypatch):
