@@ -53,6 +53,7 @@ from dedup import MinHasher, exact_duplicates, near_duplicates
 from perplexity import NgramLM, model_perplexities
 from shards import load_tokens, token_dtype, tokenize  # noqa: F401 (data.tokenize, as before the move)
 from textclean import filter_reason, normalize
+from tokenizer import load_proto
 
 
 def _parse_ngram_thresholds(spec, flag="--top-ngram"):
@@ -243,7 +244,8 @@ def load_ppl_model(cfg):
     ref_cfg = ReadConfig(text_field=cfg.text_field, txt_mode=cfg.txt_mode, encoding=cfg.encoding)
     texts = [normalize(t, cfg.max_repeat) if cfg.normalize else t
              for p in expand_inputs(cfg.ppl_ref) for _, t, r in read_docs(p, ref_cfg, {}) if r is None]
-    sp = Path(cfg.ppl_tokenizer).read_bytes() if cfg.ppl_tokenizer else None
+    # load_proto checks the bytes first: a corrupt file is one line naming it, not a SentencePiece abort
+    sp = load_proto(cfg.ppl_tokenizer).SerializeToString() if cfg.ppl_tokenizer else None
     return NgramLM(cfg.ppl_order, sp_model=sp).fit(t for t in texts if t)
 
 

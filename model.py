@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import struct
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 import cli
+from safetensors_io import read_safetensors, write_safetensors  # noqa: F401 (model.read_safetensors)
 
 
 @dataclass
@@ -55,10 +55,31 @@ class LlamaConfig:
     vocab_multiple: int = field(default=1, metadata={"hf": False})  # pad rows for GPU matmuls
 
     def __post_init__(self):
+        # a config.json from the internet is input like any other: sizes are checked before they
+        # size anything (Llama.from_pretrained then checks the whole model fits in memory)
+        for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "max_position_embeddings", "vocab_multiple"):
+            cli.check(k, getattr(self, k), int, lo=1, hi=1 << 31)
+        cli.check("head_dim", self.head_dim, int, lo=0, hi=1 << 16)
+        cli.check("rms_norm_eps", self.rms_norm_eps, float, lo=0, hi=1, lo_open=True)
+        cli.check("rope_theta", self.rope_theta, float, lo=0, lo_open=True)
+        if not self.head_dim and self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of "
+                             f"num_attention_heads={self.num_attention_heads} (and no head_dim is given)")
         self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} is odd: rotary embeddings need pairs")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                              f"num_key_value_heads={self.num_key_value_heads}")
+        self.rope_theta = float(self.rope_theta)
+
+    def num_parameters(self):
+        """Parameters of the model this config describes (embedding rows unpadded)."""
+        H, I, L, D = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.head_dim
+        attn = H * D * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
+        per_layer = attn + 3 * H * I + 2 * H
+        return self.vocab_size * H * (1 if self.tie_word_embeddings else 2) + L * per_layer + H
 
     @property
     def padded_vocab_size(self):
@@ -89,7 +110,10 @@ class LlamaConfig:
         known = {f.name for f in fields(cls)} - {"rope_theta", "rope_scaling", "torch_dtype", "vocab_multiple"}
         kw = {k: d[k] for k in known if d.get(k) is not None}
         dtype = d.get("torch_dtype") or d.get("dtype") or "float32"
-        return cls(**kw, rope_theta=float(theta), rope_scaling=scaling, torch_dtype=str(dtype))
+        try:
+            return cls(**kw, rope_theta=theta, rope_scaling=scaling, torch_dtype=str(dtype))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def from_pretrained(cls, path):
@@ -318,6 +342,12 @@ class Llama(nn.Module):
         cfg = LlamaConfig.from_pretrained(folder)
         cfg.vocab_multiple = vocab_multiple
         dtype = dtype or torch.float32
+        need, have = cfg.num_parameters() * dtype.itemsize, memory_bytes(device)
+        if have and need > have:        # one line now, not an allocation failure deep in torch
+            raise ValueError(f"{folder}/config.json: {cfg.num_parameters() / 1e9:.1f}B parameters (hidden_size="
+                             f"{cfg.hidden_size}, num_hidden_layers={cfg.num_hidden_layers}, vocab_size="
+                             f"{cfg.vocab_size}) need {need / 2**30:.1f} GiB in {dtype}, more than the "
+                             f"{have / 2**30:.1f} GiB of {device}")
         with torch.device("meta"):
             model = cls(cfg)
         expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -330,6 +360,8 @@ class Llama(nn.Module):
                     raise KeyError(f"{path}: unexpected key {key!r} (not a parameter of this Llama)")
                 if key in seen_in:
                     raise KeyError(f"{path}: key {key!r} also in {seen_in[key]}")
+                if not tensor.is_floating_point():
+                    raise ValueError(f"{path}: {key}: dtype {tensor.dtype} is not a floating-point weight")
                 want = expected[key]
                 if key in ("model.embed_tokens.weight", "lm_head.weight") and want[0] != tensor.shape[0]:
                     if tensor.shape[0] != cfg.vocab_size or tuple(tensor.shape[1:]) != tuple(want[1:]):
@@ -391,56 +423,15 @@ class Llama(nn.Module):
         shutil.rmtree(old, ignore_errors=True)
 
 
-# ---- safetensors, read and written by hand: no pickles, no mmap double copy, clear errors ----
-
-_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-              "U8": torch.uint8, "BOOL": torch.bool}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-
-
-def read_safetensors(path):
-    """Yield (key, tensor) from a .safetensors file, each read into its own fresh buffer."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if n < 2 or 8 + n > size:
-            raise ValueError(f"{path}: not a safetensors file, or truncated (bad header length)")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
-        header.pop("__metadata__", None)
-        for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            start, end = info["data_offsets"]
-            if info["dtype"] not in _ST_DTYPES:
-                raise ValueError(f"{path}: {key}: unsupported dtype {info['dtype']}")
-            t = torch.empty(info["shape"], dtype=_ST_DTYPES[info["dtype"]])
-            nbytes = t.numel() * t.element_size()
-            if end - start != nbytes or 8 + n + end > size:
-                raise ValueError(f"{path}: {key}: data runs past the end of the file (truncated?)")
-            f.seek(8 + n + start)
-            if nbytes and f.readinto(t.view(-1).view(torch.uint8).numpy()) != nbytes:
-                raise ValueError(f"{path}: {key}: short read (truncated?)")
-            yield key, t
-
-
-def write_safetensors(path, tensors):
-    """Stream tensors into the safetensors layout (JSON header, then raw little-endian data)."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for k, v in tensors.items():
-        n = v.numel() * v.element_size()
-        header[k] = {"dtype": _ST_NAMES[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for v in tensors.values():
-            f.write(v.contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
-        f.flush()
-        os.fsync(f.fileno())
+def memory_bytes(device):
+    """Total memory of a device (RAM for the CPU), or None when it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _checkpoint_files(folder):

@@ -147,15 +147,15 @@ def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, 
     """Yield the perplexity of each text under a model.py Llama: exp of the mean next-token
     loss over its first `max_tokens` tokens after BOS (inf for an empty text). torch and
     model.py are imported only here: the rest of data.py needs neither."""
-    import sentencepiece as spm
     import torch
     import torch.nn.functional as F
 
     from model import Llama
+    from tokenizer import processor
     tok = Path(tokenizer or Path(model_dir) / "tokenizer.model")
     if not tok.is_file():
         raise ValueError(f"{tok}: no tokenizer for --ppl-model (give --ppl-model-tokenizer)")
-    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    sp = processor(tok)         # a corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(model_dir, device=device).eval()
     if sp.get_piece_size() > model.config.vocab_size:
         raise ValueError(f"{tok}: {sp.get_piece_size()} pieces, but {model_dir} has {model.config.vocab_size} rows")

@@ -149,7 +149,11 @@ def processor(model, raw=False):
         ns.name, ns.precompiled_charsmap = "identity", b""
         ns.add_dummy_prefix, ns.remove_extra_whitespaces = False, False
         proto = copy
-    return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    try:
+        return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    except RuntimeError as e:       # parsed, but SentencePiece cannot use it (a cut that kept whole fields)
+        name = model if isinstance(model, (str, Path)) else "model bytes"
+        raise ValueError(f"{name}: not a usable SentencePiece model ({e})") from None
 
 
 def is_hangul(c):

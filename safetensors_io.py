@@ -1,0 +1,141 @@
+"""The .safetensors format read and written by hand: no pickles, one tensor in memory at a time,
+and exactly as strict as the format's own library (tests/test_safetensors_io.py fuzzes the two
+against each other on hundreds of damaged files).
+
+    for key, tensor in read_safetensors("model.safetensors"): ...
+    write_safetensors("out.safetensors", {"w": torch.zeros(2, 3)})
+
+The format: 8 bytes, a little-endian u64 N; N bytes of UTF-8 JSON,
+    {"__metadata__": {"format": "pt"}, "KEY": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, ...}
+then the data: every tensor's raw little-endian bytes, back to back. A file comes from people
+you may not know, so the whole header is checked before anything is allocated: its length
+(within the file, at most MAX_HEADER bytes), a JSON object, every entry a known dtype, a list of
+non-negative integer dimensions and two integer data offsets; shape x dtype size equal to the
+offsets' span; and the spans, sorted, contiguous from 0 with no overlap or hole, ending
+exactly at the end of the file. A file that breaks any rule is a ValueError naming the file and
+the key; nothing is read into memory until all of them hold, so a 2^40-element shape in a 1 KB
+file is an error, not a 4 TB allocation.
+"""
+import json
+import os
+import struct
+
+import torch
+
+MAX_HEADER = 100_000_000        # bytes, as the safetensors library allows
+U64 = 1 << 64                   # sizes and offsets are u64 in the format
+
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "F8_E5M2": torch.float8_e5m2, "F8_E4M3": torch.float8_e4m3fn,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+          "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool,
+          "C64": torch.complex64}
+NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def _int(x):
+    """A JSON number that is a u64: an int, not a bool, not a float like 4.0."""
+    return type(x) is int and 0 <= x < U64
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")         # Python's json accepts NaN and Infinity; the format does not
+
+
+def read_header(f, path, size):
+    """(N, [(key, dtype, shape, start, end), ...] sorted by offsets) after checking every rule."""
+    if size < 8:
+        raise ValueError(f"{path}: {size} bytes: too small to be a safetensors file")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > MAX_HEADER:
+        raise ValueError(f"{path}: header length {n} exceeds {MAX_HEADER} bytes (not a safetensors file?)")
+    if 8 + n > size:
+        raise ValueError(f"{path}: header length {n} runs past the end of the file ({size} bytes; truncated?)")
+    try:
+        text = f.read(n).decode("utf-8")
+        header = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: the header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the header is not a JSON object")
+    entries = []
+    for key, info in header.items():
+        _check_text(path, key, key)
+        if key == "__metadata__":
+            if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
+                raise ValueError(f"{path}: __metadata__ must map strings to strings")
+            for k, v in (info or {}).items():
+                _check_text(path, "__metadata__", k + v)
+            continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise ValueError(f"{path}: {key}: needs dtype, shape and data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in DTYPES:
+            raise ValueError(f"{path}: {key}: unknown or unsupported dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_int(d) for d in shape):
+            raise ValueError(f"{path}: {key}: shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
+            raise ValueError(f"{path}: {key}: data_offsets {offsets!r} is not two non-negative integers")
+        numel = 1
+        for d in shape:
+            numel *= d
+        nbytes = numel * DTYPES[dtype].itemsize
+        start, end = offsets
+        if nbytes >= U64 or end < start or end - start != nbytes:
+            raise ValueError(f"{path}: {key}: shape {shape} of {dtype} is {nbytes} bytes, but data_offsets "
+                             f"{offsets} span {end - start}")
+        entries.append((key, dtype, shape, start, end))
+    entries.sort(key=lambda e: (e[3], e[4]))
+    pos = 0
+    for key, _, _, start, end in entries:         # back to back from 0: no overlap, no hole
+        if start != pos:
+            raise ValueError(f"{path}: {key}: data starts at {start}, expected {pos} "
+                             f"({'overlaps the tensor before' if start < pos else 'a hole before it'})")
+        pos = end
+    if 8 + n + pos != size:
+        raise ValueError(f"{path}: the tensors end at byte {8 + n + pos}, the file at {size} "
+                         f"({'truncated' if 8 + n + pos > size else 'trailing bytes'})")
+    return n, entries
+
+
+def _check_text(path, where, s):
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:          # a lone surrogate escape, "\ud800": not Unicode text
+        raise ValueError(f"{path}: {where!r}: invalid Unicode in the header") from None
+
+
+def read_safetensors(path):
+    """Yield (key, tensor) in file order, each read into its own fresh buffer."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        n, entries = read_header(f, path, size)
+        for key, dtype, shape, start, end in entries:
+            t = torch.empty(shape, dtype=DTYPES[dtype])
+            if end > start:
+                f.seek(8 + n + start)
+                if f.readinto(t.view(-1).view(torch.uint8).numpy()) != end - start:
+                    raise ValueError(f"{path}: {key}: short read (the file changed while reading?)")
+            yield key, t
+
+
+def write_safetensors(path, tensors):
+    """Stream tensors into the format and fsync. Refuses what it cannot hold as given: an unknown
+    dtype, or a view that is not contiguous (it would be copied silently; pass .contiguous())."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for k, v in tensors.items():
+        if v.dtype not in NAMES:
+            raise ValueError(f"{path}: {k}: dtype {v.dtype} has no safetensors name")
+        if not v.is_contiguous():
+            raise ValueError(f"{path}: {k}: a non-contiguous view; pass tensor.contiguous() to write a copy")
+        n = v.numel() * v.element_size()
+        header[k] = {"dtype": NAMES[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for v in tensors.values():
+            f.write(v.detach().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+        f.flush()
+        os.fsync(f.fileno())
