@@ -438,7 +438,15 @@ def _checkpoint_files(folder):
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.exists(index):
         with open(index, encoding="utf-8") as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
+            try:
+                wmap = json.load(f)["weight_map"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{index}: not an index (a JSON object with a 'weight_map')") from None
+        names = sorted(set(wmap.values())) if isinstance(wmap, dict) else [None]
+        for n in names:     # plain file names in this folder: never a path that leads out of it
+            if not (isinstance(n, str) and n.endswith(".safetensors") and os.path.basename(n) == n
+                    and n not in (".", "..")):
+                raise ValueError(f"{index}: weight_map names {n!r}, not a .safetensors file in the folder")
         files = [os.path.join(folder, n) for n in names]
     else:
         files = [os.path.join(folder, "model.safetensors")]

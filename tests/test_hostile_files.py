@@ -217,6 +217,20 @@ def test_a_config_bigger_than_memory_is_refused_before_allocating(tmp_path, base
         Llama.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("index,why", [
+    ({"weight_map": {"w": "../../elsewhere.safetensors"}}, "weight_map names '../../elsewhere.safetensors'"),
+    ({"weight_map": {"w": "/etc/passwd"}}, "weight_map names '/etc/passwd'"),
+    ({"weight_map": ["model.safetensors"]}, "weight_map names None"),
+    ({"metadata": {}}, "not an index"),
+])
+def test_a_sharded_index_cannot_point_outside_its_folder(tmp_path, base_spm, index, why):
+    from model import Llama
+    folder = tiny_folder(tmp_path, base_spm)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=f"model.safetensors.index.json: .*{why}"):
+        Llama.from_pretrained(folder)
+
+
 # ---- tokenizer.model ----
 
 CORRUPT = {"truncated": lambda good: good[:len(good) // 3],
