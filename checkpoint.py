@@ -30,6 +30,7 @@ torch_dtype, the tokenizer files copied, atomically.
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -53,7 +54,7 @@ def list_checkpoints(ckdir):
     if not os.path.isdir(ckdir):
         return []
     return sorted(d for d in os.listdir(ckdir)
-                  if d.startswith("step-") and not d.endswith(".tmp")
+                  if re.fullmatch(r"step-\d+", d)       # not step-N.tmp (half written) or step-N.damaged
                   and os.path.exists(os.path.join(ckdir, d, "state.json")))
 
 
@@ -111,8 +112,10 @@ def load_tensors(path, name):
     return torch.load(os.path.join(path, name), map_location="cpu", weights_only=True, mmap=True)
 
 
-def _pick(resume, ckdir):
+def _pick(resume, ckdir, replace=False):
     """Rank 0's choice: ('auto', name), ('path', absolute path) or None for a fresh run."""
+    if replace:                 # --force: the earlier run in --out is replaced, nothing resumed
+        return None
     sweep_partial(ckdir)
     have = list_checkpoints(ckdir)
     if resume is None:
@@ -126,8 +129,11 @@ def _pick(resume, ckdir):
                 if name != have[-1]:
                     print(f"warning: resuming from {name}, the newest readable checkpoint", flush=True)
                 return ("auto", name)
-            print(f"warning: checkpoint {os.path.join(ckdir, name)} is damaged ({why}); trying the one before",
-                  flush=True)
+            # moved aside, so that pruning never keeps it in place of a good one
+            aside = os.path.join(ckdir, name + ".damaged")
+            os.replace(os.path.join(ckdir, name), aside)
+            print(f"warning: checkpoint {os.path.join(ckdir, name)} is damaged ({why}); moved it to {aside} and "
+                  "trying the one before", flush=True)
         if have:
             raise SystemExit(f"error: --resume auto: every checkpoint in {ckdir} is damaged (see the warnings); "
                              "move them away to start over")
@@ -158,6 +164,8 @@ def damaged(path):
     .metadata must load."""
     try:
         state = load_state(path)
+        if not isinstance(state, dict):
+            return "state.json is not a JSON object"
         for k in ("stage", "step", "tokens", "plan"):
             if k not in state:
                 return f"state.json has no {k!r}"
@@ -198,10 +206,10 @@ def sweep_partial(ckdir):
                   flush=True)
 
 
-def choose_resume(resume, ckdir, distributed):
+def choose_resume(resume, ckdir, distributed, replace=False):
     """The checkpoint folder every rank resumes from (None: a fresh run). Rank 0 decides; an
     error on rank 0 (or any rank that cannot read the choice) stops every rank with one line."""
-    picked = parallel.rank0(lambda: _pick(resume, ckdir), distributed, share=True)
+    picked = parallel.rank0(lambda: _pick(resume, ckdir, replace), distributed, share=True)
     if picked is None:
         return None
     # a name is looked up in this rank's own --out (the same folder when --out is shared storage)
@@ -237,7 +245,10 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "added_tokens.json", "generation_config.json")
 
 
-def export(model, init_from, folder, dtype="auto", force=True):
+EXPORT_FILES = {"config.json", "model.safetensors", "model.safetensors.index.json", outputs.MARKER, *TOKENIZER_FILES}
+
+
+def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="--out"):
     """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
     e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
     atomically. An existing folder is replaced only with `force` and only if this project wrote
@@ -246,7 +257,11 @@ def export(model, init_from, folder, dtype="auto", force=True):
     want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
             "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     model.to(want)
-    with outputs.staged(folder, [init_from], force, step="export") as tmp:
+    legacy = os.path.isdir(folder) and not outputs.ours(folder) and all(
+        n in EXPORT_FILES or re.fullmatch(r"model-\d+-of-\d+\.safetensors", n) for n in os.listdir(folder))
+    if legacy and os.listdir(folder):   # an export by an older version (no marker): nothing but its own files
+        outputs.mark(folder, "export")
+    with outputs.staged(folder, [init_from, *inputs], force, step="export", flag=flag) as tmp:
         model.save_pretrained(tmp)
         for name in TOKENIZER_FILES:
             if os.path.exists(os.path.join(init_from, name)):
@@ -260,7 +275,14 @@ def export_run(run_dir, to=None, dtype="auto", force=False):
     names = list_checkpoints(ckdir)
     if not names:
         raise SystemExit(f"error: no checkpoints in {ckdir}")
-    path = os.path.join(ckdir, names[-1])
+    for name in reversed(names):            # the newest whole one, as --resume auto picks
+        path = os.path.join(ckdir, name)
+        why = damaged(path)
+        if not why:
+            break
+        print(f"warning: checkpoint {path} is damaged ({why}); trying the one before", flush=True)
+    else:
+        raise SystemExit(f"error: every checkpoint in {ckdir} is damaged (see the warnings)")
     state = load_state(path)
     model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
     dcp = state.get("format") == "dcp"
@@ -272,7 +294,9 @@ def export_run(run_dir, to=None, dtype="auto", force=False):
         parallel.dcp_load_model(model, path)
     else:
         load_exact(model, sd)
-    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype, force or not to)
+    # the run's own folder (its checkpoints, its log) is an input: --to may not be it or hold it
+    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype, force or not to,
+                  inputs=[ckdir, os.path.join(run_dir, "log.jsonl")], flag="--to" if to else "--out")
 
 
 def main(argv=None):

@@ -469,7 +469,8 @@ def clean(inputs, out_dir, cfg=None, force=False):
         raise DataError(f"--ppl-model {cfg.ppl_model}: no such model folder")
     if not cfg.ppl_ref and (cfg.ppl_percentile or cfg.ppl_max):
         raise DataError("--ppl-percentile/--ppl-max need a reference text: --ppl-ref FILE")
-    uses = [*inputs, *cfg.ppl_ref, cfg.ppl_tokenizer, cfg.ppl_model, cfg.ppl_model_tokenizer]
+    # every file read, as found (a symlink inside an input folder is checked where it leads)
+    uses = [*inputs, *files, *cfg.ppl_ref, cfg.ppl_tokenizer, cfg.ppl_model, cfg.ppl_model_tokenizer]
     with staged_output(out_dir, uses, force, step="clean") as out:
         try:
             lm = load_ppl_model(cfg)

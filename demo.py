@@ -109,6 +109,7 @@ def build_base(args, run):
     rows = run_train(args, run / "base_init", run / "base_tokens", run / "base_train", recipe, args.base_steps)
     shutil.rmtree(base / "tok")  # its tokenizer.model is now in the trained folder copied below
     shutil.copytree(run / "base_train" / "final", base, dirs_exist_ok=True)
+    outputs.mark(run / "base_init", "demo")
     return base, rows
 
 
@@ -180,6 +181,8 @@ def run_demo(args):
     t = time.time()
     log(f"expand: {rep['tokenizer']['base_size']} -> {rep['tokenizer']['final_size']} rows, init {args.init}")
     tok.expand(base, run / "merged", init=args.init, out_dir=run / "expanded")
+    for name, step in (("korean", "tokenizer-train"), ("merged", "merge"), ("expanded", "expand")):
+        outputs.mark(run / name, step)      # written through the API: say which step made them
     data.tokenize([run / "clean" / "clean.jsonl"], run / "merged", run / "tokens", val_docs=args.val_docs,
                   progress=False)
     rep["loss_after_expansion"] = held_out_loss(run / "expanded", run / "tokens", args.seq_len)

@@ -13,12 +13,16 @@ The rules every command that writes follows:
   complete, so it always holds the files of one whole run (never stale ones of an earlier
   run), and a run that fails (a bad record, a full disk, Ctrl-C) leaves the previous output
   exactly as it was. It takes the room of both until the rename.
-- Leftovers of a killed run (`.NAME.partial-*`, `.NAME.old-*`) are removed by the next run
-  that writes NAME, which says so.
+- Leftovers of a killed run (`.NAME.partial-HOST-PID`, `.NAME.old-HOST-PID`) are removed by the
+  next run on the same machine that writes NAME, which says so; a previous output caught
+  between the two renames of a replacement is put back.
+- --force replaces only an earlier output of the same step (the marker names it), and never a
+  mount point (it cannot be renamed; write into a folder inside it).
 """
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -49,12 +53,23 @@ def ours(folder):
     return (Path(folder) / MARKER).is_file()
 
 
-def check_output_dir(out, inputs=(), force=False, flag="--out"):
+def written_by(folder):
+    """The step that wrote this folder ("" when unknown)."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8")).get("step", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def check_output_dir(out, inputs=(), force=False, flag="--out", step=""):
     """Everything that must hold before a folder output is written; nothing is touched here."""
     out = Path(out)
     check_not_input(out, inputs, flag)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} is a file, not a folder: choose another {flag}")
+    if out.is_dir() and os.path.ismount(out):     # it cannot be renamed away: say so before the work
+        raise ValueError(f"{flag} {out} is a mount point, which cannot be replaced as a whole: give a folder "
+                         "inside it")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise ValueError(f"{flag} {out} already exists and is not empty; pass --force to replace it, "
@@ -63,6 +78,9 @@ def check_output_dir(out, inputs=(), force=False, flag="--out"):
             raise ValueError(f"{flag} {out} was not written by this project (it has no {MARKER}); --force only "
                              "replaces this project's outputs: move it away yourself, or choose another "
                              f"{flag}")
+        if step and written_by(out) not in ("", step):
+            raise ValueError(f"{flag} {out} holds the output of another step ({written_by(out)}), not of "
+                             f"{step}; --force only replaces an earlier output of the same step")
 
 
 def mark(folder, step):
@@ -81,15 +99,26 @@ def _alive(pid):
     return True
 
 
+def _tag():
+    """HOST-PID: whose a hidden folder is (on shared storage another node's PID means nothing here)."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+
+
 def sweep_leftovers(out):
-    """Remove what a killed run left beside `out` (its own .partial/.old folders); say so."""
+    """Clean up what a killed run of this machine left beside `out`; say so. A `.NAME.old-*` with
+    no `out` beside it is the previous output, caught between two renames: it is put back."""
     out = Path(out)
     if not out.parent.is_dir():
         return
-    for kind in ("partial", "old"):
+    for kind in ("old", "partial"):
         for d in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
-            pid = d.name.rsplit("-", 1)[-1]
-            if not d.is_dir() or not pid.isdigit() or _alive(int(pid)) or not (ours(d) or not any(d.iterdir())):
+            host, _, pid = d.name.split(f".{kind}-", 1)[1].rpartition("-")
+            mine = host == socket.gethostname().replace("-", "_") and pid.isdigit() and not _alive(int(pid))
+            if not d.is_dir() or not mine or not (ours(d) or not any(d.iterdir())):
+                continue
+            if kind == "old" and not out.exists():
+                os.replace(d, out)
+                print(f"note: restored {out} from {d}, left by an interrupted run", file=sys.stderr)
                 continue
             shutil.rmtree(d)
             print(f"note: removed {d}, left by an interrupted run", file=sys.stderr)
@@ -98,7 +127,7 @@ def sweep_leftovers(out):
 def replace_dir(tmp, out):
     """Rename the finished folder `tmp` to `out`; an existing `out` (ours, or empty) goes away."""
     tmp, out = Path(tmp), Path(out)
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{_tag()}"
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
@@ -110,9 +139,9 @@ def replace_dir(tmp, out):
 def staged(out, inputs=(), force=False, step="", flag="--out"):
     """Yield a fresh hidden sibling folder of `out`; when the block succeeds it becomes `out`."""
     out = Path(out).resolve()
-    check_output_dir(out, inputs, force, flag)
-    sweep_leftovers(out)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    sweep_leftovers(out)            # first: it may put back a previous output caught between renames
+    check_output_dir(out, inputs, force, flag, step)
+    tmp = out.parent / f".{out.name}.partial-{_tag()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if tmp.exists():

@@ -119,6 +119,8 @@ def load_recipe(path):
                                  f"(known: {', '.join(GROUPS)}, layers.N)")
         if s.get("schedule", "cosine") not in ("cosine", "wsd"):
             raise SystemExit(f"error: {where}: schedule {s['schedule']!r} is not cosine or wsd")
+        if s.get("lora") is not None and not isinstance(s["lora"], dict):
+            raise SystemExit(f"error: {where}: lora must be an object like {json.dumps(LORA_DEFAULTS)}")
         if "lora" in s["train"]:
             extra = set(s.get("lora") or {}) - set(LORA_DEFAULTS)
             if extra:
@@ -127,6 +129,10 @@ def load_recipe(path):
         _check_numbers(where, s, STAGE_RANGES)
         if "lora" in s["train"]:
             _check_numbers(f"{where}: lora", s["lora"], LORA_RANGES)
+            targets = s["lora"]["targets"]
+            if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+                raise SystemExit(f"error: {where}: lora targets must be a list of module names, e.g. "
+                                 f"{LORA_DEFAULTS['targets'][:2]}, got {targets!r}")
         if not (s.get("tokens") or s.get("steps")):
             raise SystemExit(f"error: {where}: give 'tokens' or 'steps' (> 0)")
         stages.append(Stage(**s))

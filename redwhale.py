@@ -61,9 +61,8 @@ def run_train(argv):
     p.add_argument("--nproc", type=cli.number(int, lo=1), default=1, help="processes (GPUs) on this node")
     known, argv = p.parse_known_args(argv)
     nproc = known.nproc
-    if nproc > 1:
-        if "-h" not in argv and "--help" not in argv:
-            train.prepare(argv, nproc)     # a user error is one line here, not one per rank
+    if nproc > 1 and "-h" not in argv and "--help" not in argv:
+        train.prepare(argv, nproc)         # a user error is one line here, not one per rank
         # torchrun in this process, so that a rank's failure ends as one line here instead of
         # torchrun's own traceback (the rank has already printed what went wrong)
         from torch.distributed import run as torchrun

@@ -151,7 +151,7 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
     files = clean_files(inputs, notes)
     o = SimpleNamespace(shard_tokens=shard_tokens, val_fraction=val_fraction, seed=seed, workers=workers,
                         add_bos=add_bos, progress=progress, batch_docs=batch_docs)
-    with staged_output(out_dir, [*inputs, tokenizer], force, step="tokenize") as out:
+    with staged_output(out_dir, [*inputs, *files, tokenizer], force, step="tokenize") as out:
         val_set = _draw_val(files, cfg, val_docs, seed) if val_docs else None
         meta = _write_shards(files, cfg, out, tok, proto, sp, val_set, o)
         meta["notes"] = notes

@@ -386,8 +386,8 @@ class Trainer:
     def _run(self):
         args = self.args
         # the same on every rank; --force replacing an earlier run resumes nothing of it
-        fresh = getattr(args, "replace_out", False)
-        ck = None if fresh else checkpoint.choose_resume(args.resume, self.ckdir, self.ddp)
+        # rank 0's view decides for every rank (a replaced run resumes nothing of it)
+        ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp, getattr(args, "replace_out", False))
         state = checkpoint.load_state(ck) if ck else None
         if state and state.get("format", "torch") != ("dcp" if self.fsdp else "torch"):
             raise SystemExit(f"error: {ck} was written {'with' if state.get('format') == 'dcp' else 'without'} "
@@ -436,8 +436,13 @@ class Trainer:
                 s, start = s + 1, 0
             self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
         if self.master:             # the first thing written, after every check above passed
-            if getattr(args, "replace_out", False):
-                shutil.rmtree(self.out)             # --force: an earlier run of this project (prepare checked)
+            if getattr(args, "replace_out", False):   # --force: an earlier run of this project (prepare checked)
+                for n in RUN_FILES:
+                    path = os.path.join(self.out, n)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path)
+                    elif os.path.exists(path):
+                        os.remove(path)
             os.makedirs(self.ckdir, exist_ok=True)
             if not outputs.ours(self.out):
                 outputs.mark(self.out, "train")
@@ -650,30 +655,42 @@ def check_model_folder(folder, flag="--init-from"):
 
 def check_seq_len(T, cfg, where):
     if T > cfg.max_position_embeddings:
-        raise SystemExit(f"error: --seq-len {T} exceeds {where}'s max_position_embeddings "
-                         f"{cfg.max_position_embeddings}: the model was never trained on longer windows")
+        raise SystemExit(f"error: seq-len {T} (--seq-len, or the recipe's seq_len) exceeds {where}'s "
+                         f"max_position_embeddings {cfg.max_position_embeddings}: the model was never trained on "
+                         "longer windows")
+
+
+RUN_FILES = ("log.jsonl", "checkpoints", "final")       # what a run writes into --out (and its marker)
 
 
 def check_out(args):
-    """--out is this run's folder: never an input or inside one. An existing one is continued
-    (--resume), replaced (--force, only if this project wrote it: returns True) or refused."""
-    outputs.check_not_input(args.out, [args.init_from, args.data])
+    """--out is this run's folder: never an input or inside one. A run writes only RUN_FILES there,
+    beside whatever else the folder holds (a SLURM log, the recipe). An earlier run in it is
+    continued (--resume), replaced (--force, only if this project wrote it: returns True, and
+    only RUN_FILES are removed) or refused."""
     out = args.out
+    outputs.check_not_input(out, [args.init_from, args.data])
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --out {out} is a file, not a folder")
-    if not os.path.isdir(out) or not os.listdir(out):
+    present = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
+    if not present:
         return False
     has_ck = bool(checkpoint.list_checkpoints(os.path.join(out, "checkpoints")))
     if args.resume and (has_ck or outputs.ours(out)):
         return False
-    if args.force:
-        outputs.check_output_dir(out, (), True)           # refuses a folder this project did not write
-        return True
-    if has_ck:
-        raise SystemExit(f"error: --out {out} already has checkpoints: pass --resume auto to continue that run, "
-                         "--force to replace it, or use a new --out")
-    raise SystemExit(f"error: --out {out} already exists and is not empty; pass --force to replace it "
-                     "(only a folder this project wrote), or use a new --out")
+    if not args.force:
+        if has_ck:
+            raise SystemExit(f"error: --out {out} already has checkpoints: pass --resume auto to continue that run, "
+                             "--force to replace it, or use a new --out")
+        raise SystemExit(f"error: --out {out} holds an earlier run ({', '.join(present)}); pass --force to replace "
+                         "it, or use a new --out")
+    if not outputs.ours(out):
+        raise SystemExit(f"error: --out {out} holds {', '.join(present)} not written by this project (no "
+                         f"{outputs.MARKER}); --force only replaces this project's runs: move them away yourself")
+    for n in present:     # what --force removes must not hold the recipe or the checkpoint to resume from
+        outputs.check_not_input(os.path.join(out, n), [args.recipe, args.resume if args.resume != "auto" else None],
+                                flag="--force would remove")
+    return True
 
 
 def main(argv=None):

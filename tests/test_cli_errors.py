@@ -36,6 +36,13 @@ def world(tmp_path_factory, train_setup, base_spm):
     (w / "notours").mkdir()
     (w / "notours" / "keep.txt").write_text("a user's own work")
     (w / "afile").write_text("not a folder")
+    (w / "samples.jsonl").write_text('\n{"a user\'s": "rows"}\n')
+    import data
+    data.clean([w / "corpus.jsonl"], w / "cleaned", data.CleanConfig(workers=1, progress=False))
+    (w / "rawlink").mkdir()                                              # a link inside an input folder
+    (w / "rawlink" / "a.jsonl").symlink_to(w / "cleaned" / "clean.jsonl")
+    (w / "foreignrun").mkdir()
+    (w / "foreignrun" / "log.jsonl").write_text("another tool's training log")
     (w / "nomodel").mkdir()
     write_shards(w / "badids", [5] * 4000 + [2500] + [5] * 10, vocab_size=2000)     # one id past the model's 2000
     (w / "garbage.model").write_bytes(b"this is not a sentencepiece model\n" * 10)
@@ -70,6 +77,15 @@ BAD = {
     "clean --workers 0": (["clean", f"{W}/corpus.jsonl", "--out", f"{W}/o", "--workers", "0"], "--workers"),
     "tokenize with a wrong --text-field": (["tokenize", f"{W}/corpus.jsonl", "--tokenizer", f"{W}/base", "--out",
                                             f"{W}/o", "--text-field", "body", "--workers", "1"], "'body'"),
+    "clean through a symlink into its own output": (["clean", f"{W}/rawlink", "--out", f"{W}/cleaned", "--force"],
+                                                    "holds the input"),
+    "sweep --json onto a file that is not a sweep's": (["sweep", f"{W}/corpus.jsonl", "--base", f"{W}/base",
+                                                        "--sizes", "3000", "--eval", f"{W}/corpus.jsonl", "--json",
+                                                        f"{W}/afile"], "not an output of this step"),
+    "eval --output onto a user's JSONL": (["eval", "--model", f"{W}/base", "--output", f"{W}/samples.jsonl"],
+                                          "not an output of this step"),
+    "--force across steps": (["tokenizer-train", f"{W}/corpus.jsonl", "--out", f"{W}/cleaned", "--force"],
+                             "another step (clean)"),
     "merge into the base's folder": (["merge", "--base", f"{W}/base", "--korean", f"{W}/korean.model",
                                       "--out", f"{W}/base", "--force"], "is the input"),
     "merge --out= spelling onto a finished output": (["merge", "--base", f"{W}/base", "--korean",
@@ -84,7 +100,8 @@ BAD = {
     "an output that holds an input": (["tokenizer-train", f"{W}/corpus.jsonl", "--out", W], "holds the input"),
     "--out is a file": (["tokenizer-train", f"{W}/corpus.jsonl", "--out", f"{W}/afile"], "is a file"),
     "train --out is the data": ([*TRAIN[:-2], "--out", f"{W}/tokens"], "is the input"),
-    "train --force on another folder": ([*TRAIN[:-2], "--out", f"{W}/notours", "--force"], "not written by"),
+    "train --force on another tool's run": ([*TRAIN[:-2], "--out", f"{W}/foreignrun", "--force"],
+                                            "not written by this project"),
     "demo --force on another folder": (["demo", "--quick", "--out", f"{W}/notours", "--force"], "not written by"),
     # numeric flags and recipe fields, checked before anything runs
     "vocab size 0": (["tokenizer-train", f"{W}/corpus.jsonl", "--vocab-size", "0", "--out", f"{W}/o"],

@@ -119,12 +119,12 @@ def test_spill_lives_inside_the_staged_folder_and_leftovers_are_swept(corpus, tm
         return real(spill, *a)
     monkeypatch.setattr(data, "_decide", spy)
     # a killed run's leftover: its staged folder (with the marker) and its spill inside
-    dead = tmp_path / ".out.partial-999999999"  # no such pid
+    dead = tmp_path / f".out.partial-{outputs._tag().rsplit('-', 1)[0]}-999999999"  # this host, no such pid
     (dead / ".spill").mkdir(parents=True)
     (dead / outputs.MARKER).write_text("{}")
     clean([corpus], tmp_path / "out", cfg())
     spill, beside = seen[0]
-    assert spill.name == ".spill" and spill.parent.name == f".out.partial-{os.getpid()}"
+    assert spill.name == ".spill" and spill.parent.name == f".out.partial-{outputs._tag()}"
     assert beside == sorted([".spill", outputs.MARKER])
     assert "removed" in capsys.readouterr().err and not dead.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]

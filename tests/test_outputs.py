@@ -137,3 +137,26 @@ def test_check_names_the_key_and_the_range():
             cli.check("stage 1 lr", value, float, lo=0, lo_open=True)
     with pytest.raises(ValueError, match=r"steps must be an integer >= 0, got 2.5"):
         cli.check("steps", 2.5, int, lo=0)
+
+
+def test_force_replaces_only_the_same_steps_output_and_never_a_mount_point(tmp_path, monkeypatch):
+    make(tmp_path / "run", {"log.jsonl": "{}"})
+    outputs.mark(tmp_path / "run", "train")
+    with pytest.raises(ValueError, match=r"another step \(train\), not of expand"):
+        outputs.check_output_dir(tmp_path / "run", force=True, step="expand")
+    outputs.check_output_dir(tmp_path / "run", force=True, step="train")
+    monkeypatch.setattr(os.path, "ismount", lambda p: str(p) == str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="is a mount point"):
+        outputs.check_output_dir(tmp_path / "run", force=True, step="train")
+
+
+def test_a_previous_output_caught_between_two_renames_is_put_back(tmp_path, capsys):
+    """A kill after `out` was renamed to .out.old-HOST-PID and before the new one took its place."""
+    old = tmp_path / f".out.old-{outputs._tag().rsplit('-', 1)[0]}-999999999"
+    make(old, {"clean.jsonl": "the previous output"})
+    outputs.mark(old, "clean")
+    with pytest.raises(ValueError, match="pass --force"):   # it is back, and guarded as ever
+        with outputs.staged(tmp_path / "out", step="clean"):
+            pass
+    assert (tmp_path / "out" / "clean.jsonl").read_text() == "the previous output"
+    assert "restored" in capsys.readouterr().err and not old.exists()

@@ -30,6 +30,9 @@ def test_a_damaged_newest_checkpoint_is_named_and_skipped(train_setup, tmp_path,
     assert f"{ck / 'step-00000004'} is damaged (model.pt: " in said and "resuming from step-00000003" in said
     straight = run(train_setup, tmp_path / "b", *FLAGS, "--max-steps", 7)
     assert rows(resumed) == rows(straight)          # steps 1-3 from the log, 4-7 trained again: identical
+    # the damaged one was moved aside, so pruning (keep 2) kept the good ones, not it
+    assert checkpoint.list_checkpoints(ck) == ["step-00000006", "step-00000007"]
+    assert (ck / "step-00000004.damaged").is_dir()
 
 
 def test_every_checkpoint_damaged_is_one_error(train_setup, tmp_path):
@@ -65,10 +68,25 @@ def test_a_finished_run_is_refused_then_replaced_with_force(train_setup, tmp_pat
     assert [r["global_step"] for r in log] == [1]
     assert checkpoint.list_checkpoints(tmp_path / "a" / "checkpoints") == ["step-00000001"]
     os.makedirs(tmp_path / "theirs")
-    (tmp_path / "theirs" / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match="not written by this project"):
+    (tmp_path / "theirs" / "log.jsonl").write_text("someone else's log")
+    with pytest.raises(SystemExit, match="log.jsonl not written by this project"):
         run(train_setup, tmp_path / "theirs", *FLAGS, "--max-steps", 1, "--force")
-    assert os.listdir(tmp_path / "theirs") == ["notes.txt"]
+    assert os.listdir(tmp_path / "theirs") == ["log.jsonl"]
+
+
+def test_a_run_lives_beside_what_else_the_folder_holds(train_setup, tmp_path):
+    """A SLURM log and the recipe in the run folder: a first launch with --resume auto runs
+    beside them, and --force replaces only the run's own files (log, checkpoints, final)."""
+    import shutil
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "slurm-123.out").write_text("job log")
+    shutil.copy(train_setup / "recipe.json", out / "my_recipe.json")
+    log = run(train_setup, out, *FLAGS, "--resume", "auto", "--max-steps", 2, recipe=out / "my_recipe.json")
+    assert [r["global_step"] for r in log] == [1, 2]
+    log = run(train_setup, out, *FLAGS, "--max-steps", 1, "--force", recipe=out / "my_recipe.json")
+    assert [r["global_step"] for r in log] == [1]
+    assert (out / "slurm-123.out").read_text() == "job log" and (out / "my_recipe.json").exists()
 
 
 def test_export_replaces_its_own_final_but_never_a_users_folder(train_setup, tmp_path):
@@ -83,4 +101,7 @@ def test_export_replaces_its_own_final_but_never_a_users_folder(train_setup, tmp
     with pytest.raises(ValueError, match="not written by this project"):
         checkpoint.export_run(str(tmp_path / "a"), to=str(tmp_path / "mine"), force=True)
     assert os.listdir(tmp_path / "mine") == ["paper.md"]
+    with pytest.raises(ValueError, match="--to .* holds the input"):     # the run itself is an input
+        checkpoint.export_run(str(tmp_path / "a"), to=str(tmp_path / "a"), force=True)
+    assert checkpoint.list_checkpoints(tmp_path / "a" / "checkpoints") == ["step-00000002"]
     assert len(read_log(tmp_path / "a")) == 2
