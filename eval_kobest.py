@@ -22,6 +22,7 @@ From Python (an in-memory model and a SentencePieceProcessor):
 import argparse
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -464,8 +465,8 @@ def _ours(path):
     try:
         with open(path, encoding="utf-8") as f:
             if str(path).endswith(".jsonl"):
-                first = f.readline()
-                return not first.strip() or {"task", "doc_id"} <= set(json.loads(first))
+                rows = [json.loads(line) for line in f if line.strip()]
+                return bool(rows) and all(isinstance(r, dict) and {"task", "doc_id"} <= set(r) for r in rows)
             return {"model", "results", "args"} <= set(json.load(f))
     except (OSError, ValueError, TypeError):
         return False
@@ -482,14 +483,34 @@ def add_args(p):
     p.add_argument("--num-fewshot", type=cli.number(int, lo=0), default=0, help="shots drawn from train (seed 1234)")
     p.add_argument("--batch-size", type=cli.number(int, lo=1), default=32, help="packed rows (examples) per forward")
     p.add_argument("--limit", type=cli.number(int, lo=1), default=None, help="score only the first N examples per task")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto (lm-eval's default): the checkpoint's own dtype, config.json's torch_dtype or "
+                        "else its first floating-point weight's")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--output", default="kobest_results.json", help="JSON file for the numbers")
     p.add_argument("--log-samples", action="store_true",
                    help="also write per-example scores and predictions to OUTPUT's .samples.jsonl")
     p.add_argument("--force", action="store_true", help="replace an existing --output this script did not write")
     return p
+
+
+def checkpoint_dtype(folder):
+    """What lm-eval's Hugging Face backend scores in by default (dtype="auto", handed to
+    transformers): config.json's torch_dtype (transformers 5: dtype), else the dtype of the
+    first floating-point tensor of the weights. A SOLAR-derived export is float16, on any device."""
+    from model import _checkpoint_files
+    from safetensors_io import DTYPES, read_header
+    with open(Path(folder) / "config.json", encoding="utf-8") as f:
+        cfg = json.load(f)
+    named = cfg.get("torch_dtype") or cfg.get("dtype")
+    if named in ("float32", "bfloat16", "float16"):
+        return named
+    for path in _checkpoint_files(str(folder)):
+        with open(path, "rb") as f:
+            for _, name, *_ in read_header(f, path, os.path.getsize(path))[1]:
+                if DTYPES[name].is_floating_point:
+                    return str(DTYPES[name]).removeprefix("torch.")
+    return "float32"
 
 
 def run(args):
@@ -506,7 +527,7 @@ def run(args):
         inputs = [args.model] + ([args.data] if args.data != "hf" else [])
         for path in [args.output] + ([_samples_path(args.output)] if args.log_samples else []):
             outputs.check_output_file(path, inputs, args.force, "--output", _ours)
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    dtype = checkpoint_dtype(args.model) if args.dtype == "auto" else args.dtype
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
     if bad:

@@ -20,6 +20,7 @@ own, as for KoBEST rows), optionally gzipped.
 import argparse
 import gzip
 import io
+import itertools
 import json
 import os
 import sys
@@ -87,9 +88,16 @@ def _lines(texts):
 
 # ---- training ----
 
+# SentencePiece keeps every training sentence in memory: at corpus scale (tens of GB) it samples
+# this many, uniformly over the whole stream (reservoir sampling, shuffle_input_sentence), which
+# is plenty for a 20k vocabulary. 0 trains on everything.
+SAMPLE_SENTENCES = 2_000_000
+
+
 def train_korean(texts, out_dir, vocab_size=20000, model_type="bpe", character_coverage=0.9995,
-                 input_sentence_size=0, max_sentence_length=16384, num_threads=None):
-    """Train the Korean SentencePiece model from an iterator of texts; writes out_dir/korean.model."""
+                 input_sentence_size=SAMPLE_SENTENCES, max_sentence_length=16384, num_threads=None):
+    """Train the Korean SentencePiece model from an iterator of texts (read once, streamed: only
+    the sampled sentences are held); writes out_dir/korean.model. Threads: all cores by default."""
     if model_type != "bpe":
         print(f"warning: merging a {model_type} model into a BPE base leaves many pieces unreachable",
               file=sys.stderr)
@@ -433,8 +441,9 @@ def _train_flags(p):
                    help="BPE merges cleanly into a BPE base (Llama); unigram pieces often end up unreachable")
     p.add_argument("--character-coverage", type=cli.number(float, lo=0, hi=1, lo_open=True), default=0.9995,
                    help="share of characters covered by pieces; the rest go to byte fallback")
-    p.add_argument("--input-sentence-size", type=cli.number(int, lo=0), default=0,
-                   help="train on a random sample of this many lines (0: all)")
+    p.add_argument("--input-sentence-size", type=cli.number(int, lo=0), default=SAMPLE_SENTENCES,
+                   help="train on a uniform random sample of this many lines of the whole corpus, so memory "
+                        "stays bounded at any corpus size (0: all lines)")
     p.add_argument("--max-sentence-length", type=cli.number(int, lo=1), default=16384, help="skip longer lines (bytes)")
     p.add_argument("--threads", type=cli.number(int, lo=1), default=None, help="trainer threads (default: all cores)")
 
@@ -475,7 +484,8 @@ def main(argv=None):
     p.add_argument("--tied", action="store_true", help="tied embeddings: new rows cost one matrix, not two")
     p.add_argument("--out", default=None, help="keep the trained and merged tokenizers here")
     cli.add_force(p)
-    p.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    p.add_argument("--json", default=None, help="also write the rows as JSON to this file (replaces only an "
+                   "earlier sweep's, unless --force)")
     _train_flags(p)
     _add_filter_flags(p)
     p = sub.add_parser("expand", help="grow an HF Llama folder to the merged vocabulary")
@@ -530,7 +540,7 @@ def run(a):
         print(json.dumps(ratios(a.tokenizer, a.base, a.texts, a.text_field), ensure_ascii=False, indent=2))
     elif a.cmd == "sweep":
         if a.json:
-            outputs.check_output_file(a.json, _inputs(a), force=True, flag="--json")
+            outputs.check_output_file(a.json, _inputs(a), a.force, "--json", ours=_a_sweep_table)
         evals = {Path(p).parent.name or p: list(read_texts([p], a.text_field)) for p in a.eval}
         if len(evals) < len(a.eval):  # names collide: fall back to full paths
             evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
@@ -550,12 +560,22 @@ def run(a):
         print(f"wrote {a.out}")
 
 
+def _a_sweep_table(path):
+    """An earlier `sweep --json` (replaced without --force): a JSON list of rows with our keys."""
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+        return isinstance(rows, list) and all(isinstance(r, dict) and "korean_size" in r for r in rows)
+    except (OSError, ValueError):
+        return False
+
+
 def _nonempty(texts, paths):
-    """The texts as a list; one line when there are none (empty files, or every line blank)."""
-    texts = list(texts)
-    if not any(t.strip() for t in texts):
-        raise ValueError(f"{', '.join(map(str, paths))}: no text to train on (empty, or only blank lines)")
-    return texts
+    """The texts, still streamed; one line when there are none (empty files, or only blank lines)."""
+    texts = iter(texts)
+    for first in texts:
+        if first.strip():
+            return itertools.chain([first], texts)
+    raise ValueError(f"{', '.join(map(str, paths))}: no text to train on (empty, or only blank lines)")
 
 
 if __name__ == "__main__":

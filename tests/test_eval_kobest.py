@@ -378,6 +378,28 @@ def test_cli_prints_a_table_and_writes_json_and_samples(model_dir, model, sp, tm
     assert not list(out_path.parent.glob("*.tmp"))
 
 
+def test_the_default_dtype_is_the_checkpoints_own_as_in_lm_eval(model, sp, tmp_path):
+    """lm-eval's HF backend loads dtype="auto": config.json's torch_dtype, else the weights' own
+    dtype. So do we, on every device, and the output says which dtype scored."""
+    import copy
+    import shutil
+    half = tmp_path / "half"
+    copy.deepcopy(model).half().save_pretrained(half)       # the shared fixture stays float32
+    (half / "tokenizer.model").write_bytes(sp.serialized_model_proto())
+    assert json.loads((half / "config.json").read_text())["torch_dtype"] == "float16"
+    res = ek.main(["--model", str(half), "--tasks", "copa", "--limit", "4", "--output", str(tmp_path / "h.json")])
+    assert res["args"]["dtype"] == "float16"
+    assert json.loads((tmp_path / "h.json").read_text())["args"]["dtype"] == "float16"
+    shutil.copytree(half, tmp_path / "bf16")            # no torch_dtype in config.json: the weights decide
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    del cfg["torch_dtype"]
+    (tmp_path / "bf16" / "config.json").write_text(json.dumps(cfg))
+    assert ek.checkpoint_dtype(tmp_path / "bf16") == "bfloat16"
+    assert ek.main(["--model", str(half), "--tasks", "copa", "--limit", "4", "--dtype", "float32",
+                    "--output", ""])["args"]["dtype"] == "float32"
+
+
 def test_cli_rejects_unknown_tasks_and_bad_data(model_dir, tmp_path, capsys):
     def last_error_line(argv):        # as `python eval_kobest.py ...` ends: exit code 1, one line
         with pytest.raises(SystemExit) as e:
