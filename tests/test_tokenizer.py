@@ -228,6 +228,27 @@ def test_sweep_rows_grow_with_vocab_size(base_spm):
     assert "ratio held_out" in table and table.count("\n") == 3
 
 
+def test_training_samples_lines_uniformly_at_corpus_scale(tmp_path):
+    """SentencePiece holds every training line in memory, so by default a uniform sample of
+    T.SAMPLE_SENTENCES lines is drawn from the whole stream (not its first lines)."""
+    early = [t for t in korean_docs(3000) if len(t) > 20][:1500]
+    late = ["흙냄새 가득한 들판에서 뻐꾸기가 울었다 " * 3] * 1500     # only at the end of the stream
+    T.main(["train", "--vocab-size", "1500", "--character-coverage", "0.99", "--threads", "1",
+            "--input-sentence-size", "600", "--out", str(tmp_path / "s"), *write_corpus(tmp_path, early + late)])
+    proto = T.load_proto(tmp_path / "s" / "korean.model")
+    assert proto.trainer_spec.input_sentence_size == 600 and proto.trainer_spec.shuffle_input_sentence
+    assert any("뻐꾸기" in p.piece for p in proto.pieces)    # a sample of the first 600 lines has none
+    T.main(["train", "--vocab-size", "1500", "--character-coverage", "0.99", "--threads", "1",
+            "--out", str(tmp_path / "d"), *write_corpus(tmp_path, early)])
+    assert T.load_proto(tmp_path / "d" / "korean.model").trainer_spec.input_sentence_size == 2_000_000
+
+
+def write_corpus(tmp_path, texts):
+    path = tmp_path / f"corpus{len(texts)}.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return [str(path)]
+
+
 def test_command_line_train_merge_ratio(tmp_path, base_spm, capsys):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in korean_docs(2000)),
