@@ -4,7 +4,9 @@ Module names are the Hugging Face names, so the state-dict keys *are* the checkp
 (`model.layers.3.self_attn.q_proj.weight`, ...) and RoPE uses HF's half-split layout: a
 checkpoint loads strictly with no key mapping and no q/k permutation, and what we save
 loads in `transformers` as it is. Covers Llama-1/2/3 and Mistral-style (no sliding window)
-configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/llama3.
+configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/llama3. A key that
+config.json leaves out means what it means in transformers (HF_DEFAULTS), and save_pretrained
+writes back the config.json it was loaded from with only what changed (vocab_size, the dtype).
 
     python model.py --smoke                       # tiny random model: save, reload, generate
     python model.py --model FOLDER --prompt "안녕하세요" --max-new-tokens 32
@@ -15,6 +17,7 @@ From Python:
     logits, loss = model(input_ids, targets)      # (B, T, V), scalar
     model.save_pretrained("out/", max_shard_size="5GB")
 """
+import copy
 import json
 import math
 import os
@@ -29,9 +32,29 @@ from torch.utils.checkpoint import checkpoint
 import cli
 from safetensors_io import read_safetensors, write_safetensors  # noqa: F401 (model.read_safetensors)
 
+# What transformers makes of a key that config.json leaves out (its LlamaConfig and MistralConfig;
+# tests/test_config_fidelity.py checks this table and the logits against transformers). A
+# checkpoint's missing key must mean here what it means to everyone else who loads that
+# checkpoint: a Llama-1 config has no num_key_value_heads, and that means one KV head per head.
+# None: num_key_value_heads = num_attention_heads, head_dim = hidden_size // num_attention_heads.
+HF_DEFAULTS = {
+    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu",
+                  rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=2048,
+                  tie_word_embeddings=False, attention_bias=False, mlp_bias=False, bos_token_id=1,
+                  eos_token_id=2, pad_token_id=None, initializer_range=0.02),
+}
+HF_DEFAULTS["mistral"] = {**HF_DEFAULTS["llama"], "intermediate_size": 14336, "num_key_value_heads": 8,
+                          "max_position_embeddings": 131072, "sliding_window": 4096}
+# the keys that may be null (transformers refuses null for the others): None is a value for the
+# token ids and sliding_window ("no window"), and "work it out" for num_key_value_heads and head_dim
+NULLABLE = ("num_key_value_heads", "head_dim", "bos_token_id", "eos_token_id", "pad_token_id", "sliding_window")
+
 
 @dataclass
 class LlamaConfig:
+    # Defaults: SOLAR-10.7B (the RedWhale base), for configs built in code. A config.json's
+    # missing keys take transformers' defaults instead (HF_DEFAULTS, in from_hf).
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 14336
@@ -53,6 +76,8 @@ class LlamaConfig:
     initializer_range: float = 0.02
     model_type: str = "llama"
     vocab_multiple: int = field(default=1, metadata={"hf": False})  # pad rows for GPU matmuls
+    # the config.json dict this config was read from (None: built in code); to_hf writes it back
+    source_config: dict | None = field(default=None, repr=False, compare=False, metadata={"hf": False})
 
     def __post_init__(self):
         # a config.json from the internet is input like any other: sizes are checked before they
@@ -88,32 +113,51 @@ class LlamaConfig:
 
     @classmethod
     def from_hf(cls, d, source="config.json"):
-        """Build from a checkpoint's config.json dict; refuse what we cannot honour."""
+        """Build from a checkpoint's config.json dict; refuse what we cannot honour. A key the
+        dict leaves out means what it means in transformers (HF_DEFAULTS); the dict itself is kept
+        (source_config) for to_hf."""
+        kind = d.get("model_type")
+        v = {**HF_DEFAULTS.get(kind, {}), **d}              # the settings transformers would use
+
         def bad(key, why):
-            return ValueError(f"{source}: {key}={d.get(key)!r}: {why}")
-        if d.get("model_type") not in ("llama", "mistral"):
+            given = "" if key in d else f" (not given: transformers' default for {kind})"
+            return ValueError(f"{source}: {key}={v.get(key)!r}{given}: {why}")
+        if kind not in HF_DEFAULTS:
             raise bad("model_type", "only llama and mistral (Llama architecture) are supported")
-        if d.get("sliding_window") is not None and d["sliding_window"] < d.get("max_position_embeddings", 0):
-            raise bad("sliding_window", "sliding-window attention is not implemented")
-        if d.get("hidden_act", "silu") != "silu":
+        for k in HF_DEFAULTS[kind]:
+            if k in d and d[k] is None and k not in NULLABLE:
+                raise bad(k, "must not be null (transformers refuses it too)")
+        if v["hidden_act"] != "silu":
             raise bad("hidden_act", "only silu (SwiGLU) is supported")
         # transformers 5.x nests rope settings in rope_parameters; 4.x keeps them at top level
         rope = dict(d.get("rope_parameters") or {})
-        theta = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
+        theta = rope.pop("rope_theta", v["rope_theta"])
         scaling = d.get("rope_scaling") or (rope if rope else None)
         if scaling is not None:
-            kind = scaling.get("rope_type", scaling.get("type", "default"))
-            if kind not in ("default", "linear", "llama3"):
-                raise ValueError(f"{source}: rope_scaling type {kind!r} is not supported "
+            rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+            if rope_type not in ("default", "linear", "llama3"):
+                raise ValueError(f"{source}: rope_scaling type {rope_type!r} is not supported "
                                  "(default, linear, llama3 are)")
-            scaling = None if kind == "default" else {**scaling, "rope_type": kind}
-        known = {f.name for f in fields(cls)} - {"rope_theta", "rope_scaling", "torch_dtype", "vocab_multiple"}
-        kw = {k: d[k] for k in known if d.get(k) is not None}
-        dtype = d.get("torch_dtype") or d.get("dtype") or "float32"
+            scaling = None if rope_type == "default" else {**scaling, "rope_type": rope_type}
+        known = {f.name for f in fields(cls) if f.metadata.get("hf", True)} - {"rope_theta", "rope_scaling",
+                                                                               "torch_dtype"}
+        kw = {k: v[k] for k in known}
+        if kind == "mistral":      # MistralForCausalLM has no biases, whatever config.json says
+            kw.update(attention_bias=False, mlp_bias=False)
+        if kw["num_key_value_heads"] is None:
+            kw["num_key_value_heads"] = kw["num_attention_heads"]
+        kw["head_dim"] = kw["head_dim"] or 0                # 0: worked out in __post_init__
+        dtype = d.get("dtype") or d.get("torch_dtype") or "float32"   # 5.x's name wins, as in transformers
         try:
-            return cls(**kw, rope_theta=theta, rope_scaling=scaling, torch_dtype=str(dtype))
+            cfg = cls(**kw, rope_theta=theta, rope_scaling=scaling, torch_dtype=str(dtype),
+                      source_config=copy.deepcopy(d))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{source}: {e}") from None
+        # mistral's default window is 4096: a config that omits it slides one unless it is that short
+        window = v.get("sliding_window")
+        if window is not None and not (isinstance(window, int) and window >= cfg.max_position_embeddings):
+            raise bad("sliding_window", "sliding-window attention is not implemented")
+        return cfg
 
     @classmethod
     def from_pretrained(cls, path):
@@ -121,14 +165,40 @@ class LlamaConfig:
         with open(path, encoding="utf-8") as f:
             try:
                 d = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
+            except ValueError as e:        # not JSON, or not even UTF-8 text (a weights file given by mistake)
+                raise ValueError(f"{path}: not a valid JSON config ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a config (a JSON object)")
         return cls.from_hf(d, source=path)
 
-    def to_hf(self):
-        d = {k: v for k, v in asdict(self).items() if k != "vocab_multiple"}
+    def to_hf(self, dtype=None):
+        """The config.json dict, with torch_dtype `dtype` (default: self.torch_dtype). A config
+        read from a checkpoint writes that checkpoint's dict back and changes only what differs
+        in this model (vocab_size after expansion, the dtype): keys we do not model
+        (sliding_window: null, use_cache, ...) and keys the file left out stay as they were, so
+        transformers reads in our export exactly what it read in the base."""
+        dtype = dtype or self.torch_dtype
         arch = "MistralForCausalLM" if self.model_type == "mistral" else "LlamaForCausalLM"
-        return {"architectures": [arch], "hidden_act": "silu", **d}
+        hf_keys = {f.name for f in fields(self) if f.metadata.get("hf", True)} - {"torch_dtype"}
+        ours = {k: v for k, v in asdict(self).items() if k in hf_keys}
+        if self.source_config is None:                      # built in code: say everything
+            d = {"architectures": [arch], "hidden_act": "silu", **ours, "torch_dtype": dtype}
+        else:
+            d = copy.deepcopy(self.source_config)
+            base = LlamaConfig.from_hf(d)
+            changed = {k: v for k, v in ours.items() if getattr(base, k) != v}
+            if changed.keys() & {"rope_theta", "rope_scaling"}:
+                # written 4.x style (5.x reads it too); 5.x would prefer a stale rope_parameters
+                d.pop("rope_parameters", None)
+                changed.update(rope_theta=self.rope_theta, rope_scaling=self.rope_scaling)
+            d.update(changed)
+            d.setdefault("architectures", [arch])
+            for k in [k for k in ("dtype", "torch_dtype") if k in d] or ["torch_dtype"]:
+                d[k] = dtype                                # under the name(s) the base used
+        window = d.get("sliding_window", HF_DEFAULTS["mistral"]["sliding_window"])
+        if self.model_type == "mistral" and window is not None and window < self.max_position_embeddings:
+            d["sliding_window"] = None      # we attend to every position: say so where transformers would not
+        return d
 
 
 # ---- rotary position embedding (HF half-split layout) ----
@@ -412,7 +482,7 @@ class Llama(nn.Module):
             _write_json(os.path.join(tmp, "model.safetensors.index.json"),
                         {"metadata": {"total_size": total}, "weight_map": weight_map})
         dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
-        _write_json(os.path.join(tmp, "config.json"), {**self.config.to_hf(), "torch_dtype": dtype})
+        _write_json(os.path.join(tmp, "config.json"), self.config.to_hf(dtype))
         if os.path.exists(folder):  # keep everything else the folder had (e.g. tokenizer files)
             for name in os.listdir(folder):
                 if not name.endswith((".safetensors", ".index.json")) and name != "config.json":
@@ -488,7 +558,7 @@ def main(argv=None):
     p.add_argument("--temperature", type=cli.number(float, lo=0), default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=cli.number(float, lo=0, hi=1, lo_open=True), default=0.9)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     if args.smoke:
         torch.manual_seed(0)
@@ -506,7 +576,9 @@ def main(argv=None):
     if not args.model:
         p.error("give --model FOLDER or --smoke")
     from tokenizer import processor
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if not (args.device in ("cpu", "cuda") or (args.device.startswith("cuda:") and args.device[5:].isdigit())):
+        raise SystemExit(f"error: --device {args.device!r}: give cpu, cuda or cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise SystemExit(f"error: --model {args.model}: no config.json (give a Hugging Face model folder)")
@@ -529,14 +601,18 @@ INIT_METHODS = ("random", "mean", "subword-embed", "subword", "subword-first-hea
 
 
 @torch.no_grad()
-def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, vocab_multiple=1, seed=0):
+def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, vocab_multiple=1, seed=0,
+                 skip_first=()):
     """Grow embed_tokens and lm_head from config.vocab_size to new_vocab_size rows; old rows are
     kept bit for bit and the new ones initialized by `init`:
       random              normal(0, initializer_range) in embedding and head
       mean                the mean of all old rows, in each matrix
       subword-embed       embedding: mean of the sub-token rows; head: mean of all old rows
       subword             mean of the sub-token rows in both (the paper's best; the default)
-      subword-first-head  embedding: mean of the sub-token rows; head: the first sub-token's row (EEVE)
+      subword-first-head  embedding: mean of the sub-token rows; head: the first meaningful sub-token's
+                          row (EEVE): ids in skip_first are passed over (tokenizer.expand gives the
+                          bare "▁" piece, with which a Llama/Mistral base begins every "▁word"
+                          decomposition: taking it would give all such pieces one and the same row)
     decompositions maps each new id to its base ids (tokenizer.decompositions). A tied model stays
     tied and takes the embedding rule. Rows past new_vocab_size (padding up to vocab_multiple)
     are zero, never predicted, and dropped by save_pretrained."""
@@ -556,7 +632,8 @@ def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, voc
         flat = [j for i in range(old_v, new_vocab_size) for j in decompositions[i]]
         ids = torch.tensor(flat, dtype=torch.long)                             # (total sub-tokens,)
         offsets = torch.tensor([0] + [len(decompositions[i]) for i in range(old_v, new_vocab_size - 1)]).cumsum(0)
-        first = torch.tensor([decompositions[i][0] for i in range(old_v, new_vocab_size)], dtype=torch.long)
+        first = torch.tensor([next((j for j in decompositions[i] if j not in skip_first), decompositions[i][0])
+                              for i in range(old_v, new_vocab_size)], dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     rows = (new_vocab_size + vocab_multiple - 1) // vocab_multiple * vocab_multiple
 

@@ -397,8 +397,9 @@ def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multipl
         if len(base_pieces) != n_base or [p.piece for p in proto.pieces[:n_base]] != base_pieces:
             raise ValueError(f"{tokenizer_dir}: its first {n_base} pieces are not {own}'s pieces; "
                              f"merge into that tokenizer.model")
+    bare_space = {i for i in range(n_base) if proto.pieces[i].piece == SPACE}   # not a meaningful first sub-token
     M.expand_vocab(llama, len(proto.pieces), init=init, decompositions=decompositions(proto, n_base),
-                   vocab_multiple=vocab_multiple, seed=seed)
+                   vocab_multiple=vocab_multiple, seed=seed, skip_first=bare_space)
     llama.save_pretrained(out_dir)
     for name in HF_FILES + ("merge_report.json",):
         if (Path(tokenizer_dir) / name).exists():

@@ -9,7 +9,7 @@ import json
 import pytest
 import sentencepiece as spm
 import torch
-from conftest import korean_docs, train_spm
+from conftest import BASE_TOKENIZER, korean_docs, needs_base_tokenizer, train_spm
 
 import tokenizer as T
 from model import INIT_METHODS, Llama, LlamaConfig, expand_vocab, read_safetensors
@@ -112,6 +112,32 @@ def test_random_rows_follow_initializer_range_and_seed(setup):
     new = a.model.embed_tokens.weight[n:]
     assert torch.equal(new, b.model.embed_tokens.weight[n:]) and not torch.equal(new, c.model.embed_tokens.weight[n:])
     assert abs(new.std().item() - 0.2) < 0.01 and abs(a.lm_head.weight[n:].std().item() - 0.2) < 0.01
+
+
+@needs_base_tokenizer
+def test_first_head_skips_the_bare_space_of_a_real_base(tmp_path):
+    """With the Mistral tokenizer every "▁word" piece decomposes as ['▁', ...]: the head row is the
+    first sub-token after that bare "▁", so distinct pieces get distinct rows."""
+    korean = train_spm(tmp_path / "korean", korean_docs(3000), vocab_size=3000)
+    T.merge(BASE_TOKENIZER, korean, tmp_path / "tok")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, initializer_range=0.2)
+    Llama(cfg).save_pretrained(tmp_path / "b")
+    (tmp_path / "b" / "tokenizer.model").write_bytes(BASE_TOKENIZER.read_bytes())
+    base_head = Llama.from_pretrained(tmp_path / "b").lm_head.weight
+    model = T.expand(tmp_path / "b", tmp_path / "tok", init="subword-first-head", out_dir=tmp_path / "x")
+    sp = spm.SentencePieceProcessor(model_file=str(BASE_TOKENIZER))
+    space = sp.piece_to_id("\u2581")
+    pieces = [p.piece for p in T.load_proto(tmp_path / "tok").pieces]
+    word_starts = [i for i in range(32000, len(pieces)) if pieces[i].startswith("\u2581") and len(pieces[i]) > 1]
+    decomps = T.decompositions(tmp_path / "tok", 32000)
+    assert len(word_starts) > 200 and all(decomps[i][0] == space for i in word_starts)   # the degenerate case
+    for i in word_starts:
+        want = next(j for j in decomps[i] if j != space)        # the first sub-token after the bare "▁"
+        assert torch.equal(model.lm_head.weight[i], base_head[want])
+    distinct = {tuple(model.lm_head.weight[i].tolist()) for i in word_starts}
+    assert len(distinct) > 0.3 * len(word_starts)              # not one row for all of them
 
 
 def test_tied_model_stays_tied(tmp_path):
