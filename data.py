@@ -52,7 +52,7 @@ from corpus_io import DataError, ReadConfig, expand_inputs, missing_field_error,
 from dedup import MinHasher, exact_duplicates, near_duplicates
 from perplexity import NgramLM, model_perplexities
 from shards import load_tokens, token_dtype, tokenize  # noqa: F401 (data.tokenize, as before the move)
-from textclean import filter_reason, normalize
+from textclean import RULE_DEFAULTS, filter_reason, normalize
 from tokenizer import load_proto
 
 
@@ -80,7 +80,10 @@ RANGES = {
     "max_repeat": (int, 0, None, False), "min_chars": (int, 0, None, False), "max_chars": (int, 0, None, False),
     "min_hangul_frac": (float, 0, 1, False), "max_symbol_frac": (float, 0, 1, False),
     "max_dup_line_frac": (float, 0, 1, False), "max_dup_line_char_frac": (float, 0, 1, False),
-    "rep_min_words": (int, 0, None, False), "jaccard": (float, 0, 1, True), "num_perm": (int, 1, None, False),
+    "rep_min_words": (int, 0, None, False), "max_digit_frac": (float, 0, 1, False),
+    "rep_full_words": (int, 0, None, False), "min_sentence_frac": (float, 0, 1, False),
+    "sentence_min_lines": (int, 1, None, False), "max_sentence_chars": (int, 1, None, False),
+    "jaccard": (float, 0, 1, True), "num_perm": (int, 1, None, False),
     "shingle": (int, 1, None, False), "lsh_bands": (int, 0, None, False), "lsh_rows": (int, 0, None, False),
     "ppl_order": (int, 1, None, False), "ppl_percentile": (float, 0, 100, False), "ppl_max": (float, 0, None, False),
     "ppl_model_percentile": (float, 0, 100, False), "ppl_model_max": (float, 0, None, False),
@@ -103,12 +106,18 @@ class CleanConfig(ReadConfig):
     min_chars: int = 20
     max_chars: int = 200_000
     min_hangul_frac: float = 0.4    # Hangul share of letters (Latin, Hanja, kana... count as letters)
-    max_symbol_frac: float = 0.3    # share of non-space characters that are not letters
+    max_symbol_frac: float = 0.3    # share of non-space characters that are punctuation or symbols (digits
+                                    # count only outside sentences: "2018년 4.5%" in prose is prose)
     max_dup_line_frac: float = 0.3
     max_dup_line_char_frac: float = 0.2
     top_ngram: str = "2:0.20,3:0.18,4:0.16"  # Gopher: chars in the most frequent word n-gram
     dup_ngram: str = "5:0.15,6:0.14,7:0.13,8:0.12,9:0.11,10:0.10"  # chars in repeated n-grams
     rep_min_words: int = 50         # the n-gram checks apply to documents of this many words or more
+    max_digit_frac: float = RULE_DEFAULTS["max_digit_frac"]       # share of non-space characters that are digits
+    rep_full_words: int = RULE_DEFAULTS["rep_full_words"]         # shorter documents judged as if this long (0: Gopher)
+    min_sentence_frac: float = RULE_DEFAULTS["min_sentence_frac"]  # share of the text in sentences, for documents
+    sentence_min_lines: int = RULE_DEFAULTS["sentence_min_lines"]  # of this many lines or more (menus, listings)
+    max_sentence_chars: int = RULE_DEFAULTS["max_sentence_chars"]  # a longer stretch to a sentence end is none
     exact_dedup: bool = True
     near_dedup: bool = True
     jaccard: float = 0.8
@@ -547,7 +556,8 @@ def _add_clean_args(p):
     p.add_argument("--min-hangul-frac", type=_number("min_hangul_frac"), default=d.min_hangul_frac,
                    help="min Hangul share of letters")
     p.add_argument("--max-symbol-frac", type=_number("max_symbol_frac"), default=d.max_symbol_frac,
-                   help="max share of non-space characters that are digits, punctuation or symbols")
+                   help="max share of non-space characters that are punctuation or symbols (digits count only "
+                        "outside sentences)")
     p.add_argument("--max-dup-line-frac", type=_number("max_dup_line_frac"), default=d.max_dup_line_frac,
                    help="max share of repeated lines")
     p.add_argument("--max-dup-line-char-frac", type=_number("max_dup_line_char_frac"),
@@ -558,6 +568,16 @@ def _add_clean_args(p):
                    help="N:FRAC,... max char share in repeated word n-grams")
     p.add_argument("--rep-min-words", type=_number("rep_min_words"), default=d.rep_min_words,
                    help="apply the n-gram repetition checks to documents of at least this many words")
+    p.add_argument("--max-digit-frac", type=_number("max_digit_frac"), default=d.max_digit_frac,
+                   help="max share of non-space characters that are digits (1: off)")
+    p.add_argument("--rep-full-words", type=_number("rep_full_words"), default=d.rep_full_words,
+                   help="the n-gram checks judge a shorter document as if it had this many words (0: Gopher as is)")
+    p.add_argument("--min-sentence-frac", type=_number("min_sentence_frac"), default=d.min_sentence_frac,
+                   help="min share of the text in sentences, for documents of --sentence-min-lines lines (0: off)")
+    p.add_argument("--sentence-min-lines", type=_number("sentence_min_lines"), default=d.sentence_min_lines,
+                   help="lines from which --min-sentence-frac applies")
+    p.add_argument("--max-sentence-chars", type=_number("max_sentence_chars"), default=d.max_sentence_chars,
+                   help="a longer stretch up to a sentence end is no sentence")
     p.add_argument("--no-exact-dedup", dest="exact_dedup", action="store_false", help="skip exact dedup")
     p.add_argument("--no-near-dedup", dest="near_dedup", action="store_false", help="skip MinHash dedup")
     p.add_argument("--jaccard", type=_number("jaccard"), default=d.jaccard, help="near-duplicate Jaccard threshold")

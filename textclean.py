@@ -2,7 +2,8 @@
 
     python -c "from textclean import normalize; print(normalize('ＡＢＣ　ㅋㅋㅋ\u200b한국어'))"
 
-Pure functions of one text (no I/O), used by data.py's workers; tested in tests/test_data.py.
+Pure functions of one text (no I/O), used by data.py's workers; tested in tests/test_data.py
+and tests/test_textclean.py, measured on real prose and junk by bench/filter_bench.py.
 """
 import re
 import unicodedata
@@ -74,22 +75,46 @@ def normalize(text, max_repeat=5):
 
 
 # ----------------------------------------------------------------------------------------
-# Rule filters: cheap per-document statistics, Gopher-style repetition checks.
+# Rule filters: cheap per-document statistics, Gopher-style repetition checks, sentence shape.
 
 def codepoints(text):  # (len,) uint32 Unicode code points
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
+# Settings that filter_reason reads from the config and that a config made before them may
+# lack (data.py's CleanConfig, an API user's object): their defaults live here, so the rules
+# work without a flag, and a config that does carry one overrides it.
+RULE_DEFAULTS = {
+    "max_digit_frac": 0.5,      # share of non-space characters that are digits (real prose: <= 0.35)
+    "rep_full_words": 150,      # the n-gram checks judge a shorter document as if it had this many words
+    "min_sentence_frac": 0.2,   # share of the text in sentences, for documents of...
+    "sentence_min_lines": 3,    # ...this many lines or more (tables, lists, menus, listings)
+    "max_sentence_chars": 500,  # a longer stretch up to a sentence end is no sentence (real: <= 320)
+}
+
+
+def setting(cfg, name):
+    return getattr(cfg, name, RULE_DEFAULTS[name])
+
+
+SPACE, SYMBOL, LETTER, HANGUL, DIGIT = range(5)  # character classes
+
+
 def _char_classes():
-    """uint8 class per code point: 0 space, 1 other (digit, punctuation, symbol), 2 letter, 3 Hangul."""
-    cls = np.ones(0x110000, np.uint8)
-    for lo, hi in ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0x24F), (0x370, 0x52F), (0x3040, 0x30FF),
-                   (0x4E00, 0x9FFF), (0xF900, 0xFAFF)):  # Latin, Greek, Cyrillic, kana, Hanja
-        cls[lo:hi + 1] = 2
-    cls[[0xD7, 0xF7]] = 1  # x and / signs sit inside Latin-1
-    for lo, hi in ((0xAC00, 0xD7A3), (0x3131, 0x318E), (0x1100, 0x11FF)):  # syllables, both jamo
-        cls[lo:hi + 1] = 3
-    cls[[0x20, 0x0A, 0x09]] = 0
+    """uint8 class per code point. Letters are every script's letters and combining marks (a
+    Thai or Khmer name in parentheses is text, not symbols); digits are their own class,
+    because Korean prose writes dates, amounts and shares in digits (2018년, 1,000만 명,
+    4.5%); symbols are what is left: punctuation, signs, other numerals (①, ²)."""
+    cls = np.full(0x110000, SYMBOL, np.uint8)
+    for cp in range(0x32400):  # up to the last Hanja extension (above: tags, selectors, private use)
+        cat = unicodedata.category(chr(cp))
+        if cat[0] in "LM":
+            cls[cp] = LETTER
+        elif cat == "Nd":
+            cls[cp] = DIGIT
+    for lo, hi in ((0xAC00, 0xD7A3), (0x3131, 0x318E), (0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF)):
+        cls[lo:hi + 1] = HANGUL  # syllables and every block of jamo
+    cls[[0x20, 0x0A, 0x09]] = SPACE
     return cls
 
 
@@ -97,14 +122,14 @@ _CLASS = _char_classes()
 
 
 def char_stats(text):
-    """(Hangul letters, all letters, non-space characters)."""
-    n = np.bincount(_CLASS[codepoints(text)], minlength=4)
-    return int(n[3]), int(n[2] + n[3]), int(n[1] + n[2] + n[3])
+    """(Hangul letters, all letters, digits, non-space characters)."""
+    n = np.bincount(_CLASS[codepoints(text)], minlength=5)
+    return int(n[HANGUL]), int(n[LETTER] + n[HANGUL]), int(n[DIGIT]), int(n[SYMBOL:].sum())
 
 
-
-def repetition_reason(text, cfg):
-    """Gopher (Rae et al. 2021, table A1) repetition checks; returns a reason or None."""
+def repetition_reason(text, cfg, scale=1.0):
+    """Gopher (Rae et al. 2021, table A1) repetition checks; returns a reason or None.
+    `scale` multiplies the n-gram thresholds (filter_reason's allowance for short paragraphs)."""
     lines = [ln for ln in text.split("\n") if ln.strip()]
     if len(lines) > 1:
         seen, dup, dup_chars = set(), 0, 0
@@ -141,7 +166,7 @@ def repetition_reason(text, cfg):
             runs = np.diff(starts)
             first = order[starts[:-1][runs == runs.max()]]  # one occurrence of each most frequent
             chars = (csum[first + n] - csum[first]).max()
-            if runs.max() * chars / total > top[n]:
+            if runs.max() * chars / total > top[n] * scale:
                 return f"top_{n}gram"
         if n in dup:  # characters of the words covered by n-grams that occur twice or more
             rep = np.zeros(len(key), bool)
@@ -149,9 +174,60 @@ def repetition_reason(text, cfg):
             covered = np.zeros(len(words) + 1, np.int64)  # +1 at a repeated n-gram's start, -1 after its end
             np.add.at(covered, np.flatnonzero(rep), 1)
             np.add.at(covered, np.flatnonzero(rep) + n, -1)
-            if int(wlen[np.cumsum(covered[:-1]) > 0].sum()) / total > dup[n]:
+            if int(wlen[np.cumsum(covered[:-1]) > 0].sum()) / total > dup[n] * scale:
                 return f"dup_{n}gram"
     return None
+
+
+def short_text_scale(text, cfg):
+    """How much to relax the n-gram thresholds for a short document. Gopher's thresholds are
+    shares of the text, and in a paragraph of 50-100 words one phrase said twice (a term and
+    its definition, "정체전선이 한반도 부근에 머무르며 ...") is already 15-20% of it: real
+    encyclopedia paragraphs were dropped for that. So a document of fewer than rep_full_words words is
+    judged as if it had that many (the missing words not repeating); a paragraph pasted twice
+    is still far over (bench/filter_bench.py)."""
+    return max(1.0, setting(cfg, "rep_full_words") / max(1, len(text.split())))
+
+
+# A sentence ends with . ! ? … 。 (then closing quotes or brackets, maybe a citation mark [2])
+# before a space or the end; or a line ends in a Hangul sentence ending written without a
+# period (다, 요, informal 음, 함, 임, ㅋ). A decimal point (4.5%) or a menu item is no end.
+_CLOSERS = "\"'”’)」』》〉\\]"
+_SENTENCE_END = re.compile(rf"[.!?…。][{_CLOSERS}]*(?:\[\d+\])?(?=\s|$)|[다요죠까네음함임ㅋㅎ~][{_CLOSERS}]*$", re.M)
+
+
+def sentence_spans(text, longest):
+    """(start, end) of each sentence: a stretch that runs up to a sentence end, across line
+    breaks (hard-wrapped prose breaks lines inside sentences), of at most `longest`
+    characters (a table that ends in one full stop is not one long sentence)."""
+    spans, prev = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.end() - prev <= longest:
+            spans.append((prev, m.end()))
+        prev = m.end()
+    return spans
+
+
+def outside(text, spans):  # the text outside the spans
+    parts, prev = [], 0
+    for a, b in spans:
+        parts.append(text[prev:a])
+        prev = b
+    parts.append(text[prev:])
+    return "".join(parts)
+
+
+def sentence_reason(text, cfg):
+    """Tables, price and phone lists, menus and listings are lines with (almost) no
+    sentences, whether or not they are heavy in digits; prose is sentences, and its
+    headings, list items and unfinished last sentence are short. A document of
+    sentence_min_lines lines or more is junk when less than min_sentence_frac of it is
+    sentences. (One line is not judged: a one-line review often has no period, and a
+    flattened listing is caught by its digits outside sentences.)"""
+    if setting(cfg, "min_sentence_frac") <= 0 or text.count("\n") + 1 < setting(cfg, "sentence_min_lines"):
+        return None
+    in_sentences = sum(b - a for a, b in sentence_spans(text, setting(cfg, "max_sentence_chars")))
+    return "no_sentences" if in_sentences / len(text) < setting(cfg, "min_sentence_frac") else None
 
 
 def filter_reason(text, cfg):
@@ -162,9 +238,19 @@ def filter_reason(text, cfg):
         return "too_short"
     if cfg.max_chars and len(text) > cfg.max_chars:
         return "too_long"
-    hangul, letters, nonspace = char_stats(text)
+    hangul, letters, digits, nonspace = char_stats(text)
     if cfg.min_hangul_frac > 0 and (letters == 0 or hangul / letters < cfg.min_hangul_frac):
         return "low_hangul"
-    if cfg.max_symbol_frac < 1 and nonspace and (nonspace - letters) / nonspace > cfg.max_symbol_frac:
+    symbols = nonspace - letters - digits
+    if digits and (symbols + digits) / nonspace > cfg.max_symbol_frac:
+        # digits count as symbols outside sentences only: 2018년, 1,000만 명 and 4.5% are prose
+        # in a sentence, and a price list, listing or table when they stand alone
+        spans = sentence_spans(text, setting(cfg, "max_sentence_chars"))
+        symbols += char_stats(outside(text, spans))[2]
+    if cfg.max_symbol_frac < 1 and nonspace and symbols / nonspace > cfg.max_symbol_frac:
         return "symbols"
-    return repetition_reason(text, cfg)
+    max_digit = setting(cfg, "max_digit_frac")  # a document of mostly digits, sentences or not
+    if max_digit < 1 and nonspace and digits / nonspace > max_digit:
+        return "digits"
+    reason = repetition_reason(text, cfg, short_text_scale(text, cfg))
+    return reason or sentence_reason(text, cfg)
