@@ -496,20 +496,22 @@ def add_args(p):
 
 def checkpoint_dtype(folder):
     """What lm-eval's Hugging Face backend scores in by default (dtype="auto", handed to
-    transformers): config.json's torch_dtype (transformers 5: dtype), else the dtype of the
-    first floating-point tensor of the weights. A SOLAR-derived export is float16, on any device."""
-    from model import _checkpoint_files
+    transformers): config.json's dtype (transformers 5's name; else torch_dtype), else the dtype
+    of the first floating-point weight by name, float8 skipped, as transformers picks it. A
+    SOLAR-derived export is float16, on any device."""
+    from model import LlamaConfig, _checkpoint_files
     from safetensors_io import DTYPES, read_header
-    with open(Path(folder) / "config.json", encoding="utf-8") as f:
-        cfg = json.load(f)
-    named = cfg.get("torch_dtype") or cfg.get("dtype")
+    cfg = LlamaConfig.from_pretrained(str(folder)).source_config       # one line for a bad config.json
+    named = cfg.get("dtype") or cfg.get("torch_dtype")
     if named in ("float32", "bfloat16", "float16"):
         return named
+    weights = []
     for path in _checkpoint_files(str(folder)):
         with open(path, "rb") as f:
-            for _, name, *_ in read_header(f, path, os.path.getsize(path))[1]:
-                if DTYPES[name].is_floating_point:
-                    return str(DTYPES[name]).removeprefix("torch.")
+            weights += [(key, DTYPES[name]) for key, name, *_ in read_header(f, path, os.path.getsize(path))[1]]
+    for _, dtype in sorted(weights, key=lambda kv: kv[0]):
+        if dtype.is_floating_point and dtype.itemsize > 1:
+            return str(dtype).removeprefix("torch.")
     return "float32"
 
 

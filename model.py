@@ -153,10 +153,13 @@ class LlamaConfig:
                       source_config=copy.deepcopy(d))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{source}: {e}") from None
-        # mistral's default window is 4096: a config that omits it slides one unless it is that short
-        window = v.get("sliding_window")
+        # mistral's default window is 4096: a config that omits it slides one unless it is that short.
+        # (transformers' Llama ignores the key, so a Llama config's is ignored here too.)
+        window = v.get("sliding_window") if kind == "mistral" else None
         if window is not None and not (isinstance(window, int) and window >= cfg.max_position_embeddings):
-            raise bad("sliding_window", "sliding-window attention is not implemented")
+            raise bad("sliding_window", f"a window shorter than max_position_embeddings={cfg.max_position_embeddings} "
+                      "is sliding-window attention, which is not implemented (it matches full attention only "
+                      "up to the window's length; Mistral v0.2 and later have sliding_window null)")
         return cfg
 
     @classmethod

@@ -1,5 +1,5 @@
 """The .safetensors format read and written by hand: no pickles, one tensor in memory at a time,
-and exactly as strict as the format's own library (tests/test_safetensors_io.py fuzzes the two
+and exactly as strict as the format's own library (tests/test_hostile_files.py fuzzes the two
 against each other on hundreds of damaged files).
 
     for key, tensor in read_safetensors("model.safetensors"): ...
@@ -19,6 +19,7 @@ file is an error, not a 4 TB allocation.
 import json
 import os
 import struct
+from collections import Counter
 
 import torch
 
@@ -42,6 +43,26 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")         # Python's json accepts NaN and Infinity; the format does not
 
 
+def _int_or_minus_zero(text):
+    return float(text) if text == "-0" else int(text)     # "-0" is a float to the format's parser, not 0
+
+
+class _Object(dict):
+    """A JSON object that remembers which keys it was given twice (the last value wins)."""
+
+
+def _object(pairs):
+    obj = _Object(pairs)
+    obj.repeated = {k for k, n in Counter(k for k, _ in pairs).items() if n > 1}
+    return obj
+
+
+def _repeated(obj, fields):
+    """The library refuses a repeated __metadata__ or a tensor entry's repeated field; a repeated
+    tensor name (or metadata key) it takes like Python does, the last one winning."""
+    return sorted(getattr(obj, "repeated", set()) & set(fields))
+
+
 def read_header(f, path, size):
     """(N, [(key, dtype, shape, start, end), ...] sorted by offsets) after checking every rule."""
     if size < 8:
@@ -53,11 +74,14 @@ def read_header(f, path, size):
         raise ValueError(f"{path}: header length {n} runs past the end of the file ({size} bytes; truncated?)")
     try:
         text = f.read(n).decode("utf-8")
-        header = json.loads(text, parse_constant=_reject_constant)
+        header = json.loads(text, parse_constant=_reject_constant, parse_int=_int_or_minus_zero,
+                            object_pairs_hook=_object)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path}: the header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header is not a JSON object")
+    if _repeated(header, ["__metadata__"]):
+        raise ValueError(f"{path}: __metadata__ is given twice")
     entries = []
     for key, info in header.items():
         _check_text(path, key, key)
@@ -69,6 +93,9 @@ def read_header(f, path, size):
             continue
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
             raise ValueError(f"{path}: {key}: needs dtype, shape and data_offsets")
+        if _repeated(info, ["dtype", "shape", "data_offsets"]):
+            raise ValueError(f"{path}: {key}: {', '.join(_repeated(info, ['dtype', 'shape', 'data_offsets']))} "
+                             "given twice")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in DTYPES:
             raise ValueError(f"{path}: {key}: unknown or unsupported dtype {dtype!r}")
@@ -77,8 +104,10 @@ def read_header(f, path, size):
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
             raise ValueError(f"{path}: {key}: data_offsets {offsets!r} is not two non-negative integers")
         numel = 1
-        for d in shape:
+        for d in shape:             # left to right, stopping at u64 as the library does ([2^63, 4, 0])
             numel *= d
+            if numel >= U64 or d >= U64 // 2:      # (and torch cannot hold a dimension of 2^63)
+                raise ValueError(f"{path}: {key}: shape {shape} overflows the format's sizes")
         nbytes = numel * DTYPES[dtype].itemsize
         start, end = offsets
         if nbytes >= U64 or end < start or end - start != nbytes:
@@ -106,7 +135,7 @@ def _check_text(path, where, s):
 
 
 def read_safetensors(path):
-    """Yield (key, tensor) in file order, each read into its own fresh buffer."""
+    """Yield (key, tensor) in the order of their data in the file, each read into a fresh buffer."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         n, entries = read_header(f, path, size)

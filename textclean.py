@@ -224,7 +224,8 @@ def sentence_reason(text, cfg):
     sentence_min_lines lines or more is junk when less than min_sentence_frac of it is
     sentences. (One line is not judged: a one-line review often has no period, and a
     flattened listing is caught by its digits outside sentences.)"""
-    if setting(cfg, "min_sentence_frac") <= 0 or text.count("\n") + 1 < setting(cfg, "sentence_min_lines"):
+    lines = sum(1 for ln in text.split("\n") if ln.strip())     # blank lines do not make a listing
+    if setting(cfg, "min_sentence_frac") <= 0 or lines < setting(cfg, "sentence_min_lines"):
         return None
     in_sentences = sum(b - a for a, b in sentence_spans(text, setting(cfg, "max_sentence_chars")))
     return "no_sentences" if in_sentences / len(text) < setting(cfg, "min_sentence_frac") else None

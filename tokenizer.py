@@ -23,6 +23,7 @@ import io
 import itertools
 import json
 import os
+import random
 import sys
 import tempfile
 import unicodedata
@@ -86,30 +87,58 @@ def _lines(texts):
                 yield line
 
 
+def sample_lines(lines, k, seed=0):
+    """A uniform random sample of k lines from a stream read once (reservoir sampling, Vitter's
+    algorithm R), in stream order; every line when there are at most k (or k is 0). Done here,
+    seeded, rather than by SentencePiece, whose own sampler draws a new seed in every process."""
+    rng, keep, idx = random.Random(seed), [], []
+    for i, line in enumerate(lines):
+        if not k or i < k:
+            keep.append(line)
+            idx.append(i)
+        else:
+            j = rng.randrange(i + 1)       # line i replaces a kept one with probability k / (i + 1)
+            if j < k:
+                keep[j], idx[j] = line, i
+    return [keep[j] for j in sorted(range(len(keep)), key=idx.__getitem__)]
+
+
+def _drain(lines):
+    """Hand the lines over one by one and let go of each: SentencePiece copies them, so the
+    sample is never held twice."""
+    lines.reverse()
+    while lines:
+        yield lines.pop()
+
+
 # ---- training ----
 
-# SentencePiece keeps every training sentence in memory: at corpus scale (tens of GB) it samples
-# this many, uniformly over the whole stream (reservoir sampling, shuffle_input_sentence), which
-# is plenty for a 20k vocabulary. 0 trains on everything.
+# SentencePiece keeps every training sentence in memory: at corpus scale (tens of GB) train on
+# this many lines, a uniform seeded sample of the whole stream (sample_lines), which is plenty
+# for a 20k vocabulary. 0 trains on everything.
 SAMPLE_SENTENCES = 2_000_000
 
 
 def train_korean(texts, out_dir, vocab_size=20000, model_type="bpe", character_coverage=0.9995,
-                 input_sentence_size=SAMPLE_SENTENCES, max_sentence_length=16384, num_threads=None):
+                 input_sentence_size=SAMPLE_SENTENCES, max_sentence_length=16384, num_threads=None, seed=0):
     """Train the Korean SentencePiece model from an iterator of texts (read once, streamed: only
     the sampled sentences are held); writes out_dir/korean.model. Threads: all cores by default."""
     if model_type != "bpe":
         print(f"warning: merging a {model_type} model into a BPE base leaves many pieces unreachable",
               file=sys.stderr)
     buf = io.BytesIO()
+    # only the sample is held (every line streams straight through with input_sentence_size 0)
+    lines = _drain(sample_lines(_lines(texts), input_sentence_size, seed)) if input_sentence_size else _lines(texts)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_lines(texts), model_writer=buf, model_type=model_type, vocab_size=vocab_size,
+            sentence_iterator=lines, model_writer=buf, model_type=model_type, vocab_size=vocab_size,
             # the merged model keeps the base's identity normalizer, so learn pieces on text as-is
             # (data.py already normalized it; NFKC here would turn "ㅋㅋ" into unknown conjoining jamo)
             normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=True,
             split_digits=True, character_coverage=character_coverage,
-            input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
+            # the lines are already our seeded sample (sample_lines): SentencePiece takes them all, in
+            # order; the size is recorded in the model's trainer_spec
+            input_sentence_size=input_sentence_size, shuffle_input_sentence=False,
             max_sentence_length=max_sentence_length, num_threads=num_threads or os.cpu_count() or 1,
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
     except RuntimeError as e:  # sentencepiece's own message says what to change (vocab size, coverage)
@@ -446,13 +475,14 @@ def _train_flags(p):
                    help="train on a uniform random sample of this many lines of the whole corpus, so memory "
                         "stays bounded at any corpus size (0: all lines)")
     p.add_argument("--max-sentence-length", type=cli.number(int, lo=1), default=16384, help="skip longer lines (bytes)")
+    p.add_argument("--seed", type=cli.number(int, lo=0), default=0, help="seed of the line sample")
     p.add_argument("--threads", type=cli.number(int, lo=1), default=None, help="trainer threads (default: all cores)")
 
 
 def _train_kw(a):
     return dict(model_type=a.model_type, character_coverage=a.character_coverage,
                 input_sentence_size=a.input_sentence_size, max_sentence_length=a.max_sentence_length,
-                num_threads=a.threads)
+                num_threads=a.threads, seed=a.seed)
 
 
 def main(argv=None):

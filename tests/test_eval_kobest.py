@@ -396,6 +396,14 @@ def test_the_default_dtype_is_the_checkpoints_own_as_in_lm_eval(model, sp, tmp_p
     del cfg["torch_dtype"]
     (tmp_path / "bf16" / "config.json").write_text(json.dumps(cfg))
     assert ek.checkpoint_dtype(tmp_path / "bf16") == "bfloat16"
+    # both names: transformers 5's "dtype" wins; neither: the first floating weight by name
+    (tmp_path / "bf16" / "config.json").write_text(json.dumps({**cfg, "torch_dtype": "float16", "dtype": "float32"}))
+    assert ek.checkpoint_dtype(tmp_path / "bf16") == "float32"
+    (tmp_path / "bf16" / "config.json").write_text(json.dumps(cfg))
+    from model import write_safetensors
+    write_safetensors(tmp_path / "bf16" / "model.safetensors",
+                      {"z": torch.zeros(2, dtype=torch.bfloat16), "a": torch.zeros(2), "b": torch.zeros(2).half()})
+    assert ek.checkpoint_dtype(tmp_path / "bf16") == "float32"          # "a" (float32) comes first by name
     assert ek.main(["--model", str(half), "--tasks", "copa", "--limit", "4", "--dtype", "float32",
                     "--output", ""])["args"]["dtype"] == "float32"
 

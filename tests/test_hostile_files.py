@@ -51,7 +51,7 @@ def edit_header(rng, data):
     keys = [k for k in header if k != "__metadata__"]
     k = rng.choice(keys)
     info = header[k]
-    kind = rng.randrange(22)
+    kind = rng.randrange(26)
     if kind == 0:
         del info[rng.choice(["dtype", "shape", "data_offsets"])]
     elif kind == 1:
@@ -100,8 +100,25 @@ def edit_header(rng, data):
         return struct.pack("<Q", len(blob)) + blob + body
     elif kind == 20:
         info["shape"], info["data_offsets"] = [], [info["data_offsets"][0], info["data_offsets"][0] + 4]
-    else:
+    elif kind == 21:
         del header[k]                     # its bytes become a hole (or a tail, when last)
+    elif kind == 22:                      # a field of one entry given twice (Python's json keeps the last)
+        field = rng.choice(["dtype", "shape", "data_offsets", "extra"])
+        text = json.dumps(header).replace(json.dumps(k) + ": {", json.dumps(k) + ': {"%s": [], ' % field, 1)
+        return struct.pack("<Q", len(text.encode())) + text.encode() + body
+    elif kind == 23:                      # __metadata__ twice, or one metadata key twice
+        extra = rng.choice(['"__metadata__": {"a": "b"}, ', '"__metadata__": {"a": "b", "a": "c"}, '])
+        header.pop("__metadata__", None)
+        text = "{" + extra + json.dumps(header)[1:]
+        return struct.pack("<Q", len(text.encode())) + text.encode() + body
+    elif kind == 24:                      # "-0", which the format's parser reads as a float
+        info[rng.choice(["shape", "data_offsets"])][0:1] = ["MINUS_ZERO"]
+        text = json.dumps(header).replace('"MINUS_ZERO"', "-0")
+        return struct.pack("<Q", len(text.encode())) + text.encode() + body
+    else:                                 # an empty tensor at the end whose other dimensions are huge
+        end = max(v["data_offsets"][1] for key, v in header.items() if key != "__metadata__")
+        header["zz"] = {"dtype": "F32", "shape": rng.choice([[1 << 63, 0], [1 << 32, 1 << 32, 0], [1 << 63, 4, 0],
+                                                             [1 << 62, 0], [0, 1 << 63]]), "data_offsets": [end, end]}
     return join(header, body)
 
 

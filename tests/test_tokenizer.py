@@ -236,11 +236,39 @@ def test_training_samples_lines_uniformly_at_corpus_scale(tmp_path):
     T.main(["train", "--vocab-size", "1500", "--character-coverage", "0.99", "--threads", "1",
             "--input-sentence-size", "600", "--out", str(tmp_path / "s"), *write_corpus(tmp_path, early + late)])
     proto = T.load_proto(tmp_path / "s" / "korean.model")
-    assert proto.trainer_spec.input_sentence_size == 600 and proto.trainer_spec.shuffle_input_sentence
+    assert proto.trainer_spec.input_sentence_size == 600          # recorded in the model
     assert any("뻐꾸기" in p.piece for p in proto.pieces)    # a sample of the first 600 lines has none
     T.main(["train", "--vocab-size", "1500", "--character-coverage", "0.99", "--threads", "1",
             "--out", str(tmp_path / "d"), *write_corpus(tmp_path, early)])
     assert T.load_proto(tmp_path / "d" / "korean.model").trainer_spec.input_sentence_size == 2_000_000
+
+
+def test_the_line_sample_is_uniform_seeded_and_in_stream_order():
+    n, k = 50, 10
+    counts = [0] * n
+    for seed in range(4000):
+        sample = T.sample_lines(map(str, range(n)), k, seed)
+        assert len(sample) == k and sample == sorted(sample, key=int)       # stream order
+        for x in sample:
+            counts[int(x)] += 1
+    assert all(abs(c / 4000 - k / n) < 0.03 for c in counts)              # each line kept with p = k/n
+    assert T.sample_lines(map(str, range(n)), k, 7) == T.sample_lines(map(str, range(n)), k, 7)
+    assert T.sample_lines(map(str, range(5)), k) == ["0", "1", "2", "3", "4"]
+    assert T.sample_lines(map(str, range(n)), 0) == [str(i) for i in range(n)]
+
+
+def test_a_sampled_training_run_is_the_same_in_every_process(tmp_path):
+    """SentencePiece's own sampler reseeds from the OS in each process; ours is seeded."""
+    import subprocess
+    import sys
+    corpus = write_corpus(tmp_path, korean_docs(3000))
+    models = []
+    for k in range(2):
+        subprocess.run([sys.executable, str(ROOT / "tokenizer.py"), "train", *corpus, "--vocab-size", "1500",
+                        "--character-coverage", "0.99", "--input-sentence-size", "800", "--threads", "1",
+                        "--out", str(tmp_path / f"m{k}")], check=True, capture_output=True)
+        models.append((tmp_path / f"m{k}" / "korean.model").read_bytes())
+    assert models[0] == models[1]
 
 
 def write_corpus(tmp_path, texts):
