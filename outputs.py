@@ -138,9 +138,9 @@ def replace_dir(tmp, out):
 @contextmanager
 def staged(out, inputs=(), force=False, step="", flag="--out"):
     """Yield a fresh hidden sibling folder of `out`; when the block succeeds it becomes `out`."""
-    out = Path(out).resolve()
+    given, out = out, Path(out).resolve()
     sweep_leftovers(out)            # first: it may put back a previous output caught between renames
-    check_output_dir(out, inputs, force, flag, step)
+    check_output_dir(given, inputs, force, flag, step)      # (messages name the folder as the user did)
     tmp = out.parent / f".{out.name}.partial-{_tag()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
