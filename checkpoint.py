@@ -269,6 +269,23 @@ def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="
     return os.path.abspath(folder)
 
 
+def load_model(path):
+    """The model of one training checkpoint, on the CPU, with its LoRA adapters if it has any
+    (export merges them; so does scoring it)."""
+    state = load_state(path)
+    model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
+    dcp = state.get("format") == "dcp"
+    sd = None if dcp else load_tensors(path, "model.pt")
+    if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
+        lo = state["recipe"]["stages"][state["stage"]]["lora"]
+        add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
+    if dcp:
+        parallel.dcp_load_model(model, path)
+    else:
+        load_exact(model, sd)
+    return model
+
+
 def export_run(run_dir, to=None, dtype="auto", force=False):
     """The export command: the newest checkpoint of a run -> an HF folder."""
     ckdir = os.path.join(run_dir, "checkpoints")
@@ -284,16 +301,7 @@ def export_run(run_dir, to=None, dtype="auto", force=False):
     else:
         raise SystemExit(f"error: every checkpoint in {ckdir} is damaged (see the warnings)")
     state = load_state(path)
-    model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
-    dcp = state.get("format") == "dcp"
-    sd = None if dcp else load_tensors(path, "model.pt")
-    if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
-        lo = state["recipe"]["stages"][state["stage"]]["lora"]
-        add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
-    if dcp:
-        parallel.dcp_load_model(model, path)
-    else:
-        load_exact(model, sd)
+    model = load_model(path)
     # the run's own folder (its checkpoints, its log) is an input: --to may not be it or hold it
     return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype, force or not to,
                   inputs=[ckdir, os.path.join(run_dir, "log.jsonl")], flag="--to" if to else "--out")

@@ -626,6 +626,8 @@ def _add_tokenize_args(p):
     p.add_argument("--val-docs", type=cli.number(int, 0), default=0, help="exactly this many held-out documents")
     p.add_argument("--seed", type=cli.number(int, 0), default=0, help="seed of the held-out choice")
     p.add_argument("--add-bos", action="store_true", help="start every document with BOS")
+    p.add_argument("--val-text", action="store_true",
+                   help="also write val.jsonl, the held-out documents' text (to score with any tokenizer: score.py)")
     p.add_argument("--workers", type=cli.number(int, 1), default=os.cpu_count() or 1, help="encoding processes")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -648,7 +650,8 @@ def main(argv=None):
         print(f"wrote {', '.join(rep['outputs'])} and report.json to {args.out}")
     else:
         meta = tokenize(args.inputs, args.tokenizer, args.out, args.text_field, args.shard_tokens, args.val_fraction,
-                        args.val_docs, args.seed, args.workers, args.add_bos, args.progress, force=args.force)
+                        args.val_docs, args.seed, args.workers, args.add_bos, args.progress, force=args.force,
+                        val_text=args.val_text)
         print(f"{meta['num_tokens']} train tokens in {len(meta['shards'])} shard(s), {meta['val_num_tokens']} val "
               f"tokens, dtype {meta['dtype']}, vocab {meta['vocab_size']} -> {args.out}/meta.json")
     return 0

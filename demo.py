@@ -85,7 +85,8 @@ def build_base(args, run):
     from model import Llama, LlamaConfig
     base = run / "base"
     korean_bit = read_texts(args.corpus[:1], limit=300)    # SOLAR saw a little Korean
-    texts = english_docs() + korean_bit
+    english = [t for i, t in enumerate(english_docs()) if i % 5]   # every 5th is held out (english_heldout)
+    texts = english + korean_bit
     log(f"base tokenizer: BPE {args.base_vocab} pieces on {len(texts)} mostly-English documents")
     (base / "tok").mkdir(parents=True, exist_ok=True)
     tok.train_korean(texts, base / "tok", vocab_size=args.base_vocab, character_coverage=0.995)
@@ -124,6 +125,31 @@ def held_out_loss(model_dir, tokens_dir, seq_len, max_windows=800):
         return train.evaluate(model, data, B=16, batches=max_windows // 16)
 
 
+def bits_per_char_table(run, base):
+    """Korean and English bits per character (score.py, exactly on the same characters) of the
+    base model with its own tokenizer, right after expansion, and after each stage (its
+    checkpoint, with the merged tokenizer)."""
+    import checkpoint
+    import score
+    from model import Llama
+    from tokenizer import processor
+    texts = {"korean": score.read_documents([run / "tokens" / "val.jsonl"]),
+             "english": score.read_documents([run / "english_heldout.jsonl"])}
+    texts = {k: [t for docs in v.values() for t in docs] for k, v in texts.items()}
+    ckdir = run / "train" / "checkpoints"
+    models = [("base", base, None), ("after expansion", run / "expanded", None)]
+    models += [(f"after stage {i + 1}", None, ckdir / name)          # a checkpoint at each stage's end
+               for i, name in enumerate(checkpoint.list_checkpoints(ckdir))]
+    base_sp, merged_sp = processor(base), processor(run / "merged")
+    rows = {}
+    for name, folder, ck in models:
+        model = (Llama.from_pretrained(folder) if folder else checkpoint.load_model(ck)).eval()
+        sp = base_sp if name == "base" else merged_sp
+        rows[name] = {lang: score.score(model, sp, docs)["bits_per_char"] for lang, docs in texts.items()}
+        log(f"bits/char {name}: Korean {rows[name]['korean']:.3f}, English {rows[name]['english']:.3f}")
+    return rows
+
+
 def kobest_and_generate(model_dir, limit):
     import sentencepiece as spm
 
@@ -149,6 +175,7 @@ def run_demo(args):
         rep["timing_s"][step] = round(time.time() - t, 1)
 
     t = time.time()
+    write_jsonl(run / "english_heldout.jsonl", english_docs()[::5])   # never in the base's pretraining
     if args.base:
         base = Path(args.base)
         rep["base"] = {"model": str(base), "given": True}
@@ -184,14 +211,17 @@ def run_demo(args):
     for name, step in (("korean", "tokenizer-train"), ("merged", "merge"), ("expanded", "expand")):
         outputs.mark(run / name, step)      # written through the API: say which step made them
     data.tokenize([run / "clean" / "clean.jsonl"], run / "merged", run / "tokens", val_docs=args.val_docs,
-                  progress=False)
+                  progress=False, val_text=True)                  # tokens/val.jsonl: the Korean held-out text
+    data.tokenize([run / "english_heldout.jsonl"], run / "merged", run / "en_tokens", progress=False)
     rep["loss_after_expansion"] = held_out_loss(run / "expanded", run / "tokens", args.seq_len)
     done("expand", t)
 
     t = time.time()
     recipe = ROOT / "recipes" / "demo.json"
-    rows = run_train(args, run / "expanded", run / "tokens", run / "train", recipe, args.stage_steps)
+    rows = run_train(args, run / "expanded", run / "tokens", run / "train", recipe, args.stage_steps,
+                     ["--eval-data", f"en={run / 'en_tokens'}", "--keep-checkpoints", "10"])
     rep["train"] = {"log": rows}
+    rep["bits_per_char"] = bits_per_char_table(run, base)
     rep["loss_after_training"] = held_out_loss(run / "train" / "final", run / "tokens", args.seq_len)
     done("train", t)
 

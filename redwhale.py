@@ -12,6 +12,7 @@
     python redwhale.py train --init-from expanded/ --data tokens/ --out runs/ko [--nproc 8] [--resume auto]
     python redwhale.py export runs/ko                        # merged LoRA -> runs/ko/final
     python redwhale.py eval --model runs/ko/final [--data KOBEST_DIR]
+    python redwhale.py score --model runs/ko/final heldout_ko.txt heldout_en.jsonl   # bits per character
     python redwhale.py generate --model runs/ko/final --prompt "대한민국의 수도는"
 
 Each step is a thin call into the module that owns it (`python data.py ...` etc. work the
@@ -41,6 +42,7 @@ STEPS = {
     "train": ("train", [], "the four RedWhale stages (add --nproc N for torchrun)"),
     "export": ("checkpoint", [], "merge LoRA and write RUN_DIR/final"),
     "eval": ("eval_kobest", [], "KoBEST, scored as lm-evaluation-harness does"),
+    "score": ("score", [], "bits per character of any model on any text (compares tokenizers)"),
     "generate": ("model", [], "generate text from a model folder"),
 }
 

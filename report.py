@@ -1,4 +1,5 @@
-"""The demo's report: report.json (every number), report.md (the same, for people), loss.png.
+"""The demo's report: report.json (every number), report.md (the same, for people), loss.png
+and bpc.png (bits per character stage by stage).
 
     python report.py runs/demo          # re-render report.md and loss.png from report.json
 
@@ -51,7 +52,30 @@ def plot(run, rep):
     path = Path(run) / "loss.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    if rep.get("bits_per_char"):
+        plot_bpc(run, rep["bits_per_char"], plt)
     return path
+
+
+def bpc_table(rows, png):
+    """Held-out Korean and English bits per character, stage by stage (score.py)."""
+    L = ["### Bits per character on held-out text (score.py; the same characters for every model)", "",
+         "| model | Korean bits/char | English bits/char |", "|---|---:|---:|"]
+    L += [f"| {name} | {r['korean']:.3f} | {r['english']:.3f} |" for name, r in rows.items()]
+    return L + ["", "![bits per character](bpc.png)" if png else "", ""]
+
+
+def plot_bpc(run, rows, plt):
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    names = list(rows)
+    for lang in ("korean", "english"):
+        ax.plot(range(len(names)), [rows[n][lang] for n in names], "o-", label=lang)
+    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    ax.set_ylabel("bits per character")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(run) / "bpc.png", dpi=100)
+    plt.close(fig)
 
 
 def kobest_table(before, after):
@@ -91,6 +115,8 @@ def markdown(rep, png):
         L.append(f"| {name} | {s['steps']} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {ev} |")
     L += ["", "![loss curves](loss.png)" if png else "(matplotlib is not installed: no plot; "
           "`pip install matplotlib` and rerun `python report.py RUN_DIR`)", ""]
+    if rep.get("bits_per_char"):
+        L += bpc_table(rep["bits_per_char"], png)
     L += ["## 5. KoBEST (shipped sample, lm-eval rules; a tiny model scores near chance)", "",
           kobest_table(rep["kobest_before"], rep["kobest_after"]), ""]
     L += ["## 6. Generations (greedy)", ""]

@@ -136,10 +136,13 @@ def _no_documents(file_stats, text_field):
 
 
 def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000_000, val_fraction=0.0,
-             val_docs=0, seed=0, workers=1, add_bos=False, progress=True, batch_docs=256, force=False):
+             val_docs=0, seed=0, workers=1, add_bos=False, progress=True, batch_docs=256, force=False,
+             val_text=False):
     """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
     file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
-    and out_dir/meta.json; returns the meta dict. out_dir is replaced whole when the run
+    and out_dir/meta.json (with the characters of each split, for bits per character); with
+    val_text also out_dir/val.jsonl, the held-out documents' text (to score them with any
+    tokenizer: score.py); returns the meta dict. out_dir is replaced whole when the run
     succeeds (an existing one only with force=True, and only if this project wrote it)."""
     try:
         _check_args(shard_tokens, val_fraction, val_docs, seed, workers)
@@ -150,7 +153,7 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
     notes = []
     files = clean_files(inputs, notes)
     o = SimpleNamespace(shard_tokens=shard_tokens, val_fraction=val_fraction, seed=seed, workers=workers,
-                        add_bos=add_bos, progress=progress, batch_docs=batch_docs)
+                        add_bos=add_bos, progress=progress, batch_docs=batch_docs, val_text=val_text)
     with staged_output(out_dir, [*inputs, *files, tokenizer], force, step="tokenize") as out:
         val_set = _draw_val(files, cfg, val_docs, seed) if val_docs else None
         meta = _write_shards(files, cfg, out, tok, proto, sp, val_set, o)
@@ -177,11 +180,15 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
     dict. `o` holds tokenize's settings (shard_tokens, val_fraction, seed, workers, ...)."""
     vocab, eos, bos = sp.get_piece_size(), sp.eos_id(), sp.bos_id()
     dtype = token_dtype(vocab)
-    writers = {s: {"shards": [], "f": None, "n": 0, "docs": 0} for s in ("train", "val")}
+    writers = {s: {"shards": [], "f": None, "n": 0, "docs": 0, "chars": 0} for s in ("train", "val")}
+    val_texts = open(out / "val.jsonl", "w", encoding="utf-8") if o.val_text else None
     skipped, file_stats, doc_i = [], [], 0
 
-    def write(split, ids):
+    def write(split, ids, text):
         w = writers[split]
+        w["chars"] += len(text)                 # code points, as score.py counts them
+        if split == "val" and val_texts:
+            val_texts.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         if w["f"] is None or w["shards"][-1]["num_tokens"] >= o.shard_tokens:
             if w["f"]:
                 w["f"].close()
@@ -216,14 +223,14 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
     bar = cli.progress(desc="tokenize", unit=" docs", disable=not o.progress)
     try:
         with closing(ordered_map(_tok_batch, batches(), o.workers, _tok_init, (proto,))) as results:
-            for _, (flat, lengths) in results:
+            for batch, (flat, lengths) in results:
                 if len(flat) and (flat.max() >= vocab or flat.min() < 0):
                     raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
-                for doc in np.split(flat, np.cumsum(lengths)[:-1]):
+                for text, doc in zip(batch, np.split(flat, np.cumsum(lengths)[:-1])):
                     ids = np.concatenate([[bos] if o.add_bos else [], doc, [eos]]).astype(np.int64)
                     is_val = (doc_i in val_set) if val_set is not None else \
                         o.val_fraction > 0 and _is_val(doc_i, o.seed, o.val_fraction)
-                    write("val" if is_val else "train", ids)
+                    write("val" if is_val else "train", ids, text)
                     doc_i += 1
                 bar.update(len(lengths))
     finally:
@@ -231,12 +238,15 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
         for w in writers.values():
             if w["f"]:
                 w["f"].close()
+        if val_texts:
+            val_texts.close()
     if doc_i == 0:
         raise _no_documents(file_stats, cfg.text_field)
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable documents, e.g. {skipped[0]}", file=sys.stderr)
     return {"dtype": np.dtype(dtype).name, "vocab_size": vocab, "eos_id": eos, "bos_id": bos,
             "add_bos": o.add_bos, "num_tokens": writers["train"]["n"], "num_docs": writers["train"]["docs"],
+            "num_chars": writers["train"]["chars"], "val_num_chars": writers["val"]["chars"],
             "shards": writers["train"]["shards"], "val_num_tokens": writers["val"]["n"],
             "val_num_docs": writers["val"]["docs"], "val_shards": writers["val"]["shards"],
             "tokenizer": str(tok.resolve()), "inputs": [str(p) for p in files],
@@ -291,6 +301,7 @@ class TokenShards:
                              f"{model_vocab}: the shards were tokenized with a bigger tokenizer than the "
                              "model has rows (expand the model first, or use its tokenizer)")
         dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+        self.meta = meta
 
         def open_all(key):
             arrs = []
@@ -324,6 +335,22 @@ class TokenShards:
             raise SystemExit(f"error: {folder}: fewer than seq-len + 1 = {seq_len + 1} tokens in every shard")
         self.val_windows = [(a, j * seq_len) for a in self.val for j in range((len(a) - 1) // seq_len)]
         self._perm = (None, None)
+
+    def evaluate_all(self):
+        """A folder tokenized only to be evaluated (train.py --eval-data, built with val_tokens=0):
+        without a val split, every window of it is held out."""
+        if not self.val_windows:
+            self.val_windows = [(a, j * self.T) for a in self.train for j in range((len(a) - 1) // self.T)]
+        return self
+
+    def tokens_per_char(self):
+        """Tokens per character of the held-out text, from meta.json's counts (None for shards
+        made before the counts were kept): bits/char = loss per token x this / ln 2. The split's
+        average ratio (the corpus' when there is no val split), so train.py's bits per character
+        are an estimate over the windows it evaluates; score.py counts exactly."""
+        split = "val_" if self.meta.get("val_shards") else ""
+        tokens, chars = self.meta.get(f"{split}num_tokens"), self.meta.get(f"{split}num_chars")
+        return tokens / chars if tokens and chars else None
 
     def _window(self, arr, start, where):
         import torch

@@ -322,6 +322,11 @@ class Trainer:
             done = step + 1 == p["steps"]
             if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
                 rec["eval_loss"] = self.evaluate(model, data, B)
+                rec["eval_bpc"] = bits_per_char(rec["eval_loss"], data)
+            if self.eval_sets and (done or (self.args.eval_every and (step + 1) % self.args.eval_every == 0)):
+                for name, held_out in self.eval_sets:       # e.g. Korean and English kept apart
+                    rec[f"eval_{name}_loss"] = loss = self.evaluate(model, held_out, B)
+                    rec[f"eval_{name}_bpc"] = bits_per_char(loss, held_out)
             if done and st.lora:
                 # fold the adapters into fp32 weights (lora.py); the next stage and the checkpoint see plain
                 # HF weights. The held-out loss either side of the merge shows nothing was lost.
@@ -415,6 +420,8 @@ class Trainer:
         else:
             model = self.build_model(args.init_from)
         data = TokenShards(args.data, self.plan[0]["T"], cfg.vocab_size, args.val_tokens, args.seed)
+        self.eval_sets = [(name, TokenShards(folder, self.plan[0]["T"], cfg.vocab_size, 0).evaluate_all())
+                          for name, folder in eval_specs(args.eval_data)]
         if any(p["T"] != self.plan[0]["T"] for p in self.plan):
             raise SystemExit("error: all stages must use the same seq-len")
         s, start, tokens = (state["stage"], state["step"], state["tokens"]) if state else (0, 0, 0)
@@ -526,6 +533,25 @@ def evaluate(model, data, B, batches, ctx=contextlib.nullcontext, rank=0, world=
     return float(tot[0] / tot[1]) if tot[1] else None
 
 
+def eval_specs(specs):
+    """["ko=tokens/", "en=en_tokens/"] -> [("ko", "tokens/"), ...], names checked."""
+    out = []
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        if not (name.isidentifier() and folder):
+            raise SystemExit(f"error: --eval-data {spec!r}: give NAME=DIR, NAME a plain word (ko, en, ...)")
+        if not os.path.isfile(os.path.join(folder, "meta.json")):
+            raise SystemExit(f"error: --eval-data {spec}: {folder} has no meta.json (a data.py tokenize folder)")
+        out.append((name, folder))
+    return out
+
+
+def bits_per_char(loss, shards):
+    """Mean loss per token (nats) -> bits per character of the evaluated text (None if unknown)."""
+    tpc = shards.tokens_per_char()
+    return None if loss is None or tpc is None else loss * tpc / math.log(2)
+
+
 def _key(q):
     # what must match for a resume: the world size may change, the global batch may not
     return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
@@ -572,6 +598,10 @@ def parser():
                    help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
     p.add_argument("--eval-every", type=cli.number(int, lo=0), default=200,
                    help="eval loss every N steps and at stage ends (0: off)")
+    p.add_argument("--eval-data", nargs="+", default=[], metavar="NAME=DIR",
+                   help="more held-out sets, each a token-shard folder made with the model's tokenizer (e.g. "
+                        "ko=tokens/ en=en_tokens/): its val split, or all of it; logged as eval_NAME_loss and "
+                        "eval_NAME_bpc (bits per character) at every eval and at each stage's end")
     p.add_argument("--eval-batches", type=cli.number(int, lo=0), default=20, help="micro-batches per rank in one eval")
     p.add_argument("--val-tokens", type=cli.number(int, lo=0), default=None,
                    help="without val_shards: hold out this many tokens of the last shard (default 10%%, max 1M)")
@@ -632,6 +662,7 @@ def prepare(argv=None, world=None):
         check_seq_len(args.seq_len or recipe.seq_len, cfg, args.init_from)
     if not os.path.isfile(os.path.join(args.data, "meta.json")):
         raise SystemExit(f"error: --data {args.data}: no meta.json (give a folder written by data.py tokenize)")
+    eval_specs(args.eval_data)
     if args.resume not in (None, "auto") and not os.path.isdir(args.resume):
         raise SystemExit(f"error: --resume {args.resume}: no such checkpoint folder")
     args.replace_out = check_out(args)

@@ -34,6 +34,13 @@ def test_quick_demo_end_to_end(tmp_path):
             assert 0.0 <= m["acc"] <= 1.0 and 0.0 <= m["f1"] <= 1.0 and m["n"] == 20
         assert set(rep[key]["results"]) == {"boolq", "copa", "hellaswag", "sentineg", "wic"}
     assert set(rep["generations_after"]) == set(rep["generations_before"])
+    # bits per character, Korean and English, for the base and after expansion and each stage
+    bpc = rep["bits_per_char"]
+    assert list(bpc) == ["base", "after expansion"] + [f"after stage {i}" for i in (1, 2, 3, 4)]
+    assert all(0 < r[lang] < 20 for r in bpc.values() for lang in ("korean", "english"))
+    assert bpc["after stage 4"]["korean"] < bpc["after expansion"]["korean"]
+    assert "Korean bits/char" in md and (out / "tokens" / "val.jsonl").exists()
+    assert any("eval_en_bpc" in r for r in rep["train"]["log"])
     # the exported model is an HF folder with its merged tokenizer
     final = out / "train" / "final"
     assert (final / "config.json").exists() and (final / "tokenizer.model").exists()
