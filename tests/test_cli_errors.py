@@ -134,6 +134,9 @@ BAD = {
     "export of a folder with no run": (["export", f"{W}/notours"], "checkpoints"),
     "clean --out without a value": (["clean", f"{W}/corpus.jsonl", "--out"], "--out"),
     "an unknown step": (["bogus"], "bogus"),
+    "score --context 1": (["score", "--model", f"{W}/base", f"{W}/corpus.jsonl", "--context", "1"], "--context"),
+    "score of a missing text": (["score", "--model", f"{W}/base", f"{W}/nope.txt"], "nope.txt"),
+    "train --eval-data without NAME=": ([*TRAIN, "--eval-data", f"{W}/tokens"], "--eval-data"),
 }
 if torch.cuda.is_available():
     BAD.pop("--device cuda without CUDA", None)
