@@ -123,22 +123,12 @@ def _pick(resume, ckdir, replace=False):
             raise SystemExit(f"error: {ckdir} already has checkpoints: pass --resume auto, or use a new --out")
         return None
     if resume == "auto":
-        for name in reversed(have):         # the newest one that is whole; say which were not
-            why = damaged(os.path.join(ckdir, name))
-            if not why:
-                if name != have[-1]:
-                    print(f"warning: resuming from {name}, the newest readable checkpoint", flush=True)
-                return ("auto", name)
-            # moved aside, so that pruning never keeps it in place of a good one
-            aside = os.path.join(ckdir, name + ".damaged")
-            os.replace(os.path.join(ckdir, name), aside)
-            print(f"warning: checkpoint {os.path.join(ckdir, name)} is damaged ({why}); moved it to {aside} and "
-                  "trying the one before", flush=True)
-        if have:
-            raise SystemExit(f"error: --resume auto: every checkpoint in {ckdir} is damaged (see the warnings); "
-                             "move them away to start over")
-        print(f"note: --resume auto found no checkpoint in {ckdir}: starting a new run", flush=True)
-        return None
+        # a damaged one is moved aside, so that pruning never keeps it in place of a good one
+        name = newest_whole(ckdir, move_damaged=True)
+        if name is None:
+            print(f"note: --resume auto found no checkpoint in {ckdir}: starting a new run", flush=True)
+            return None
+        return ("auto", name)
     path = os.path.abspath(resume.rstrip("/"))
     if not os.path.isfile(os.path.join(path, "state.json")):
         raise SystemExit(f"error: --resume {resume}: not a checkpoint folder (no state.json); give a "
@@ -155,6 +145,26 @@ def _pick(resume, ckdir, replace=False):
                          f"from an older one here would mix two futures. Resume it into a new --out (the source is "
                          "only read), or move the newer checkpoints away first")
     return ("path", path)
+
+
+def newest_whole(ckdir, move_damaged=False, use="resuming from"):
+    """The newest checkpoint in ckdir that loads (None when there is none at all), saying which
+    newer ones are damaged and, with move_damaged, moving each to step-N.damaged."""
+    have = list_checkpoints(ckdir)
+    for name in reversed(have):
+        path = os.path.join(ckdir, name)
+        why = damaged(path)
+        if not why:
+            if name != have[-1]:
+                print(f"warning: {use} {name}, the newest readable checkpoint", flush=True)
+            return name
+        if move_damaged:
+            os.replace(path, path + ".damaged")
+        moved = f"; moved it to {path}.damaged" if move_damaged else ""
+        print(f"warning: checkpoint {path} is damaged ({why}){moved}; trying the one before", flush=True)
+    if have:
+        raise SystemExit(f"error: every checkpoint in {ckdir} is damaged (see the warnings)")
+    return None
 
 
 def damaged(path):
@@ -289,17 +299,10 @@ def load_model(path):
 def export_run(run_dir, to=None, dtype="auto", force=False):
     """The export command: the newest checkpoint of a run -> an HF folder."""
     ckdir = os.path.join(run_dir, "checkpoints")
-    names = list_checkpoints(ckdir)
-    if not names:
+    name = newest_whole(ckdir, use="exporting")   # as --resume auto picks it (export only reads the run)
+    if name is None:
         raise SystemExit(f"error: no checkpoints in {ckdir}")
-    for name in reversed(names):            # the newest whole one, as --resume auto picks
-        path = os.path.join(ckdir, name)
-        why = damaged(path)
-        if not why:
-            break
-        print(f"warning: checkpoint {path} is damaged ({why}); trying the one before", flush=True)
-    else:
-        raise SystemExit(f"error: every checkpoint in {ckdir} is damaged (see the warnings)")
+    path = os.path.join(ckdir, name)
     state = load_state(path)
     model = load_model(path)
     # the run's own folder (its checkpoints, its log) is an input: --to may not be it or hold it

@@ -285,7 +285,7 @@ def ordered_map(fn, items, workers, init, initargs):
 
 def _about_output(e, out):
     """Is this OSError about writing `out`: no file named (a full disk), or a file in the
-    staged folder beside it (.NAME.partial-PID, .NAME.old-PID)?"""
+    staged folder beside it (.NAME.partial-HOST-PID, .NAME.old-HOST-PID)?"""
     if not isinstance(e.filename, (str, bytes, os.PathLike)):
         return True
     name = Path(os.fsdecode(e.filename)).resolve()
@@ -297,12 +297,10 @@ def staged_output(out, inputs=(), force=False, step=""):
     """outputs.staged (a hidden sibling folder that becomes `out` only when the block
     succeeds), its refusals raised as DataError, and a failed write naming `out`."""
     try:
-        outputs.check_output_dir(out, inputs, force)
-    except ValueError as e:
-        raise DataError(str(e)) from None
-    try:
         with outputs.staged(out, inputs, force, step) as tmp:
             yield tmp
+    except outputs.Refused as e:        # the guard's, before anything is written
+        raise DataError(str(e)) from None
     except OSError as e:
         if str(e).startswith("--out ") or not _about_output(e, Path(out).resolve()):
             raise  # outputs.staged named --out already, or an input it could not read names itself

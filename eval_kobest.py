@@ -484,8 +484,8 @@ def add_args(p):
     p.add_argument("--batch-size", type=cli.number(int, lo=1), default=32, help="packed rows (examples) per forward")
     p.add_argument("--limit", type=cli.number(int, lo=1), default=None, help="score only the first N examples per task")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto (lm-eval's default): the checkpoint's own dtype, config.json's torch_dtype or "
-                        "else its first floating-point weight's")
+                   help="auto (lm-eval's default): the checkpoint's own dtype, config.json's dtype (or "
+                        "torch_dtype), else its first floating-point weight's by name")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--output", default="kobest_results.json", help="JSON file for the numbers")
     p.add_argument("--log-samples", action="store_true",
@@ -516,15 +516,11 @@ def checkpoint_dtype(folder):
 
 
 def run(args):
-    from model import Llama
+    import runtime
+    from model import Llama, check_model_folder
     from tokenizer import processor
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise SystemExit(f"error: --device {device!r}: give cpu, cuda or cuda:N")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
-    if not (Path(args.model) / "config.json").is_file():
-        raise SystemExit(f"error: --model {args.model}: no config.json (give a Hugging Face model folder)")
+    device = runtime.check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_model_folder(args.model)
     if args.output:     # checked before minutes of scoring, not after
         inputs = [args.model] + ([args.data] if args.data != "hf" else [])
         for path in [args.output] + ([_samples_path(args.output)] if args.log_samples else []):

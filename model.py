@@ -496,6 +496,14 @@ class Llama(nn.Module):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_model_folder(folder, flag="--model"):
+    """One line, before anything loads, for a model folder that is not one."""
+    if not os.path.isdir(folder):
+        raise SystemExit(f"error: {flag} {folder}: no such folder")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise SystemExit(f"error: {flag} {folder}: no config.json (give a Hugging Face model folder)")
+
+
 def memory_bytes(device):
     """Total memory of a device (RAM for the CPU), or None when it cannot be told."""
     device = torch.device(device)
@@ -578,13 +586,10 @@ def main(argv=None):
         return
     if not args.model:
         p.error("give --model FOLDER or --smoke")
+    import runtime
     from tokenizer import processor
-    if not (args.device in ("cpu", "cuda") or (args.device.startswith("cuda:") and args.device[5:].isdigit())):
-        raise SystemExit(f"error: --device {args.device!r}: give cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise SystemExit(f"error: --model {args.model}: no config.json (give a Hugging Face model folder)")
+    runtime.check_device(args.device)
+    check_model_folder(args.model)
     tok_path = os.path.join(args.model, "tokenizer.model")
     if not os.path.exists(tok_path):
         raise SystemExit(f"error: {tok_path} not found (the model folder needs its tokenizer.model)")

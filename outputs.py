@@ -9,12 +9,12 @@ The rules every command that writes follows:
   never the current folder or one above it.
 - A folder output that exists and is not empty is replaced only with --force, and --force only
   ever removes a folder this project wrote: one holding MARKER. Anything else is refused.
-- A folder output is built in a hidden sibling `.NAME.partial-PID` and renamed into place when
+- A folder output is built in a hidden sibling `.NAME.partial-HOST-PID` and renamed into place when
   complete, so it always holds the files of one whole run (never stale ones of an earlier
   run), and a run that fails (a bad record, a full disk, Ctrl-C) leaves the previous output
   exactly as it was. It takes the room of both until the rename.
-- Leftovers of a killed run (`.NAME.partial-HOST-PID`, `.NAME.old-HOST-PID`) are removed by the
-  next run on the same machine that writes NAME, which says so; a previous output caught
+- Leftovers of a killed run (`.NAME.partial-*`, `.NAME.old-*`) are removed by the next run on
+  the same machine that writes NAME, which says so; a previous output caught
   between the two renames of a replacement is put back.
 - --force replaces only an earlier output of the same step (the marker names it), and never a
   mount point (it cannot be renamed; write into a folder inside it).
@@ -31,22 +31,26 @@ from pathlib import Path
 MARKER = ".redwhale-output.json"
 
 
+class Refused(ValueError):
+    """An output this guard will not write (the message names the flag and the folder)."""
+
+
 def check_not_input(out, inputs, flag="--out"):
     """Refuse an output that is, contains or is inside one of `inputs` (files or folders)."""
     o = Path(out).resolve()
     here = Path.cwd().resolve()
     if o == here or o in here.parents:
-        raise ValueError(f"{flag} {out} is the current folder or holds it: choose a new folder below it")
+        raise Refused(f"{flag} {out} is the current folder or holds it: choose a new folder below it")
     for i in inputs:
         if not i:
             continue
         p = Path(i).resolve()
         if o == p:
-            raise ValueError(f"{flag} {out} is the input {i}: choose another {flag}")
+            raise Refused(f"{flag} {out} is the input {i}: choose another {flag}")
         if p in o.parents:
-            raise ValueError(f"{flag} {out} is inside the input folder {i}: choose another {flag}")
+            raise Refused(f"{flag} {out} is inside the input folder {i}: choose another {flag}")
         if o in p.parents:
-            raise ValueError(f"{flag} {out} holds the input {i}: choose another {flag}")
+            raise Refused(f"{flag} {out} holds the input {i}: choose another {flag}")
 
 
 def ours(folder):
@@ -66,20 +70,20 @@ def check_output_dir(out, inputs=(), force=False, flag="--out", step=""):
     out = Path(out)
     check_not_input(out, inputs, flag)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{flag} {out} is a file, not a folder: choose another {flag}")
+        raise Refused(f"{flag} {out} is a file, not a folder: choose another {flag}")
     if out.is_dir() and os.path.ismount(out):     # it cannot be renamed away: say so before the work
-        raise ValueError(f"{flag} {out} is a mount point, which cannot be replaced as a whole: give a folder "
+        raise Refused(f"{flag} {out} is a mount point, which cannot be replaced as a whole: give a folder "
                          "inside it")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise ValueError(f"{flag} {out} already exists and is not empty; pass --force to replace it, "
+            raise Refused(f"{flag} {out} already exists and is not empty; pass --force to replace it, "
                              f"or choose another {flag}")
         if not ours(out):
-            raise ValueError(f"{flag} {out} was not written by this project (it has no {MARKER}); --force only "
+            raise Refused(f"{flag} {out} was not written by this project (it has no {MARKER}); --force only "
                              "replaces this project's outputs: move it away yourself, or choose another "
                              f"{flag}")
         if step and written_by(out) not in ("", step):
-            raise ValueError(f"{flag} {out} holds the output of another step ({written_by(out)}), not of "
+            raise Refused(f"{flag} {out} holds the output of another step ({written_by(out)}), not of "
                              f"{step}; --force only replaces an earlier output of the same step")
 
 
@@ -99,9 +103,13 @@ def _alive(pid):
     return True
 
 
+def _host():
+    return socket.gethostname().replace("-", "_")      # "-" separates the host from the PID
+
+
 def _tag():
     """HOST-PID: whose a hidden folder is (on shared storage another node's PID means nothing here)."""
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def sweep_leftovers(out):
@@ -113,7 +121,7 @@ def sweep_leftovers(out):
     for kind in ("old", "partial"):
         for d in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
             host, _, pid = d.name.split(f".{kind}-", 1)[1].rpartition("-")
-            mine = host == socket.gethostname().replace("-", "_") and pid.isdigit() and not _alive(int(pid))
+            mine = host == _host() and pid.isdigit() and not _alive(int(pid))
             if not d.is_dir() or not mine or not (ours(d) or not any(d.iterdir())):
                 continue
             if kind == "old" and not out.exists():
@@ -164,9 +172,9 @@ def check_output_file(path, inputs=(), force=False, flag="--output", ours=None):
     path = Path(path)
     check_not_input(path, inputs, flag)
     if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder, not a file")
+        raise Refused(f"{flag} {path} is a folder, not a file")
     if path.exists() and not force and not (ours and ours(path)):
-        raise ValueError(f"{flag} {path} already exists and is not an output of this step; pass --force to "
+        raise Refused(f"{flag} {path} already exists and is not an output of this step; pass --force to "
                          f"replace it, or choose another {flag}")
 
 

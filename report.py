@@ -6,9 +6,10 @@ and bpc.png (bits per character stage by stage).
 matplotlib is optional: without it the report says so and keeps the numbers.
 """
 import json
-import os
 import sys
 from pathlib import Path
+
+import outputs
 
 TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
 
@@ -128,9 +129,7 @@ def markdown(rep, png):
 
 def write(run, rep):
     run = Path(run)
-    tmp = run / "report.json.tmp"
-    tmp.write_text(json.dumps(rep, ensure_ascii=False, indent=1))
-    os.replace(tmp, run / "report.json")
+    outputs.write_atomic(run / "report.json", json.dumps(rep, ensure_ascii=False, indent=1))
     png = plot(run, rep)
     (run / "report.md").write_text(markdown(rep, png), encoding="utf-8")
     return run / "report.md"

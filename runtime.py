@@ -42,12 +42,21 @@ def peak_tflops(device_name):
     return next((v for k, v in PEAK_TFLOPS if k in device_name), None)
 
 
+def check_device(arg):
+    """cpu, cuda or cuda:N, and cuda only where torch sees a GPU: one line otherwise."""
+    if not (arg in ("cpu", "cuda") or (arg.startswith("cuda:") and arg[5:].isdigit())):
+        raise SystemExit(f"error: --device {arg!r}: give cpu, cuda or cuda:N")
+    if arg.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    return arg
+
+
 def pick_device(arg, distributed, local_rank):
     """cuda:LOCAL_RANK under torchrun, else the --device flag (default: cuda when available)."""
     if arg not in (None, "cpu", "cuda"):
         raise SystemExit(f"error: --device {arg!r}: give cpu or cuda (each rank takes cuda:LOCAL_RANK)")
-    if arg == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    if arg:
+        check_device(arg)
     cuda = arg == "cuda" or (arg is None and torch.cuda.is_available())
     if not cuda:
         return torch.device("cpu")

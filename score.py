@@ -86,8 +86,9 @@ def _a_score(path):
 
 
 def main(argv=None):
+    import runtime
     from eval_kobest import checkpoint_dtype
-    from model import Llama
+    from model import Llama, check_model_folder
     from tokenizer import processor
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,8 +104,8 @@ def main(argv=None):
     p.add_argument("--output", help="also write the numbers as JSON here")
     p.add_argument("--force", action="store_true", help="replace an existing --output that is not a score")
     a = p.parse_args(argv)
-    if not (Path(a.model) / "config.json").is_file():
-        raise SystemExit(f"error: --model {a.model}: no config.json (give a Hugging Face model folder)")
+    runtime.check_device(a.device)
+    check_model_folder(a.model)
     if a.output:
         outputs.check_output_file(a.output, [a.model, *a.texts], a.force, "--output", ours=_a_score)
     docs = {k: v[:a.max_docs] for k, v in read_documents(a.texts, a.text_field).items()}

@@ -66,7 +66,7 @@ import parallel
 import plan
 import runtime
 from lora import add_lora, has_lora, merge_lora
-from model import Llama, LlamaConfig
+from model import Llama, LlamaConfig, check_model_folder
 from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
 from shards import TokenShards
 
@@ -390,9 +390,8 @@ class Trainer:
 
     def _run(self):
         args = self.args
-        # the same on every rank; --force replacing an earlier run resumes nothing of it
-        # rank 0's view decides for every rank (a replaced run resumes nothing of it)
-        ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp, getattr(args, "replace_out", False))
+        # rank 0's view decides for every rank (a run --force replaces resumes nothing of it)
+        ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp, args.replace_out)
         state = checkpoint.load_state(ck) if ck else None
         if state and state.get("format", "torch") != ("dcp" if self.fsdp else "torch"):
             raise SystemExit(f"error: {ck} was written {'with' if state.get('format') == 'dcp' else 'without'} "
@@ -406,7 +405,7 @@ class Trainer:
         if not args.init_from:
             raise SystemExit("error: give --init-from HF_DIR (or --resume auto with existing checkpoints)")
         # an attention backend that cannot run here is one line now, not a crash after loading 20 GB
-        check_model_folder(args.init_from)
+        check_model_folder(args.init_from, "--init-from")
         cfg = LlamaConfig.from_pretrained(args.init_from)
         check_seq_len(self.plan[0]["T"], cfg, args.init_from)
         runtime.check_attention(args.sdpa, self.device, self.dtype, cfg)
@@ -443,7 +442,7 @@ class Trainer:
                 s, start = s + 1, 0
             self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
         if self.master:             # the first thing written, after every check above passed
-            if getattr(args, "replace_out", False):   # --force: an earlier run of this project (prepare checked)
+            if args.replace_out:            # --force: an earlier run of this project (prepare checked)
                 for n in RUN_FILES:
                     path = os.path.join(self.out, n)
                     if os.path.isdir(path):
@@ -499,9 +498,7 @@ class Trainer:
         if os.path.exists(src):       # drop lines of steps after the checkpoint: they will be run again
             with open(src, encoding="utf-8") as f:
                 keep = [ln for ln in f if ln.strip() and json.loads(ln)["global_step"] <= last]
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(keep)
-        os.replace(path + ".tmp", path)
+        outputs.write_atomic(path, "".join(keep))
 
 
 @torch.no_grad()
@@ -654,10 +651,10 @@ def prepare(argv=None, world=None):
         return args, recipe
     if not (args.data and args.out):
         p.error("training needs --data and --out (and --init-from unless resuming)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    if args.device:
+        runtime.check_device(args.device)
     if args.init_from:
-        check_model_folder(args.init_from)
+        check_model_folder(args.init_from, "--init-from")
         cfg = LlamaConfig.from_pretrained(args.init_from)
         check_seq_len(args.seq_len or recipe.seq_len, cfg, args.init_from)
     if not os.path.isfile(os.path.join(args.data, "meta.json")):
@@ -675,13 +672,6 @@ def _int(text):
         return int(text)
     except ValueError:
         return text
-
-
-def check_model_folder(folder, flag="--init-from"):
-    if not os.path.isdir(folder):
-        raise SystemExit(f"error: {flag} {folder}: no such folder")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise SystemExit(f"error: {flag} {folder}: no config.json (give a Hugging Face model folder)")
 
 
 def check_seq_len(T, cfg, where):
