@@ -58,7 +58,8 @@ class NgramLM:
             hist, start, types = np.unique(grams // self.V, return_index=True, return_counts=True)
             return hist, np.add.reduceat(counts, start), types
 
-        h, tot, typ = as_history(1)  # single-token histories: dense arrays
+        # single-token histories, as dense arrays (a unigram model, order 1, has none)
+        h, tot, typ = as_history(1) if self.order > 1 else (np.zeros(0, np.int64),) * 3
         self.hist1 = (np.bincount(h, tot, self.V), np.bincount(h, typ, self.V).astype(np.float64))
         # table k: every k-gram seen as an event or as a history, with its count as an event
         # and its (total, types) as a history: a k-gram's history stats are then found by the

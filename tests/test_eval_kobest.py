@@ -236,8 +236,11 @@ def test_metrics_worked_out_by_hand():
     assert "acc_norm" not in m and m["n"] == 5
 
     # HellaSwag: acc_norm divides by the choice's length in characters (no leading space)
-    hs = [ek.Example("hellaswag", 0, "", ["가나다라", "가", "가나", "가나다"], 0),
-          ek.Example("hellaswag", 1, "", ["가나", "가나다라마바", "가", "가나다"], 1)]
+    # not in tokens: each choice here is one token, so dividing by token counts would give
+    # argmax(lls) again (pred 1 and 2, both wrong: acc_norm 0)
+    one_token = [[7], [8], [9], [10]]
+    hs = [ek.Example("hellaswag", 0, "", ["가나다라", "가", "가나", "가나다"], 0, [1], one_token),
+          ek.Example("hellaswag", 1, "", ["가나", "가나다라마바", "가", "가나다"], 1, [1], one_token)]
     lls = [[-8.0, -3.0, -7.0, -9.0],     # acc: pred 1 (wrong); norm: -2, -3, -3.5, -3 -> 0 (right)
            [-4.0, -9.0, -1.0, -6.0]]     # acc: pred 2 (wrong); norm: -2, -1.5, -1, -2 -> 2 (wrong)
     m = ek.task_metrics("hellaswag", hs, lls)

@@ -73,6 +73,25 @@ def test_only_adapters_get_gradients_and_dropout_is_on_the_adapter_path_only():
     assert not torch.allclose(q(x), q.eval()(x))
 
 
+@pytest.mark.parametrize("r, alpha, scale", [(4, 8, 2.0), (8, 32, 4.0), (32, 32, 1.0), (16, 8, 0.5)])
+def test_update_is_scaled_by_alpha_over_r_written_out(r, alpha, scale):
+    """y = x W^T + b + (alpha / r) x A^T B^T, the scale worked out by hand for each (r, alpha),
+    not read back from the module; merge() folds the same (alpha / r) B A into W."""
+    torch.manual_seed(0)
+    lin = nn.Linear(12, 6)
+    q = LoRALinear.wrap(lin, r=r, alpha=alpha, dropout=0.0).eval()
+    with torch.no_grad():
+        q.lora_A.copy_(torch.randn(r, 12))
+        q.lora_B.copy_(torch.randn(6, r))
+    x = torch.randn(5, 12)
+    want = x @ lin.weight.T + lin.bias + scale * (x @ q.lora_A.T @ q.lora_B.T)
+    torch.testing.assert_close(q(x), want, atol=1e-5, rtol=1e-5)
+    w = lin.weight.detach().clone()
+    q.merge()
+    torch.testing.assert_close(q.weight, w + scale * q.lora_B @ q.lora_A, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(q(x), want, atol=1e-5, rtol=1e-5)
+
+
 def test_bf16_base_weight_with_fp32_adapters_under_autocast():
     """The CUDA layout: frozen base weight in bf16, adapters train in fp32."""
     torch.manual_seed(0)

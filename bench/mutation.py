@@ -1,0 +1,286 @@
+"""Mutation testing: would the suite notice a plausible one-line bug?
+
+Each mutant below is a small semantic edit a developer could make by mistake (an off-by-one,
+a wrong constant, a skipped step). For each one, alone, the tree is copied to a temporary
+folder, the edit is applied there (the working tree is never touched) and the test suite is
+run against the copy. A mutant is *killed* when a test fails (or the run hangs past
+--timeout); one that passes every test *survived*: the suite would let that bug through.
+
+    python bench/mutation.py                     # every mutant: the score and the survivors
+    python bench/mutation.py --list              # the mutants, one line each
+    python bench/mutation.py --only lora-scale,wd-norms --output /tmp/mut.json
+    python bench/mutation.py --check             # each edit applies exactly once (fast, no tests)
+
+The tests most likely to catch a mutant run first, then the rest of the suite with -x, so
+a killed mutant costs seconds to a minute and a survivor the whole suite (about 3 minutes on
+a 2-core machine). Tests that need files outside the repository skip in the copy, as they
+do on a fresh clone. It is a benchmark, not part of CI: results go in bench/RESULTS.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, file, old text, new text, the tests to run first). `old` must occur exactly once.
+MUTANTS = [
+    # ---- lora.py
+    ("lora-scale", "lora.py", "self.scale = r, alpha, alpha / r", "self.scale = r, alpha, alpha",
+     "test_lora.py"),
+    ("lora-merge-sign", "lora.py", "self.weight.float() + self.delta()", "self.weight.float() - self.delta()",
+     "test_lora.py"),
+    # ---- train.py
+    ("frozen-rows-after-clip", "train.py",
+     "            for prm, k in self.frozen_rows:\n                parallel.first_rows(prm.grad, k).zero_()\n",
+     "", "test_train_step.py test_train.py"),
+    ("betas-ignored", "train.py", "betas=tuple(self.recipe.betas)", "betas=(0.9, 0.999)",
+     "test_train_step.py test_train.py"),
+    ("wd-norms-group", "train.py", '{"params": no_decay, "weight_decay": 0.0}',
+     '{"params": no_decay, "weight_decay": st.weight_decay}', "test_train_step.py test_train.py"),
+    ("ddp-no-sync-skipped", "train.py", "elif self.ddp and m < G - 1:", "elif False:", "test_ddp_accum.py"),
+    ("loss-scale-world", "train.py", "(loss * (W / n_tok)).backward()", "(loss * (1 / n_tok)).backward()",
+     "test_ddp_accum.py test_train.py"),
+    ("clip-off-by-default", "train.py", "if self.recipe.grad_clip > 0:", "if self.recipe.grad_clip > 1e9:",
+     "test_train_step.py test_train.py"),
+    ("frozen-rows-not-restored", "train.py",
+     "                    parallel.first_rows(prm, k).copy_(kept)\n", "                    pass\n",
+     "test_train_step.py test_train.py"),
+    # ---- recipe.py
+    ("warmup-off-by-one", "recipe.py", "return st.lr * (step + 1) / w", "return st.lr * step / w",
+     "test_train_step.py test_recipe.py"),
+    ("cosine-no-floor", "recipe.py", "lo = p[\"steps\"], p[\"warmup\"], st.lr * st.min_lr_ratio",
+     "lo = p[\"steps\"], p[\"warmup\"], 0.0", "test_train_step.py test_recipe.py"),
+    ("wsd-decay-length", "recipe.py", "d = max(1, int(round(st.decay_frac * n)))",
+     "d = max(1, int(st.decay_frac * n))", "test_recipe.py"),
+    ("odd-even-layers", "recipe.py", "r = 1 if g == \"odd_layers\" else 0", "r = 0 if g == \"odd_layers\" else 1",
+     "test_recipe.py test_train.py"),
+    ("grad-accum-rounding", "recipe.py", "if rem or G < 1:", "if G < 1:", "test_recipe.py"),
+    # ---- model.py
+    ("rmsnorm-eps-outside", "model.py", "torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)",
+     "torch.rsqrt(h.pow(2).mean(-1, keepdim=True)) + self.eps", "test_model.py"),
+    ("rope-theta", "model.py", "inv = 1.0 / (cfg.rope_theta ** (", "inv = 1.0 / ((cfg.rope_theta / 2) ** (",
+     "test_model.py"),
+    ("swiglu-swapped", "model.py", "F.silu(self.gate_proj(x)) * self.up_proj(x)",
+     "F.silu(self.up_proj(x)) * self.gate_proj(x)", "test_model.py"),
+    ("expand-mean-of-new", "model.py", "new = src.mean(0, keepdim=True).expand(n_new, -1)",
+     "new = src[1:].mean(0, keepdim=True).expand(n_new, -1)", "test_expand.py"),
+    ("expand-subword-sum", "model.py", "offsets.to(src.device), mode=\"mean\")",
+     "offsets.to(src.device), mode=\"sum\")", "test_expand.py"),
+    # ---- tokenizer.py
+    ("merge-scores-above-base", "tokenizer.py", "floor - 1.0 - i, NORMAL", "floor + 1.0 + i, NORMAL",
+     "test_tokenizer.py"),
+    ("filter-too-long-off-by-one", "tokenizer.py", "max_piece_chars and len(text) > max_piece_chars",
+     "max_piece_chars and len(text) >= max_piece_chars", "test_tokenizer.py"),
+    ("hangul-range", "tokenizer.py", 'return "\\uac00" <= c <= "\\ud7a3"', 'return "\\uac00" <= c < "\\ud7a3"',
+     "test_tokenizer.py"),
+    # ---- eval_kobest.py
+    ("acc-norm-token-length", "eval_kobest.py", "norm = [argmax([s / len(c) for s, c in zip(sc, ex.choices)])",
+     "norm = [argmax([s / len(t) for s, t in zip(sc, ex.cont_ids)])", "test_eval_kobest.py"),
+    ("macro-f1-labels-gold-only", "eval_kobest.py", "labels = sorted(set(golds) | set(preds))",
+     "labels = sorted(set(golds))", "test_eval_kobest.py"),
+    ("argmax-last-tie", "eval_kobest.py", "        if x > xs[best]:", "        if x >= xs[best]:",
+     "test_eval_kobest.py"),
+    ("encode-pair-spaces", "eval_kobest.py", "    if n_spaces > 0:\n", "    if n_spaces > 1:\n",
+     "test_eval_kobest.py"),
+    ("group-unweighted", "eval_kobest.py", "sum(m[metric] * m[\"n\"] for m in have) / sum(m[\"n\"] for m in have)",
+     "sum(m[metric] for m in have) / len(have)", "test_eval_kobest.py"),
+    # ---- perplexity.py
+    ("ngram-pad-one", "perplexity.py", "pad = np.full(self.order - 1, self.V - 1, np.int64)",
+     "pad = np.full(1, self.V - 1, np.int64)", "test_perplexity.py test_data.py"),
+    ("ngram-discount-backoff", "perplexity.py", "+ D * typ / np.maximum(tot, 1) * p, p)",
+     "+ D / np.maximum(tot, 1) * p, p)", "test_perplexity.py test_data.py"),
+    ("ngram-unigram-addone", "perplexity.py", "p = (self.unigram[seq[t]] + 1) / (self.unigram.sum() + self.V)",
+     "p = (self.unigram[seq[t]] + 1) / (self.unigram.sum() + 1)", "test_perplexity.py test_data.py"),
+    # ---- data.py
+    ("ppl-percentile-over-all", "data.py", "np.percentile(ppl[reason == 0], cfg.ppl_percentile)",
+     "np.percentile(ppl, cfg.ppl_percentile)", "test_perplexity.py test_data.py"),
+    ("ppl-cut-max-not-min", "data.py", "        ppl_cut = min(cuts)\n", "        ppl_cut = max(cuts)\n",
+     "test_perplexity.py test_data.py"),
+    ("sample-drops-dups-again", "data.py", "reason[(reason == 0) & ~sample_to_target(",
+     "reason[~sample_to_target(", "test_data.py"),
+    # ---- dedup.py
+    ("exact-dedup-keeps-last", "dedup.py", 'order = np.argsort(h, kind="stable")',
+     'order = np.argsort(h, kind="stable")[::-1]', "test_data.py"),
+    ("near-dedup-threshold-strict", "dedup.py", "if est.max() >= threshold:", "if est.max() > threshold:",
+     "test_data.py"),
+    ("lsh-probability", "dedup.py", "if 1 - (1 - threshold ** r) ** b >= 0.99:",
+     "if 1 - (1 - threshold ** r) ** b >= 0.5:", "test_data.py"),
+    # ---- textclean.py
+    ("min-chars-off-by-one", "textclean.py", "if len(text) < cfg.min_chars:", "if len(text) <= cfg.min_chars:",
+     "test_textclean.py test_data.py"),
+    ("hangul-frac-strict", "textclean.py", "hangul / letters < cfg.min_hangul_frac",
+     "hangul / letters <= cfg.min_hangul_frac", "test_textclean.py test_data.py"),
+    ("dup-line-frac", "textclean.py", "if dup / len(lines) > cfg.max_dup_line_frac or",
+     "if dup / len(lines) >= cfg.max_dup_line_frac or", "test_textclean.py test_data.py"),
+    ("max-repeat-off", "textclean.py", "    if max_repeat > 0:", "    if max_repeat > 1000:",
+     "test_textclean.py test_data.py"),
+    # ---- shards.py
+    ("val-coin-inverted", "shards.py", "/ 2**64 < fraction", "/ 2**64 > fraction", "test_data.py"),
+    ("shard-window-short", "shards.py", "arr[start:start + self.T + 1]", "arr[start:start + self.T]",
+     "test_data.py test_train.py"),
+    ("tokens-per-char-train-split", "shards.py", 'split = "val_" if self.meta.get("val_shards") else ""',
+     'split = ""', "test_score.py"),
+    # ---- score.py
+    ("score-counts-bos", "score.py", "tokens += len(ids) - 1", "tokens += len(ids)", "test_score.py"),
+    ("score-stride-full", "score.py", "stride, total, scored = len(ids), max(1, context // 2), 0.0, 1",
+     "stride, total, scored = len(ids), max(1, context), 0.0, 1", "test_score.py"),
+    # ---- checkpoint.py
+    ("keep-one-more", "checkpoint.py", "for old in list_checkpoints(ckdir)[:-keep]:",
+     "for old in list_checkpoints(ckdir)[:-keep - 1]:", "test_train.py test_train_recovery.py"),
+    ("tmp-is-a-checkpoint", "checkpoint.py", 'if re.fullmatch(r"step-\\d+", d)', 'if re.match(r"step-\\d+", d)',
+     "test_train_recovery.py"),
+    # ---- outputs.py
+    ("guard-inside-input", "outputs.py", "        if p in o.parents:\n", "        if False:\n",
+     "test_outputs.py"),
+    ("force-without-marker", "outputs.py", "        if not ours(out):\n", "        if False:\n",
+     "test_outputs.py"),
+    # ---- cli.py
+    ("range-open-bound", "cli.py", "(value == lo and not lo_open)", "(value == lo)", "test_cli_errors.py"),
+    # ---- safetensors_io.py
+    ("st-hole-allowed", "safetensors_io.py", "        if start != pos:\n", "        if start < pos:\n",
+     "test_hostile_files.py"),
+    ("st-trailing-bytes", "safetensors_io.py", "    if 8 + n + pos != size:", "    if 8 + n + pos > size:",
+     "test_hostile_files.py"),
+    # ---- corpus_io.py
+    ("cp949-accepts-garbage", "corpus_io.py", 'if other == "utf-8" or _mostly_hangul(text):',
+     'if True:', "test_data_reliability.py test_data.py"),
+    # ---- runtime.py
+    ("auto-dtype-bf16-on-cpu", "runtime.py", 'return "bf16" if device.type == "cuda" else "fp32"',
+     'return "bf16"', "test_train_gpu_paths.py test_train.py"),
+    # ---- parallel.py
+    ("first-rows-all", "parallel.py", "return local[:max(0, min(k - start, local.shape[0]))]",
+     "return local[:max(0, min(k - start + 1, local.shape[0]))]", "test_train.py test_fsdp.py"),
+    # ---- plan.py
+    ("flops-no-attention", "plan.py", "attn = 4 * T * cfg.num_attention_heads * cfg.head_dim",
+     "attn = 0", "test_plan.py"),
+    # ---- report.py
+    # ---- demo.py
+    ("demo-heldout-overlaps", "demo.py", "if i % 5]", "if i % 4]", "test_demo.py"),
+    # ---- redwhale.py
+    ("cli-nproc-ignored", "redwhale.py", "if nproc > 1 and", "if nproc > 2 and", "test_cli_errors.py test_train.py"),
+    ("cli-ratio-runs-merge", "redwhale.py", '"ratio": ("tokenizer", ["ratio"]', '"ratio": ("tokenizer", ["merge"]',
+     "test_tokenizer.py test_cli_errors.py"),
+    ("report-first-loss", "report.py", 's = out.setdefault(name, {"first_loss": r["loss"], "steps": 0})',
+     's = out.setdefault(name, {"first_loss": 0.0, "steps": 0})', "test_demo.py"),
+]
+
+
+def files_of(root):
+    """The tracked and untracked-but-not-ignored files, plus .cache (the fetched base tokenizer)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True,
+                         capture_output=True).stdout.decode().split("\0")
+    return [f for f in out if f and (root / f).is_file()]
+
+
+def copy_tree(root, dest):
+    for f in files_of(root):
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / f, dest / f)
+    if (root / ".cache").is_dir():
+        shutil.copytree(root / ".cache", dest / ".cache")
+
+
+def apply(tree, mutant):
+    name, fname, old, new, _ = mutant
+    path = tree / fname
+    text = path.read_text(encoding="utf-8")
+    n = text.count(old)
+    if n != 1:
+        raise SystemExit(f"error: mutant {name}: the text to change occurs {n} times in {fname}, not once")
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def test_order(tree, first, first_only=False):
+    """The named test files first, then every other test file (pytest keeps this order)."""
+    first = [f"tests/{f}" for f in first.split() if (tree / "tests" / f).is_file()]
+    if first_only and first:
+        return first
+    rest = sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py"))
+    return first + [f for f in rest if f not in first]
+
+
+def run_suite(tree, first, timeout, first_only=False):
+    """(killed, how, seconds): run the tests against the tree, stopping at the first failure."""
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *test_order(tree, first, first_only)]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        r = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return True, f"timeout after {timeout} s", time.time() - t0
+    if r.returncode in (4, 5):      # a usage error or no tests: a fault of this script, not a kill
+        raise SystemExit(f"error: pytest exited {r.returncode}: {r.stdout[-2000:]}{r.stderr[-2000:]}")
+    if r.returncode == 0:
+        return False, "all tests passed", time.time() - t0
+    lines = r.stdout.strip().splitlines() or ["?"]
+    failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    return True, (failed or lines[-1:])[0][:160], time.time() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="", help="comma-separated mutant names (default: all)")
+    p.add_argument("--list", action="store_true", help="print the mutants and exit")
+    p.add_argument("--check", action="store_true", help="check every edit applies exactly once, run no tests")
+    p.add_argument("--baseline", action="store_true", help="first run the suite unmutated (it must pass)")
+    p.add_argument("--first-only", action="store_true",
+                   help="run only each mutant's own test files (a quick first look; the score is the full run)")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per mutant before it counts as killed")
+    p.add_argument("--output", default="", help="write the results as JSON here")
+    a = p.parse_args(argv)
+    mutants = MUTANTS
+    if a.only:
+        want = a.only.split(",")
+        unknown = set(want) - {m[0] for m in MUTANTS}
+        if unknown:
+            raise SystemExit(f"error: --only: no mutant named {', '.join(sorted(unknown))} (see --list)")
+        mutants = [m for m in MUTANTS if m[0] in want]
+    if a.list:
+        for name, fname, *_ in mutants:
+            print(f"{name:32s} {fname}")
+        return
+    print(f"{len(mutants)} mutants in {len({m[1] for m in mutants})} files", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="redwhale-mutation-") as tmp:
+        clean = Path(tmp) / "clean"
+        copy_tree(ROOT, clean)
+        if a.check:
+            bad = []
+            for m in mutants:
+                n = (clean / m[1]).read_text(encoding="utf-8").count(m[2])
+                if n != 1:
+                    bad.append(f"{m[0]}: occurs {n} times in {m[1]}")
+            print("\n".join(bad) or "every mutant applies exactly once")
+            raise SystemExit(1 if bad else 0)
+        if a.baseline:
+            killed, how, sec = run_suite(clean, "", a.timeout)
+            print(f"baseline: {how} in {sec:.0f} s", flush=True)
+            if killed:
+                raise SystemExit("error: the unmutated suite fails: fix it before measuring mutants")
+        for i, m in enumerate(mutants):
+            tree = Path(tmp) / m[0]
+            shutil.copytree(clean, tree, symlinks=True)
+            apply(tree, m)
+            killed, how, sec = run_suite(tree, m[4], a.timeout, a.first_only)
+            shutil.rmtree(tree, ignore_errors=True)
+            results.append({"name": m[0], "file": m[1], "killed": killed, "by": how, "seconds": round(sec, 1)})
+            print(f"[{i + 1}/{len(mutants)}] {m[0]:32s} {'killed' if killed else 'SURVIVED':8s} {sec:6.0f} s  {how}",
+                  flush=True)
+    k = sum(r["killed"] for r in results)
+    print(f"\nscore: {k}/{len(results)} killed ({100 * k / max(1, len(results)):.1f}%)")
+    for r in results:
+        if not r["killed"]:
+            print(f"survived: {r['name']} ({r['file']})")
+    if a.output:
+        Path(a.output).write_text(json.dumps({"killed": k, "total": len(results), "mutants": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
