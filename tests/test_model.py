@@ -145,6 +145,22 @@ def test_kv_cache_generation_equals_full_recompute(tmp_path):
     assert m.generate(prompt, 20, eos_token_id=stop) == fast[:fast.index(stop) + 1]
 
 
+
+@pytest.mark.parametrize("std", [0.02, 0.3])
+def test_fresh_weights_are_normal_with_the_configs_initializer_range(std):
+    """As HF's _init_weights: every Linear and Embedding N(0, initializer_range), biases 0, norms 1."""
+    torch.manual_seed(0)
+    m = Llama(LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+                          initializer_range=std))
+    for n, p in m.named_parameters():
+        if n.endswith("norm.weight"):
+            assert torch.equal(p, torch.ones_like(p)), n
+        elif n.endswith(".bias"):
+            assert torch.equal(p, torch.zeros_like(p)), n
+        else:       # 2,048+ samples each (seeded): the sample std within 5% of std is 3 sigma
+            assert abs(p.std().item() / std - 1) < 0.05 and abs(p.mean().item()) < 0.1 * std, n
+
 # ---- bad inputs: each error names the problem ----
 
 def test_config_errors_name_the_field(tmp_path):

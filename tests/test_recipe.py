@@ -76,6 +76,29 @@ def test_learning_rate_schedules():
     assert all(a > b for a, b in zip(w[79:], w[80:]))
 
 
+
+def test_schedules_written_out_for_a_short_stage():
+    """Every value by hand: lr 1, floor 0.1 (min_lr_ratio), 2 warmup steps."""
+    st = default_recipe().stages[0]
+    st.__dict__.update(lr=1.0, min_lr_ratio=0.1)
+    # cosine over 6 steps: t = (step - 2) / 3 after the warmup, 0.1 + 0.45 (1 + cos(pi t))
+    assert [lr_at(st, {"steps": 6, "warmup": 2}, i) for i in range(6)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.775, 0.325, 0.1])
+    # warmup-stable-decay over 14 steps, decay_frac 0.25: round(3.5) = 4 decay steps, linear to 0.1
+    st.__dict__.update(schedule="wsd", decay_frac=0.25)
+    assert [lr_at(st, {"steps": 14, "warmup": 2}, i) for i in range(14)] == pytest.approx(
+        [0.5, 1.0] + [1.0] * 8 + [0.775, 0.55, 0.325, 0.1])
+    # no warmup: the first step is already at the peak
+    assert lr_at(st, {"steps": 14, "warmup": 0}, 0) == 1.0
+
+
+@pytest.mark.parametrize("warmup, steps", [(0.25, 25), (0.999, 100), (1, 1), (1.0, 1), (7, 7), (0, 0)])
+def test_warmup_below_one_is_a_fraction_of_the_steps_and_from_one_a_step_count(warmup, steps):
+    r = default_recipe()
+    r.stages = r.stages[:1]
+    r.stages[0].__dict__.update(steps=100, warmup=warmup)
+    assert resolve(r, flags(batch_size=4, seq_len=2048), world=1)[0]["warmup"] == steps
+
 def test_parameter_groups():
     cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=5,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)

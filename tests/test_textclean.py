@@ -150,3 +150,57 @@ def test_rule_settings_default_in_textclean():
     for name, value in textclean.RULE_DEFAULTS.items():
         assert textclean.setting(c, name) == getattr(c, name, value)
     assert textclean.setting(cfg(max_digit_frac=0.7), "max_digit_frac") == 0.7
+
+
+# ---- every threshold on both sides of its boundary ----
+
+# all rules off: each row below switches one on (CleanConfig's own ranges allow these values)
+OFF = dict(min_chars=0, max_chars=0, min_hangul_frac=0, max_symbol_frac=1, max_digit_frac=1, max_dup_line_frac=1,
+           max_dup_line_char_frac=1, rep_min_words=0, rep_full_words=0, top_ngram="", dup_ngram="",
+           min_sentence_frac=0)
+WORDS_5X2 = "가 나 다 라 마 가 나 다 라 마 바 사"        # one 5-gram said twice: 10 of 12 word characters
+# (rule, document, the statistic worked out by hand, the setting, its kind: a floor or a ceiling)
+BOUNDARIES = [
+    ("too_short", "가나다라마바사아자차", 10, "min_chars", "floor"),
+    ("too_long", "가나다라마바사아자차", 10, "max_chars", "ceiling"),
+    ("low_hangul", "가나ab", 2 / 4, "min_hangul_frac", "floor"),            # Hangul / letters
+    ("symbols", "가나다!", 1 / 4, "max_symbol_frac", "ceiling"),            # symbols / non-space
+    ("digits", "가나12", 2 / 4, "max_digit_frac", "ceiling"),               # digits / non-space
+    ("dup_lines", "가\n가\n가\n나", 2 / 4, "max_dup_line_frac", "ceiling"),  # repeated lines / lines
+    ("dup_lines", "가나\n가나\n다라마바사아", 2 / 12, "max_dup_line_char_frac", "ceiling"),  # / all chars
+    ("top_2gram", "가나 다라 가나 다라 마 바 사 아", 2 * 4 / 12, "top_ngram", "ceiling"),  # count x chars / chars
+    ("dup_5gram", WORDS_5X2, 10 / 12, "dup_ngram", "ceiling"),
+]
+
+
+def with_setting(name, value):
+    if name == "top_ngram":
+        return {name: f"2:{value!r}"}
+    if name == "dup_ngram":
+        return {name: f"5:{value!r}"}
+    return {name: value}
+
+
+def test_each_rule_keeps_a_document_at_its_threshold_and_drops_one_just_past_it():
+    for rule, text, stat, name, kind in BOUNDARIES:
+        assert normalize(text) == text
+        past = stat + (1 if isinstance(stat, int) else 1e-9) * (1 if kind == "floor" else -1)
+        assert filter_reason(text, cfg(**{**OFF, **with_setting(name, stat)})) is None, (rule, name)
+        assert filter_reason(text, cfg(**{**OFF, **with_setting(name, past)})) == rule, (rule, name)
+        assert filter_reason(text, cfg(**OFF)) is None, rule            # and nothing else drops it
+
+
+def test_the_ngram_rules_apply_from_rep_min_words_words():
+    on = {**OFF, "dup_ngram": "5:0.5"}
+    assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_min_words": 12})) == "dup_5gram"    # 12 words: checked
+    assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_min_words": 13})) is None           # fewer than 13: not
+    # a short document is judged as if it had rep_full_words words: 10 / 24 < 0.5
+    assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_full_words": 24})) is None
+    assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_full_words": 19})) == "dup_5gram"   # 10 / 19 > 0.5
+
+
+def test_runs_of_one_character_are_capped_at_max_repeat():
+    assert normalize("ㅋ" * 5 + "가", max_repeat=5) == "ㅋ" * 5 + "가"
+    assert normalize("ㅋ" * 6 + "가", max_repeat=5) == "ㅋ" * 5 + "가"
+    assert normalize("ㅋ" * 9 + "!!!", max_repeat=2) == "ㅋㅋ!!"
+    assert normalize("ㅋ" * 9, max_repeat=0) == "ㅋ" * 9                             # 0: no cap

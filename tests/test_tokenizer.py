@@ -104,6 +104,22 @@ def test_each_filter_rule_drops_what_it_names():
     assert dropped["not_normal"] == dropped["in_base"] == 1 and sum(dropped.values()) == 2
 
 
+
+def test_filter_rules_at_their_boundaries():
+    """Each rule with a piece just inside and just outside it: 8 syllables kept and 9 dropped
+    (the leading "▁" is not counted), the first and last precomposed syllables (U+AC00, U+D7A3)
+    kept and their neighbours (U+ABFF, U+D7A4) not, non-ASCII punctuation, digits and Latin
+    letters dropped by the Latin/digit/punctuation rule, not by the Hangul one."""
+    base = toy_proto([("<unk>", "UNKNOWN")])
+    korean = toy_proto([("<unk>", "UNKNOWN"), ("▁가나다라마바사아", "NORMAL"), ("가나다라마바사아자", "NORMAL"),
+                        ("\uac00", "NORMAL"), ("\ud7a3", "NORMAL"), ("\uabff", "NORMAL"), ("\ud7a4", "NORMAL"),
+                        ("가·나", "NORMAL"), ("３가", "NORMAL"), ("café", "NORMAL")])
+    kept, dropped, examples = T.filter_pieces(korean, base, max_piece_chars=8)
+    assert kept == ["▁가나다라마바사아", "\uac00", "\ud7a3"]
+    assert examples["too_long"] == ["가나다라마바사아자"]
+    assert examples["non_hangul"] == ["\uabff", "\ud7a4"]
+    assert examples["latin_digit_punct"] == ["가·나", "３가", "café"]
+
 # ---- merging ----
 
 def test_merge_keeps_base_and_appends_filtered_pieces_in_order(merged_tiny, base_spm, korean_model):
