@@ -46,9 +46,11 @@ def log(msg):
 
 
 def english_docs():
-    """Python's own documentation (pydoc_data ships with every CPython): our "English web"."""
+    """Python's own documentation (pydoc_data ships with every CPython), our "English web":
+    (the topics the base pretrains on, every 5th topic held out to measure English after)."""
     from pydoc_data.topics import topics
-    return [" ".join(topics[k].split()) for k in sorted(topics)]
+    docs = [" ".join(topics[k].split()) for k in sorted(topics)]
+    return [t for i, t in enumerate(docs) if i % 5], docs[::5]
 
 
 def read_texts(paths, limit=0):
@@ -85,7 +87,7 @@ def build_base(args, run):
     from model import Llama, LlamaConfig
     base = run / "base"
     korean_bit = read_texts(args.corpus[:1], limit=300)    # SOLAR saw a little Korean
-    english = [t for i, t in enumerate(english_docs()) if i % 5]   # every 5th is held out (english_heldout)
+    english, _ = english_docs()                            # without the held-out topics
     texts = english + korean_bit
     log(f"base tokenizer: BPE {args.base_vocab} pieces on {len(texts)} mostly-English documents")
     (base / "tok").mkdir(parents=True, exist_ok=True)
@@ -175,7 +177,7 @@ def run_demo(args):
         rep["timing_s"][step] = round(time.time() - t, 1)
 
     t = time.time()
-    write_jsonl(run / "english_heldout.jsonl", english_docs()[::5])   # never in the base's pretraining
+    write_jsonl(run / "english_heldout.jsonl", english_docs()[1])   # never in the base's pretraining
     if args.base:
         base = Path(args.base)
         rep["base"] = {"model": str(base), "given": True}

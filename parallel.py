@@ -148,9 +148,12 @@ def local_rows(p):
     torch.chunk's way (ceil(rows / world) per rank); a plain tensor is all rows from 0."""
     if not isinstance(p, DTensor):
         return p, 0
-    rows = p.shape[0]
-    chunk = math.ceil(rows / dist.get_world_size())
-    return p.to_local(), min(rows, dist.get_rank() * chunk)
+    return p.to_local(), shard_start(p.shape[0], dist.get_world_size(), dist.get_rank())
+
+
+def shard_start(rows, world, rank):
+    """Index of the first row of `rank`'s shard (rows when the shard is empty)."""
+    return min(rows, rank * math.ceil(rows / world))
 
 
 def first_rows(p, k):

@@ -184,3 +184,36 @@ def test_export_help_is_help():
     p = subprocess.run([sys.executable, str(ROOT / "redwhale.py"), "export", "--help"], capture_output=True,
                        text=True, env=ENV)
     assert p.returncode == 0 and "RUN_DIR" in p.stdout and "--to" in p.stdout
+
+
+@pytest.mark.parametrize("value, kw, ok", [
+    (0, dict(lo=0), True), (0, dict(lo=0, lo_open=True), False), (1e-9, dict(lo=0, lo_open=True), True),
+    (1, dict(hi=1), True), (1, dict(hi=1, hi_open=True), False), (0.999, dict(hi=1, hi_open=True), True),
+    (-1, dict(lo=0), False), (2, dict(hi=1), False), (float("nan"), dict(), False), (True, dict(), False),
+    (3, dict(kind=int), True), (3.0, dict(kind=int), True), (2.5, dict(kind=int), False),
+])
+def test_a_range_includes_its_closed_ends_and_excludes_its_open_ones(value, kw, ok):
+    assert (cli.problem(value, **kw) is None) == ok
+
+
+# each step reaches its own module's parser: a flag that only that parser has
+STEP_FLAGS = {"clean": "--txt-mode", "tokenize": "--shard-tokens", "tokenizer-train": "--vocab-size",
+              "merge": "--korean", "ratio": "--tokenizer TOKENIZER --base BASE", "sweep": "--sizes",
+              "expand": "--vocab-multiple", "train": "--steps-per-stage", "plan": "--steps-per-stage",
+              "export": "run_dir", "eval": "--num-fewshot", "score": "--context", "generate": "--top-p"}
+
+
+@pytest.mark.parametrize("step", STEP_FLAGS)
+def test_every_step_dispatches_to_its_own_command(step, capsys):
+    import redwhale
+    assert set(STEP_FLAGS) == set(redwhale.STEPS)
+    with pytest.raises(SystemExit) as e:
+        redwhale.main([step, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert STEP_FLAGS[step] in out
+    # and not a sibling command of the same module (tokenizer.py's train / merge / ratio / ...)
+    module = redwhale.STEPS[step][0]
+    siblings = [o for o, (m, lead, _) in redwhale.STEPS.items()
+                if m == module and lead and not lead[0].startswith("-") and o != step]
+    assert not any(STEP_FLAGS[o] in out for o in siblings), siblings

@@ -41,6 +41,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert bpc["after stage 4"]["korean"] < bpc["after expansion"]["korean"]
     assert "Korean bits/char" in md and (out / "tokens" / "val.jsonl").exists()
     assert any("eval_en_bpc" in r for r in rep["train"]["log"])
+    # the held-out English was never in the base's pretraining text
+    pretrained = {json.loads(line)["text"] for line in open(out / "base_corpus.jsonl", encoding="utf-8")}
+    held_out = [json.loads(line)["text"] for line in open(out / "english_heldout.jsonl", encoding="utf-8")]
+    assert len(held_out) >= 10 and not pretrained & set(held_out)
     # the exported model is an HF folder with its merged tokenizer
     final = out / "train" / "final"
     assert (final / "config.json").exists() and (final / "tokenizer.model").exists()

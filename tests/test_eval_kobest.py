@@ -224,6 +224,13 @@ def test_batch_size_and_order_do_not_change_any_score(sp):
         assert max(abs(a - b) for ra, rb in zip(back, base) for a, b in zip(ra, rb)) < 1e-9
 
 
+
+def test_a_too_long_input_keeps_its_last_max_len_plus_one_tokens_then_drops_the_last():
+    """lm-eval: (ctx + cont)[-(max_len + 1):][:-1], the continuation scored on the last len(cont)."""
+    ctx, cont = list(range(1, 11)), [11, 12]
+    assert ek.lm_input(ctx, cont, 5) == [7, 8, 9, 10, 11]
+    assert ek.lm_input(ctx, cont, 100) == list(range(1, 12))       # short enough: all but the last
+
 # ---- metrics ----
 
 def test_metrics_worked_out_by_hand():

@@ -22,6 +22,18 @@ from recipe import default_recipe
 STEPS = 4          # per stage
 
 
+def test_each_ranks_first_row_is_where_torch_chunk_puts_it():
+    """FSDP2 shards dim 0 as torch.chunk does (ceil(rows / world) rows per rank, the last ones
+    shorter or empty); the frozen-row masks find their rows by this offset."""
+    import parallel
+    for n_rows in range(1, 25):
+        for world in range(1, 6):
+            sizes = [len(c) for c in torch.arange(n_rows).chunk(world)] + [0] * world
+            for rank in range(world):
+                want = min(n_rows, sum(sizes[:rank]))
+                assert parallel.shard_start(n_rows, world, rank) == want, (n_rows, world, rank)
+
+
 def cmd(train_setup, out, *extra, procs=2):
     """The default recipe (embed+head with the old rows frozen, odd layers, even layers, LoRA r32 with
     dropout 0.1), 2 sequences x 64 tokens per micro-batch, 2 micro-batches a step."""

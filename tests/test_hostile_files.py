@@ -186,6 +186,15 @@ def test_a_huge_shape_is_refused_before_anything_is_allocated(tmp_path, monkeypa
         list(read_safetensors(tmp_path / "x.safetensors"))
 
 
+
+@pytest.mark.parametrize("n, why", [(100_000_001, "header length 100000001 exceeds 100000000 bytes"),
+                                    (100_000_000, "header length 100000000 runs past the end of the file")])
+def test_a_header_length_over_the_librarys_100mb_limit_is_refused_before_reading(tmp_path, n, why):
+    import struct
+    (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", n) + b"{}")
+    with pytest.raises(ValueError, match=why):
+        list(read_safetensors(tmp_path / "x.safetensors"))
+
 def test_the_writer_refuses_what_the_format_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="w: a non-contiguous view"):
         write_safetensors(tmp_path / "a.safetensors", {"w": torch.zeros(3, 4).t()})

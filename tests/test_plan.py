@@ -85,3 +85,22 @@ def test_plan_command_for_solar_on_one_80gb_gpu(tmp_path, capsys):
                 "--activation-checkpointing", "--gpu-mem-gb", "141"])
     out = capsys.readouterr().out
     assert "do not fit" not in out and out.count(" yes") == 4
+
+
+def test_flops_per_token_is_6n_plus_12lct_when_everything_trains_and_less_for_a_stage():
+    """Worked out from the shapes: a layer's matrices are q, o (C x HD), k, v (C x KV D) and the
+    three MLP ones (C x I); the head is C x V. Training everything: 6 N + 12 L (H D) T, with N
+    the layer matrices and the head (the embedding is a lookup). Training only layer 3 of 4: the
+    forward is whole (2 N + 4 L H D T), the backward reaches layers 3.. and the head for
+    activations and computes weight gradients for layer 3 alone."""
+    C, H, KV, D, inter, L, V, T = 128, 4, 2, 32, 384, 4, 1000, 128
+    layer = 2 * C * H * D + 2 * C * KV * D + 3 * C * inter
+    head = C * V
+    attn = 4 * T * H * D                                            # QK^T and AV, one layer, forward
+    m = Llama(TINY)
+    assert plan.flops_per_token(m, T) == 6 * (L * layer + head) + 3 * L * attn
+    assert 3 * L * attn == 12 * L * (H * D) * T
+    for n, p in m.named_parameters():
+        p.requires_grad_(n.startswith("model.layers.3."))
+    forward, backward = 2 * (L * layer + head) + L * attn, 2 * (1 * layer + head) + 2 * 1 * attn
+    assert plan.flops_per_token(m, T) == forward + backward + 2 * layer

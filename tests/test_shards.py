@@ -38,6 +38,12 @@ def test_val_fraction_holds_out_exactly_the_documents_whose_coin_is_below_it(bas
     # characters are code points of the text as written
     assert meta["val_num_chars"] == sum(map(len, want))
     assert meta["num_chars"] == sum(map(len, docs)) - meta["val_num_chars"]
+    # bits per character during training use the held-out split's tokens per character
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    val_tokens = sum(len(sp.encode(d)) + 1 for d in want)           # + EOS
+    data = TokenShards(str(tmp_path / "tok"), 16, 2000)
+    assert data.tokens_per_char() == pytest.approx(val_tokens / sum(map(len, want)), rel=1e-12)
 
 
 def test_a_shard_is_closed_once_it_holds_shard_tokens(base_spm, tmp_path):

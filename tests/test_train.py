@@ -137,12 +137,14 @@ def test_two_process_torchrun_matches_one_process(train_setup, tmp_path):
         json.dump(recipe, f)
     one = run(train_setup, tmp_path / "one", recipe=tmp_path / "r.json")
     assert {r["stage"] for r in one} == {1, 2, 3}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"),
+    # as the README runs it: redwhale.py train --nproc 2 starts torchrun with two gloo processes
+    cmd = [sys.executable, str(ROOT / "redwhale.py"), "train", "--nproc", "2",
+           "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"),
            "--out", str(tmp_path / "two"), "--recipe", str(tmp_path / "r.json"), "--eval-every", "4",
            "--eval-batches", "4", "--ckpt-every", "0"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("G=1 x 2 ranks") == 3, p.stdout[-3000:]
     two = read_log(tmp_path / "two")
     assert [(r["stage"], r["step"], r["tokens"]) for r in two] == [(r["stage"], r["step"], r["tokens"]) for r in one]
     np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-4)
