@@ -36,7 +36,7 @@ PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서"]
 # (quick, full) settings; every one is also a flag of `redwhale.py demo`
 SIZES = {
     "base_vocab": (1000, 2000), "base_steps": (120, 600), "hidden": (96, 192), "layers": (4, 4),
-    "korean_vocab": (3000, 8000), "stage_steps": (25, 150), "seq_len": (128, 256), "batch_size": (8, 8),
+    "korean_vocab": (3000, 8000), "stage_steps": (16, 150), "seq_len": (128, 256), "batch_size": (8, 8),
     "max_docs": (4000, 0), "eval_limit": (20, 40),
 }
 
@@ -49,7 +49,7 @@ def english_docs():
     """Python's own documentation (pydoc_data ships with every CPython), our "English web":
     (the topics the base pretrains on, every 5th topic held out to measure English after)."""
     from pydoc_data.topics import topics
-    docs = [" ".join(topics[k].split()) for k in sorted(topics)]
+    docs = list(dict.fromkeys(" ".join(topics[k].split()) for k in sorted(topics)))  # "if" and "else" are one text
     return [t for i, t in enumerate(docs) if i % 5], docs[::5]
 
 

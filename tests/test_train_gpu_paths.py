@@ -274,16 +274,16 @@ def test_default_recipe_bf16_flash_accum_sigterm_then_resume_is_bit_identical(tr
     """The default four stages, --dtype bf16 --sdpa flash --grad-accum 2, cut by SIGTERM (forwarded
     by torchrun with 2 processes) and continued with --resume auto, log the same numbers, bit for
     bit, as an uninterrupted run, and write the same final/ weights."""
-    steps = 12
+    steps = 8
     p = subprocess.run(default_recipe_cmd(train_setup, tmp_path / "a", "--steps-per-stage", steps, procs=procs),
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     straight = read_log(tmp_path / "a")
     _, text = sigterm_after(default_recipe_cmd(train_setup, tmp_path / "b", "--steps-per-stage", steps, procs=procs),
-                            tmp_path / "b", 15)
+                            tmp_path / "b", 11)
     assert "stopped by signal SIGTERM" in text and "--shutdown-timeout" in text, text[-3000:]
     k = len(read_log(tmp_path / "b"))
-    assert 15 <= k < 4 * steps
+    assert 11 <= k < 4 * steps                        # cut inside stage 2 or later
     p = subprocess.run(default_recipe_cmd(train_setup, tmp_path / "b", "--steps-per-stage", steps, "--resume", "auto",
                                           procs=procs), capture_output=True, text=True, timeout=300, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
