@@ -320,6 +320,19 @@ class LlamaModel(nn.Module):
         self.norm = LlamaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
+def next_token(logits, temperature=0.0, top_p=1.0, gen=None):
+    """The next id from one position's logits (V,): greedy at temperature 0, else sampled from
+    softmax(logits / temperature) cut to its nucleus, the smallest set of most likely tokens
+    whose mass reaches top_p (always at least the first)."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = F.softmax(logits / temperature, dim=-1)
+    sorted_p, order = probs.sort(descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p       # the mass before this token is short of top_p
+    sorted_p = sorted_p * keep
+    return int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
+
+
 class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -389,16 +402,7 @@ class Llama(nn.Module):
         for _ in range(max_new_tokens):
             logits, _ = self(ids, kv_caches=caches, pos=pos)
             pos += ids.size(1)
-            logits = logits[0, -1].float()
-            if temperature <= 0:
-                nxt = int(logits.argmax())
-            else:
-                probs = F.softmax(logits / temperature, dim=-1)
-                sorted_p, order = probs.sort(descending=True)
-                # nucleus: keep the smallest prefix whose mass reaches top_p (always the first)
-                keep = sorted_p.cumsum(-1) - sorted_p < top_p
-                sorted_p = sorted_p * keep
-                nxt = int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
+            nxt = next_token(logits[0, -1].float(), temperature, top_p, gen)
             out.append(nxt)
             if nxt in eos:
                 break

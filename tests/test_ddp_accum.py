@@ -3,7 +3,8 @@
 What this pins (train.py's train_stage under DDP):
   * numbers: 2 ranks x 2 micro-steps give the same per-step loss, grad norm and final weights as
     1 process x 4 micro-steps over the same global batch, so the loss is divided by the token
-    count of the whole global batch and multiplied by W (DDP averages over the ranks);
+    count of the whole global batch and multiplied by W (DDP averages over the ranks), and each
+    sequence gets the same LoRA dropout mask wherever it runs;
   * communication: exactly one gradient all-reduce per optimizer step on every rank, i.e. the
     first G-1 micro-steps run under no_sync(). A DDP comm hook, registered on each stage's
     wrapper by a small torchrun driver, counts the all-reduce rounds (buckets with is_last()).
@@ -67,8 +68,11 @@ with open(os.path.join(sys.argv[1], "rank%s.json" % os.environ["RANK"]), "w") as
 def test_two_ranks_accumulating_match_one_process_with_one_allreduce_per_step(train_setup, tmp_path):
     recipe = json.loads(json.dumps(RECIPE))
     recipe["micro_batch"] = B
-    # embed+head with the old rows frozen (grads zeroed after the all-reduce), then the odd layers
-    recipe["stages"] = recipe["stages"][:2]
+    # embed+head with the old rows frozen (grads zeroed after the all-reduce), then LoRA with
+    # dropout: its masks follow each sequence's place in the global batch, so 2 ranks x 2
+    # micro-steps must draw the same masks for the same sequences as 1 process x 4
+    recipe["stages"] = [recipe["stages"][0], recipe["stages"][3]]
+    recipe["stages"][1]["lora"]["dropout"] = 0.1
     for st in recipe["stages"]:
         st.update(steps=STEPS, batch_tokens=GLOBAL * T)
     (tmp_path / "r.json").write_text(json.dumps(recipe))

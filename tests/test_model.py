@@ -218,3 +218,17 @@ def test_shard_listed_in_index_but_missing(tmp_path):
     (folder / victim).unlink()
     with pytest.raises(FileNotFoundError, match=victim):
         Llama.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("top_p, allowed", [(0.49, {2}), (0.6, {2, 0}), (0.79, {2, 0}), (0.81, {2, 0, 1}),
+                                            (1.0, {2, 0, 1})])
+def test_sampling_keeps_the_smallest_set_of_likely_tokens_whose_mass_reaches_top_p(top_p, allowed):
+    """Probabilities 0.3, 0.2, 0.5 for ids 0, 1, 2: sorted 0.5, 0.3, 0.2 with running mass
+    0.5, 0.8, 1.0, so a top_p up to 0.5 keeps id 2 alone, up to 0.8 adds id 0, above 0.8 all three
+    (each case a little off the boundary, where float rounding would decide)."""
+    from model import next_token
+    logits = torch.tensor([0.3, 0.2, 0.5]).log()
+    gen = torch.Generator().manual_seed(0)
+    seen = {next_token(logits, 1.0, top_p, gen) for _ in range(300)}
+    assert seen == allowed
+    assert next_token(logits, 0.0, top_p) == 2                      # temperature 0: greedy

@@ -1,12 +1,15 @@
-"""train.py's optimizer step against the same steps written out by hand in plain torch.
+"""train.py's optimizer steps against the same steps written out by hand in plain torch.
 
 The other training tests compare the trainer with itself (resumed vs uninterrupted, 1 vs 2
-processes); this one recomputes three steps independently: the loss as F.cross_entropy summed
-over the batch's targets / their count, the gradient of the frozen old embedding rows zeroed
-*before* the norm is taken and clipped, torch's clip coefficient clip / (norm + 1e-6), and
-AdamW (bias-corrected moments, decoupled weight decay on matrices only, never on norms) at
-the warmup / cosine learning rate. The logged loss, grad_norm and lr and the final weights
-must all agree.
+processes); this one recomputes a two-stage run independently:
+  * stage 1 trains everything for 3 steps with the old embedding rows frozen: the loss is
+    F.cross_entropy summed over the batch's targets / their count, the frozen rows' gradient is
+    zeroed *before* the norm is taken and clipped (torch's coefficient clip / (norm + 1e-6)),
+    AdamW uses bias-corrected moments and decoupled weight decay on matrices only (never norms),
+    the learning rate warms up for 1 step and then follows a cosine to a tenth;
+  * stage 2 trains layer 1 alone for 2 steps with a fresh optimizer, on the windows that come
+    after stage 1's in the run's sample order.
+The logged loss, grad_norm and lr and the final weights must all agree.
 
     python -m pytest -q tests/test_train_step.py
 """
@@ -24,53 +27,60 @@ from shards import TokenShards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-B, T, STEPS, LR, WD, CLIP, BETAS, EPS = 4, 32, 3, 3e-3, 0.5, 0.5, (0.9, 0.95), 1e-8
+B, T, WD, CLIP, BETAS, EPS = 4, 32, 0.5, 0.5, (0.9, 0.95), 1e-8
 SEED, VAL_TOKENS = 7, 2048
 ROWS = ("model.embed_tokens.weight", "lm_head.weight")
+# (groups, steps, peak lr, warmup steps)
+STAGES = [(["all"], 3, 3e-3, 1), (["layers.1"], 2, 2e-3, 0)]
 
 
-def lr_by_hand(step):
-    """warmup 1 step to LR, then a cosine from LR to LR * 0.1 over the remaining steps."""
-    if step < 1:
-        return LR * (step + 1) / 1
-    t = (step - 1) / (STEPS - 1 - 1)
-    return 0.1 * LR + 0.5 * (LR - 0.1 * LR) * (1 + math.cos(math.pi * t))
+def lr_by_hand(stage, step):
+    """Warmup to the peak, then a cosine from the peak to a tenth of it over the remaining steps."""
+    _, steps, lr, warmup = STAGES[stage]
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup - 1)
+    return 0.1 * lr + 0.5 * (lr - 0.1 * lr) * (1 + math.cos(math.pi * t))
 
 
 def by_hand(setup):
-    """Three steps of the recipe below, in plain torch: (losses, grad norms, final weights)."""
+    """The recipe below, in plain torch: (losses, grad norms, final weights)."""
     model = Llama.from_pretrained(str(setup / "init"))
     data = TokenShards(str(setup / "data"), T, 2000, VAL_TOKENS, SEED)
-    params = dict(model.named_parameters())
-    kept = {k: params[k].detach()[:OLD_ROWS].clone() for k in ROWS}
-    m = {k: torch.zeros_like(p) for k, p in params.items()}
-    v = {k: torch.zeros_like(p) for k, p in params.items()}
-    losses, norms = [], []
-    for step in range(STEPS):
-        x, y = data.batch(step * B, B)                               # (B, T) each, one micro-batch
-        logits, _ = model(x)                                         # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
-        loss = loss / (y != -100).sum()
-        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-        for k in ROWS:
-            grads[k][:OLD_ROWS] = 0                                  # frozen rows: no gradient at all
-        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values()))
-        coef = min(1.0, CLIP / (float(norm) + 1e-6))
-        lr = lr_by_hand(step)
-        with torch.no_grad():
-            for k, p in params.items():
-                g = grads[k] * coef
-                if p.dim() >= 2:                                     # decay matrices, not norms
-                    p.mul_(1 - lr * WD)
-                m[k] = BETAS[0] * m[k] + (1 - BETAS[0]) * g
-                v[k] = BETAS[1] * v[k] + (1 - BETAS[1]) * g * g
-                m_hat, v_hat = m[k] / (1 - BETAS[0] ** (step + 1)), v[k] / (1 - BETAS[1] ** (step + 1))
-                p.sub_(lr * m_hat / (v_hat.sqrt() + EPS))
-            for k in ROWS:
-                params[k][:OLD_ROWS] = kept[k]                       # put back after decay moved them
-        losses.append(float(loss.detach()))
-        norms.append(float(norm))
-    return losses, norms, {k: p.detach() for k, p in params.items()}
+    kept = {k: dict(model.named_parameters())[k].detach()[:OLD_ROWS].clone() for k in ROWS}
+    losses, norms, window = [], [], 0                                  # window: the run's sample order
+    for stage, (_, steps, _, _) in enumerate(STAGES):
+        params = {k: p for k, p in model.named_parameters() if stage == 0 or k.startswith("model.layers.1.")}
+        m = {k: torch.zeros_like(p) for k, p in params.items()}       # a fresh AdamW every stage
+        v = {k: torch.zeros_like(p) for k, p in params.items()}
+        for step in range(steps):
+            x, y = data.batch(window, B)                               # (B, T) each, one micro-batch
+            window += B
+            logits, _ = model(x)                                       # (B, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+            loss = loss / (y != -100).sum()
+            grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+            if stage == 0:
+                for k in ROWS:
+                    grads[k][:OLD_ROWS] = 0                            # frozen rows: no gradient at all
+            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values()))
+            coef = min(1.0, CLIP / (float(norm) + 1e-6))
+            lr = lr_by_hand(stage, step)
+            with torch.no_grad():
+                for k, p in params.items():
+                    g = grads[k] * coef
+                    if p.dim() >= 2:                                   # decay matrices, not norms
+                        p.mul_(1 - lr * WD)
+                    m[k] = BETAS[0] * m[k] + (1 - BETAS[0]) * g
+                    v[k] = BETAS[1] * v[k] + (1 - BETAS[1]) * g * g
+                    m_hat, v_hat = m[k] / (1 - BETAS[0] ** (step + 1)), v[k] / (1 - BETAS[1] ** (step + 1))
+                    p.sub_(lr * m_hat / (v_hat.sqrt() + EPS))
+                if stage == 0:
+                    for k in ROWS:
+                        params[k][:OLD_ROWS] = kept[k]                 # put back after decay moved them
+            losses.append(float(loss.detach()))
+            norms.append(float(norm))
+    return losses, norms, {k: p.detach() for k, p in model.named_parameters()}
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +91,11 @@ def hand(train_setup):
 @pytest.fixture(scope="module")
 def trained(train_setup, tmp_path_factory):
     d = tmp_path_factory.mktemp("step")
+    stages = [{"name": f"s{i}", "train": groups, "steps": steps, "lr": lr, "warmup": warmup, "weight_decay": WD,
+               "batch_tokens": B * T, "freeze_old_rows": i == 0}
+              for i, (groups, steps, lr, warmup) in enumerate(STAGES)]
     recipe = {"seq_len": T, "micro_batch": B, "old_vocab_size": OLD_ROWS, "grad_clip": CLIP, "betas": list(BETAS),
-              "stages": [{"name": "all", "train": ["all"], "steps": STEPS, "lr": LR, "warmup": 1,
-                          "weight_decay": WD, "batch_tokens": B * T, "freeze_old_rows": True}]}
+              "stages": stages}
     (d / "recipe.json").write_text(json.dumps(recipe))
     train.main(["--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--out", str(d / "run"),
                 "--recipe", str(d / "recipe.json"), "--eval-every", "0", "--ckpt-every", "0",
@@ -94,16 +106,18 @@ def trained(train_setup, tmp_path_factory):
 def test_logged_loss_grad_norm_and_lr_equal_the_hand_computation(trained, hand):
     log, _ = trained
     losses, norms, _ = hand
+    assert [(r["stage"], r["step"]) for r in log] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
     assert [r["loss"] for r in log] == pytest.approx(losses, rel=1e-5)
     # the norm is taken after the frozen rows' gradient is zeroed (else it is larger) ...
     assert [r["grad_norm"] for r in log] == pytest.approx(norms, rel=1e-5)
     # ... and it is above CLIP on every step, so every step clips: the test pins the clipping too
     assert min(norms) > CLIP
-    assert [r["lr"] for r in log] == pytest.approx([lr_by_hand(s) for s in range(STEPS)], rel=1e-9)
-    assert [lr_by_hand(s) for s in range(STEPS)] == pytest.approx([LR, LR, 0.1 * LR])
+    want_lr = [lr_by_hand(s, i) for s, (_, steps, _, _) in enumerate(STAGES) for i in range(steps)]
+    assert [r["lr"] for r in log] == pytest.approx(want_lr, rel=1e-9)
+    assert want_lr == pytest.approx([3e-3, 3e-3, 3e-4, 2e-3, 2e-4])
 
 
-def test_weights_after_three_steps_equal_adamw_written_out(train_setup, trained, hand):
+def test_weights_after_both_stages_equal_adamw_written_out(train_setup, trained, hand):
     _, model = trained
     _, _, want = hand
     init = dict(Llama.from_pretrained(str(train_setup / "init")).named_parameters())
