@@ -216,7 +216,7 @@ MUTANTS = [
     ("micro-rank-major", "train.py", "data.batch(first + m * B * W + self.rank * B, B)",
      "data.batch(first + self.rank * B * G + m * B, B)", "test_ddp_accum.py test_train.py"),
     ("eval-mean-per-window", "train.py", "            tot[1] += y.numel()\n", "            tot[1] += y.size(1)\n",
-     "test_train.py test_score.py"),
+     "test_train_step.py test_score.py"),
     ("bpc-no-ln2", "train.py", "loss * tpc / math.log(2)", "loss * tpc", "test_score.py test_train.py"),
     ("clip-constant", "train.py", "clip_grad_norm_(self.params, self.recipe.grad_clip)",
      "clip_grad_norm_(self.params, 1.0)", "test_train_step.py test_train_gpu_paths.py"),

@@ -128,3 +128,23 @@ def test_weights_after_both_stages_equal_adamw_written_out(train_setup, trained,
         assert not torch.equal(got[k], init[k]), f"{k} did not train"
     for k in ROWS:                                                   # the old rows, bit for bit
         assert torch.equal(got[k][:OLD_ROWS], init[k][:OLD_ROWS])
+
+
+@pytest.mark.parametrize("batches", [1, 3])
+def test_eval_loss_is_the_mean_over_every_token_of_the_first_held_out_windows(train_setup, batches):
+    model = Llama.from_pretrained(str(train_setup / "init"))
+    data = TokenShards(str(train_setup / "data"), T, 2000, VAL_TOKENS, SEED)
+    windows = [data._window(a, o, "val") for a, o in data.val_windows[:batches * B]]   # each T + 1 tokens
+    assert len(windows) == batches * B
+    w = torch.stack(windows)
+    with torch.no_grad():
+        logits, _ = model(w[:, :-1])
+        want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1)).item()
+    assert train.evaluate(model, data, B, batches) == pytest.approx(want, rel=1e-6)
+    # with more batches than held-out windows, every window once
+    n = len(data.val_windows)
+    w = torch.stack([data._window(a, o, "val") for a, o in data.val_windows])
+    with torch.no_grad():
+        logits, _ = model(w[:, :-1])
+        every = F.cross_entropy(logits.reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1)).item()
+    assert train.evaluate(model, data, B, n) == pytest.approx(every, rel=1e-6)
