@@ -236,7 +236,7 @@ MUTANTS = [
     ("score-window-start", "score.py", "start = max(0, stop - 1 - context)", "start = max(0, stop - context)",
      "test_score.py"),
     ("fullwidth-range", "textclean.py", "range(0xFF01, 0xFF5F)", "range(0xFF01, 0xFF5E)",
-     "test_data.py test_textclean.py"),
+     "test_textclean.py test_data.py"),
     ("lora-unmerge-sign", "lora.py", "            self.weight.data = self.weight.float() - self.delta()",
      "            self.weight.data = self.weight.float() + self.delta()", "test_lora.py"),
     ("old-not-restored", "outputs.py", "            if kind == \"old\" and not out.exists():",

@@ -10,6 +10,7 @@ labeled sample assets/filter_sample.jsonl.gz (shipped paragraphs + made junk) is
 import gzip
 import json
 import textwrap
+import unicodedata
 
 from conftest import ROOT
 
@@ -204,3 +205,10 @@ def test_runs_of_one_character_are_capped_at_max_repeat():
     assert normalize("ㅋ" * 6 + "가", max_repeat=5) == "ㅋ" * 5 + "가"
     assert normalize("ㅋ" * 9 + "!!!", max_repeat=2) == "ㅋㅋ!!"
     assert normalize("ㅋ" * 9, max_repeat=0) == "ㅋ" * 9                             # 0: no cap
+
+
+def test_every_fullwidth_ascii_character_folds_as_nfkc_folds_it():
+    for cp in range(0xFF01, 0xFF5F):                                  # ！ to ～
+        ch = chr(cp)
+        assert normalize("가" + ch) == "가" + unicodedata.normalize("NFKC", ch) == "가" + chr(cp - 0xFEE0), hex(cp)
+    assert normalize("가\u3000나") == "가 나"                           # the ideographic space

@@ -273,6 +273,15 @@ def test_the_line_sample_is_uniform_seeded_and_in_stream_order():
     assert T.sample_lines(map(str, range(n)), 0) == [str(i) for i in range(n)]
 
 
+
+def test_every_pair_of_four_lines_is_an_equally_likely_sample():
+    """k = 2 of 4 lines: a uniform sampler picks each of the 6 pairs with probability 1/6."""
+    from collections import Counter
+    trials = 12000
+    pairs = Counter(tuple(T.sample_lines("abcd", 2, seed)) for seed in range(trials))
+    assert set(pairs) == {("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")}
+    assert all(abs(c / trials - 1 / 6) < 0.02 for c in pairs.values()), pairs     # 5 sigma: 0.017
+
 def test_a_sampled_training_run_is_the_same_in_every_process(tmp_path):
     """SentencePiece's own sampler reseeds from the OS in each process; ours is seeded."""
     import subprocess
