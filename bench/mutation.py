@@ -12,9 +12,11 @@ run against the copy. A mutant is *killed* when a test fails (or the run hangs p
     python bench/mutation.py --check             # each edit applies exactly once (fast, no tests)
 
 The tests most likely to catch a mutant run first, then the rest of the suite with -x, so
-a killed mutant costs seconds to a minute and a survivor the whole suite (about 3 minutes on
+a killed mutant costs seconds to a minute and a survivor the whole suite (about 4 minutes on
 a 2-core machine). Tests that need files outside the repository skip in the copy, as they
 do on a fresh clone. It is a benchmark, not part of CI: results go in bench/RESULTS.md.
+--first-only runs each mutant's own test files and nothing else: a quick first look while
+writing tests, not the score.
 """
 import argparse
 import json
