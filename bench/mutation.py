@@ -3,10 +3,12 @@
 Each mutant below is a small semantic edit a developer could make by mistake (an off-by-one,
 a wrong constant, a skipped step). For each one, alone, the tree is copied to a temporary
 folder, the edit is applied there (the working tree is never touched) and the test suite is
-run against the copy. A mutant is *killed* when a test fails (or the run hangs past
---timeout); one that passes every test *survived*: the suite would let that bug through.
+run against the copy. A mutant is *killed* when a test fails, and the same test passes when
+rerun alone on the unmutated copy; one that passes every test *survived*: the suite would let
+that bug through. A timeout, a collection error or a test that fails unmutated too is
+reported apart, outside the score.
 
-    python bench/mutation.py                     # every mutant: the score and the survivors
+    python bench/mutation.py --output mut.json   # every mutant: the score and the survivors
     python bench/mutation.py --list              # the mutants, one line each
     python bench/mutation.py --only lora-scale,wd-norms --output /tmp/mut.json
     python bench/mutation.py --check             # each edit applies exactly once (fast, no tests)
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,8 +42,10 @@ MUTANTS = [
      "test_lora.py"),
     # ---- train.py
     ("frozen-rows-after-clip", "train.py",
-     "            for prm, k in self.frozen_rows:\n                parallel.first_rows(prm.grad, k).zero_()\n",
-     "", "test_train_step.py test_train.py"),
+     "            for prm, k in self.frozen_rows:\n                parallel.first_rows(prm.grad, k).zero_()\n"
+     "            gn = self.grad_norm()\n",
+     "            gn = self.grad_norm()\n            for prm, k in self.frozen_rows:\n"
+     "                parallel.first_rows(prm.grad, k).zero_()\n", "test_train_step.py test_train.py"),
     ("betas-ignored", "train.py", "betas=tuple(self.recipe.betas)", "betas=(0.9, 0.999)",
      "test_train_step.py test_train.py"),
     ("wd-norms-group", "train.py", '{"params": no_decay, "weight_decay": 0.0}',
@@ -280,22 +285,50 @@ def test_order(tree, first, first_only=False):
     return first + [f for f in rest if f not in first]
 
 
-def run_suite(tree, first, timeout, first_only=False):
-    """(killed, how, seconds): run the tests against the tree, stopping at the first failure."""
-    t0 = time.time()
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *test_order(tree, first, first_only)]
+def pytest(tree, args, timeout):
+    """(return code or None on timeout, stdout): pytest in its own process group, all of which
+    (torchrun workers, the demo's children) is killed on a timeout."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
-        r = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return True, f"timeout after {timeout} s", time.time() - t0
-    if r.returncode in (4, 5):      # a usage error or no tests: a fault of this script, not a kill
-        raise SystemExit(f"error: pytest exited {r.returncode}: {r.stdout[-2000:]}{r.stderr[-2000:]}")
-    if r.returncode == 0:
-        return False, "all tests passed", time.time() - t0
-    lines = r.stdout.strip().splitlines() or ["?"]
-    failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    return True, (failed or lines[-1:])[0][:160], time.time() - t0
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None, ""
+    return proc.returncode, out
+
+
+def run_suite(tree, clean, first, timeout, first_only=False):
+    """(outcome, how, seconds), outcome one of killed / survived / timeout / error. A kill is a
+    test that fails (pytest exit 1 naming it) and passes when rerun alone on the clean tree;
+    anything else (a timeout, a collection or internal error, a test that also fails unmutated)
+    is reported apart and left out of the score."""
+    t0 = time.time()
+    rc, out = pytest(tree, ["-x", *test_order(tree, first, first_only)], timeout)
+    sec = time.time() - t0
+    if rc is None:
+        return "timeout", f"no result after {timeout} s", sec
+    if rc in (4, 5):      # a usage error or no tests: a fault of this script
+        raise SystemExit(f"error: pytest exited {rc}: {out[-3000:]}")
+    if rc == 0:
+        return "survived", "all tests passed", sec
+    # a failing test, or one whose fixture failed (ERROR path::test); not a collection error
+    failed = [ln.split()[1] for ln in out.splitlines() if ln.startswith(("FAILED ", "ERROR ")) and "::" in ln]
+    if rc != 1 or not failed:
+        return "error", f"pytest exit {rc}: {(out.strip().splitlines() or ['?'])[-1][:140]}", sec
+    rc_clean, _ = pytest(clean, [failed[0]], timeout)
+    if rc_clean != 0:
+        return "error", f"{failed[0]} fails on the clean tree too (flaky?)", sec
+    return "killed", failed[0][:160], sec
+
+
+def git_state(root):
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    return head.strip() + (" + uncommitted changes" if dirty.strip() else "")
 
 
 def main(argv=None):
@@ -304,11 +337,13 @@ def main(argv=None):
     p.add_argument("--only", default="", help="comma-separated mutant names (default: all)")
     p.add_argument("--list", action="store_true", help="print the mutants and exit")
     p.add_argument("--check", action="store_true", help="check every edit applies exactly once, run no tests")
-    p.add_argument("--baseline", action="store_true", help="first run the suite unmutated (it must pass)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the unmutated run that must pass first (and that sets the timeout)")
     p.add_argument("--first-only", action="store_true",
                    help="run only each mutant's own test files (a quick first look; the score is the full run)")
-    p.add_argument("--timeout", type=int, default=900, help="seconds per mutant before it counts as killed")
-    p.add_argument("--output", default="", help="write the results as JSON here")
+    p.add_argument("--timeout", type=int, default=0,
+                   help="seconds per mutant (default: 3 x the baseline's time, or 1800)")
+    p.add_argument("--output", default="", help="write the results as JSON here (after every mutant)")
     a = p.parse_args(argv)
     mutants = MUTANTS
     if a.only:
@@ -321,8 +356,9 @@ def main(argv=None):
         for name, fname, *_ in mutants:
             print(f"{name:32s} {fname}")
         return
-    print(f"{len(mutants)} mutants in {len({m[1] for m in mutants})} files", flush=True)
-    results = []
+    state = git_state(ROOT)
+    print(f"{len(mutants)} mutants in {len({m[1] for m in mutants})} files, tree {state}", flush=True)
+    report = {"tree": state, "mutants": []}
     with tempfile.TemporaryDirectory(prefix="redwhale-mutation-") as tmp:
         clean = Path(tmp) / "clean"
         copy_tree(ROOT, clean)
@@ -334,27 +370,33 @@ def main(argv=None):
                     bad.append(f"{m[0]}: occurs {n} times in {m[1]}")
             print("\n".join(bad) or "every mutant applies exactly once")
             raise SystemExit(1 if bad else 0)
-        if a.baseline:
-            killed, how, sec = run_suite(clean, "", a.timeout)
-            print(f"baseline: {how} in {sec:.0f} s", flush=True)
-            if killed:
-                raise SystemExit("error: the unmutated suite fails: fix it before measuring mutants")
+        timeout = a.timeout or 1800
+        if not a.no_baseline:
+            t0 = time.time()
+            rc, out = pytest(clean, [], timeout)
+            report["baseline_s"] = round(time.time() - t0)
+            print(f"baseline: exit {rc} in {report['baseline_s']} s", flush=True)
+            if rc != 0:
+                raise SystemExit(f"error: the unmutated suite fails: fix it before measuring mutants\n{out[-3000:]}")
+            timeout = a.timeout or 3 * report["baseline_s"]
         for i, m in enumerate(mutants):
             tree = Path(tmp) / m[0]
             shutil.copytree(clean, tree, symlinks=True)
             apply(tree, m)
-            killed, how, sec = run_suite(tree, m[4], a.timeout, a.first_only)
+            outcome, how, sec = run_suite(tree, clean, m[4], timeout, a.first_only)
             shutil.rmtree(tree, ignore_errors=True)
-            results.append({"name": m[0], "file": m[1], "killed": killed, "by": how, "seconds": round(sec, 1)})
-            print(f"[{i + 1}/{len(mutants)}] {m[0]:32s} {'killed' if killed else 'SURVIVED':8s} {sec:6.0f} s  {how}",
-                  flush=True)
-    k = sum(r["killed"] for r in results)
-    print(f"\nscore: {k}/{len(results)} killed ({100 * k / max(1, len(results)):.1f}%)")
-    for r in results:
-        if not r["killed"]:
-            print(f"survived: {r['name']} ({r['file']})")
-    if a.output:
-        Path(a.output).write_text(json.dumps({"killed": k, "total": len(results), "mutants": results}, indent=1))
+            report["mutants"].append({"name": m[0], "file": m[1], "outcome": outcome, "by": how,
+                                      "seconds": round(sec, 1)})
+            print(f"[{i + 1}/{len(mutants)}] {m[0]:32s} {outcome:8s} {sec:6.0f} s  {how}", flush=True)
+            if a.output:
+                Path(a.output).write_text(json.dumps(report, indent=1))
+    res = report["mutants"]
+    k = sum(r["outcome"] == "killed" for r in res)
+    scored = sum(r["outcome"] in ("killed", "survived") for r in res)
+    print(f"\nscore: {k}/{scored} killed ({100 * k / max(1, scored):.1f}%)")
+    for r in res:
+        if r["outcome"] != "killed":
+            print(f"{r['outcome']}: {r['name']} ({r['file']}): {r['by']}")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,19 @@ def test_a_range_includes_its_closed_ends_and_excludes_its_open_ones(value, kw, 
     assert (cli.problem(value, **kw) is None) == ok
 
 
-# each step reaches its own module's parser: a flag that only that parser has
+@pytest.mark.parametrize("step", sorted(__import__("redwhale").STEPS))
+def test_every_step_calls_its_modules_main_with_its_leading_arguments(step, monkeypatch):
+    import importlib
+
+    import redwhale
+    module, lead, _ = redwhale.STEPS[step]
+    seen = []
+    monkeypatch.setattr(importlib.import_module(module), "main", lambda argv=None: seen.append(argv))
+    redwhale.main([step, "--some-flag", "x"])
+    assert seen == [lead + ["--some-flag", "x"]]
+
+
+# each step reaches its own module's parser: a flag its help shows (and its siblings' do not)
 STEP_FLAGS = {"clean": "--txt-mode", "tokenize": "--shard-tokens", "tokenizer-train": "--vocab-size",
               "merge": "--korean", "ratio": "--tokenizer TOKENIZER --base BASE", "sweep": "--sizes",
               "expand": "--vocab-multiple", "train": "--steps-per-stage", "plan": "--steps-per-stage",

@@ -232,3 +232,15 @@ def test_sampling_keeps_the_smallest_set_of_likely_tokens_whose_mass_reaches_top
     seen = {next_token(logits, 1.0, top_p, gen) for _ in range(300)}
     assert seen == allowed
     assert next_token(logits, 0.0, top_p) == 2                      # temperature 0: greedy
+
+
+@pytest.mark.parametrize("temperature, allowed", [(0.5, {2}), (1.0, {2, 0}), (2.0, {2, 0, 1})])
+def test_temperature_divides_the_logits_before_the_nucleus_is_cut(temperature, allowed):
+    """softmax(log p / t) is p^(1/t) renormalized: for 0.3, 0.2, 0.5 at t = 0.5 that is
+    0.237, 0.105, 0.658 (id 2 alone reaches 0.55); at t = 2, 0.322, 0.263, 0.415 (ids 2 and 0
+    make 0.737 < 0.75, so all three)."""
+    from model import next_token
+    logits = torch.tensor([0.3, 0.2, 0.5]).log()
+    gen = torch.Generator().manual_seed(0)
+    top_p = {0.5: 0.55, 1.0: 0.55, 2.0: 0.75}[temperature]
+    assert {next_token(logits, temperature, top_p, gen) for _ in range(300)} == allowed

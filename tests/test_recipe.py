@@ -78,16 +78,16 @@ def test_learning_rate_schedules():
 
 
 def test_schedules_written_out_for_a_short_stage():
-    """Every value by hand: lr 1, floor 0.1 (min_lr_ratio), 2 warmup steps."""
+    """Every value by hand: lr 1, floor 0.2 (min_lr_ratio, not its default), 2 warmup steps."""
     st = default_recipe().stages[0]
-    st.__dict__.update(lr=1.0, min_lr_ratio=0.1)
-    # cosine over 6 steps: t = (step - 2) / 3 after the warmup, 0.1 + 0.45 (1 + cos(pi t))
+    st.__dict__.update(lr=1.0, min_lr_ratio=0.2)
+    # cosine over 6 steps: t = (step - 2) / 3 after the warmup, 0.2 + 0.4 (1 + cos(pi t))
     assert [lr_at(st, {"steps": 6, "warmup": 2}, i) for i in range(6)] == pytest.approx(
-        [0.5, 1.0, 1.0, 0.775, 0.325, 0.1])
-    # warmup-stable-decay over 14 steps, decay_frac 0.25: round(3.5) = 4 decay steps, linear to 0.1
+        [0.5, 1.0, 1.0, 0.8, 0.4, 0.2])
+    # warmup-stable-decay over 14 steps, decay_frac 0.25: round(3.5) = 4 decay steps, linear to 0.2
     st.__dict__.update(schedule="wsd", decay_frac=0.25)
     assert [lr_at(st, {"steps": 14, "warmup": 2}, i) for i in range(14)] == pytest.approx(
-        [0.5, 1.0] + [1.0] * 8 + [0.775, 0.55, 0.325, 0.1])
+        [0.5, 1.0] + [1.0] * 8 + [0.8, 0.6, 0.4, 0.2])
     # no warmup: the first step is already at the peak
     assert lr_at(st, {"steps": 14, "warmup": 0}, 0) == 1.0
 

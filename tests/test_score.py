@@ -3,7 +3,7 @@
 Two tiny models, one with the English-ish base tokenizer and one with a Korean tokenizer, score
 the same documents. The characters counted must be the same for both, and each number must
 equal a direct computation: each document in one forward pass, -ln p of every token summed in
-float64, divided by ln 2 and the characters.
+float64, divided by ln 2 and the characters (and, on one short line, one forward pass per token).
 """
 import json
 import math
@@ -56,6 +56,17 @@ def direct_bits_per_char(model, sp, docs):
     return nats / (math.log(2) * sum(len(t) for t in docs))
 
 
+def per_token_bits_per_char(model, sp, text):
+    """The slowest, plainest version: one forward pass per predicted token, from everything before it."""
+    ids = [sp.bos_id()] + sp.encode(text)
+    nats = 0.0
+    for i in range(1, len(ids)):
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([ids[:i]]))
+        nats -= torch.log_softmax(logits[0, -1].double(), -1)[ids[i]].item()
+    return nats / (math.log(2) * len(text))
+
+
 def test_two_tokenizers_are_scored_on_the_same_characters(two):
     results = []
     for _, model, sp in two:
@@ -63,6 +74,9 @@ def test_two_tokenizers_are_scored_on_the_same_characters(two):
         assert r["chars"] == sum(len(t) for t in DOCS)                        # code points, as given
         assert r["tokens"] == sum(len(sp.encode(t)) for t in DOCS)            # every token, no BOS, no EOS
         assert r["bits_per_char"] == pytest.approx(direct_bits_per_char(model, sp, DOCS), rel=1e-5)
+        short = DOCS[-1]                                                      # the mixed-script line
+        assert score.score(model, sp, [short], context=512)["bits_per_char"] == pytest.approx(
+            per_token_bits_per_char(model, sp, short), rel=1e-5)
         assert r["bits_per_char"] == pytest.approx(r["nats"] / math.log(2) / r["chars"])
         results.append(r)
     assert results[0]["chars"] == results[1]["chars"] and results[0]["tokens"] != results[1]["tokens"]

@@ -52,16 +52,17 @@ def test_a_shard_is_closed_once_it_holds_shard_tokens(base_spm, tmp_path):
     sp = spm.SentencePieceProcessor(model_file=str(base_spm))
     docs = korean_docs(40)
     write_jsonl(tmp_path / "c.jsonl", docs)
-    meta = tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", shard_tokens=500, progress=False)
     lengths = [len(sp.encode(d)) + 1 for d in docs]                  # + EOS
+    limit = lengths[0] + lengths[1]                                  # the first shard ends exactly at it
+    meta = tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", shard_tokens=limit, progress=False)
     want, n = [], 0
     for k in lengths:
-        if want and n < 500:
+        if want and n < limit:
             want[-1] += k
         else:
             want.append(k)
         n = want[-1]
-    assert [s["num_tokens"] for s in meta["shards"]] == want and len(want) > 3
+    assert [s["num_tokens"] for s in meta["shards"]] == want and len(want) > 3 and want[0] == limit
 
 
 def test_training_windows_are_t_plus_one_tokens_every_t_inside_one_shard(tmp_path):

@@ -171,6 +171,7 @@ BOUNDARIES = [
     ("dup_lines", "가나\n가나\n다라마바사아", 2 / 12, "max_dup_line_char_frac", "ceiling"),  # / all chars
     ("top_2gram", "가나 다라 가나 다라 마 바 사 아", 2 * 4 / 12, "top_ngram", "ceiling"),  # count x chars / chars
     ("dup_5gram", WORDS_5X2, 10 / 12, "dup_ngram", "ceiling"),
+    ("no_sentences", "가나다.\n라마바\n사아", 4 / 11, "min_sentence_frac", "floor"),  # "가나다." of 11 chars
 ]
 
 
@@ -196,8 +197,18 @@ def test_the_ngram_rules_apply_from_rep_min_words_words():
     assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_min_words": 12})) == "dup_5gram"    # 12 words: checked
     assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_min_words": 13})) is None           # fewer than 13: not
     # a short document is judged as if it had rep_full_words words: 10 / 24 < 0.5
-    assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_full_words": 24})) is None
+    assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_full_words": 20})) is None           # 10 / 20 = 0.5
     assert filter_reason(WORDS_5X2, cfg(**{**on, "rep_full_words": 19})) == "dup_5gram"   # 10 / 19 > 0.5
+
+
+def test_the_sentence_rule_judges_from_sentence_min_lines_lines_and_sentences_up_to_max_chars():
+    text = "가나다.\n라마바\n사아"                   # 3 lines; one sentence, "가나다.", 4 of 11 characters
+    on = {**OFF, "min_sentence_frac": 0.5}
+    assert filter_reason(text, cfg(**{**on, "sentence_min_lines": 3})) == "no_sentences"
+    assert filter_reason(text, cfg(**{**on, "sentence_min_lines": 4})) is None             # too few lines
+    at = {**OFF, "min_sentence_frac": 4 / 11}
+    assert filter_reason(text, cfg(**{**at, "max_sentence_chars": 4})) is None             # a 4-char sentence
+    assert filter_reason(text, cfg(**{**at, "max_sentence_chars": 3})) == "no_sentences"   # too long for one
 
 
 def test_runs_of_one_character_are_capped_at_max_repeat():
