@@ -269,6 +269,15 @@ def test_same_seed_same_bytes_and_workers_do_not_change_output(planted, tmp_path
     assert sum(map(len, kept)) <= 40_000 < sum(map(len, kept)) + 2000
 
 
+def test_sampling_to_a_size_keeps_that_many_documents_or_at_most_that_many_bytes(planted, tmp_path):
+    clean([planted[0]], tmp_path / "d", cfg(target_docs=17, seed=1))
+    assert len(read_clean(tmp_path / "d")) == 17
+    rep = clean([planted[0]], tmp_path / "b", cfg(target_bytes=30_000, seed=1))
+    sizes = [len(t.encode("utf-8")) for t in read_clean(tmp_path / "b")]
+    assert sum(sizes) <= 30_000 < sum(sizes) + 2 * max(sizes)         # stops at the first that would not fit
+    assert rep["dropped"]["sampled_out"] > 0
+
+
 def test_cp949_and_euc_kr_inputs_decode(tmp_path):
     docs = long_docs(3)
     (tmp_path / "a.txt").write_bytes("\n\n".join(docs).encode("cp949"))

@@ -110,3 +110,16 @@ def test_without_a_val_split_the_last_tenth_of_the_last_shard_is_held_out(tmp_pa
     # a tail no longer than one window is not held out
     assert [len(a) for a in TokenShards(str(tmp_path / "d"), 30, 2000).train] == [300, 300]
     assert len(TokenShards(str(tmp_path / "d"), 8, 2000, val_tokens=9).val[0]) == 9
+
+
+def test_add_bos_puts_bos_before_every_document_and_eos_after(base_spm, tmp_path):
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    docs = korean_docs(5)
+    write_jsonl(tmp_path / "c.jsonl", docs)
+    for add_bos in (False, True):
+        out = tmp_path / f"tok{add_bos}"
+        meta = tokenize([tmp_path / "c.jsonl"], base_spm, out, add_bos=add_bos, progress=False)
+        ids = np.fromfile(out / "train_0000.bin", dtype="<u2").tolist()
+        assert ids == [t for d in docs for t in ([1] if add_bos else []) + sp.encode(d) + [2]]
+        assert meta["add_bos"] is add_bos and meta["bos_id"] == 1 and meta["eos_id"] == 2
