@@ -188,7 +188,8 @@ def test_a_huge_shape_is_refused_before_anything_is_allocated(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("n, why", [(100_000_001, "header length 100000001 exceeds 100000000 bytes"),
-                                    (100_000_000, "header length 100000000 runs past the end of the file")])
+                                    (100_000_000, "header length 100000000 runs past the end of the file")],
+                         ids=["over", "at"])
 def test_a_header_length_over_the_librarys_100mb_limit_is_refused_before_reading(tmp_path, n, why):
     import struct
     (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", n) + b"{}")
