@@ -79,6 +79,7 @@ def test_two_ranks_accumulating_match_one_process_with_one_allreduce_per_step(tr
     # --eval-every 0: an eval's window count scales with the world size, so its losses differ
     one = run(train_setup, tmp_path / "one", "--eval-every", 0, recipe=tmp_path / "r.json")
     assert len(one) == 2 * STEPS
+    assert [r["tokens"] for r in one] == [GLOBAL * T * (i + 1) for i in range(2 * STEPS)]   # the global batch
 
     (tmp_path / "driver.py").write_text(DRIVER.format(root=str(ROOT)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -146,6 +146,21 @@ def test_kv_cache_generation_equals_full_recompute(tmp_path):
 
 
 
+def test_rmsnorm_is_its_weight_times_x_over_root_mean_square_computed_in_fp32():
+    """HF's LlamaRMSNorm: w * x / sqrt(mean(x^2) + eps), the statistic in fp32 whatever x's dtype
+    (the reference models' norm weights are all ones, so this is where the weight is checked)."""
+    from model import LlamaRMSNorm
+    torch.manual_seed(0)
+    norm = LlamaRMSNorm(8, 1e-2)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(8))
+    x = torch.randn(3, 8)
+    want = norm.weight * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-2))
+    torch.testing.assert_close(norm(x), want, atol=1e-6, rtol=1e-6)
+    xb = x.bfloat16()
+    wantb = norm.weight * (xb.float() / torch.sqrt(xb.float().pow(2).mean(-1, keepdim=True) + 1e-2)).bfloat16()
+    torch.testing.assert_close(norm(xb).float(), wantb.float(), atol=1e-2, rtol=1e-2)
+
 @pytest.mark.parametrize("std", [0.02, 0.3])
 def test_fresh_weights_are_normal_with_the_configs_initializer_range(std):
     """As HF's _init_weights: every Linear and Embedding N(0, initializer_range), biases 0, norms 1."""

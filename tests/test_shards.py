@@ -88,6 +88,19 @@ def test_training_windows_are_t_plus_one_tokens_every_t_inside_one_shard(tmp_pat
         [tuple(x[b].tolist()) + (int(y[b, -1]),) for b in range(4)]
 
 
+def test_the_sample_order_is_a_fresh_seeded_shuffle_every_epoch(tmp_path):
+    write_shards(str(tmp_path / "d"), np.arange(2000) % 1500, 1500, n_shards=2)
+    n = TokenShards(str(tmp_path / "d"), 8, 2000, val_tokens=0).N
+
+    def order(seed, epoch):         # the first token of each window, in the run's order
+        data = TokenShards(str(tmp_path / "d"), 8, 2000, val_tokens=0, seed=seed)
+        return [int(data.train_window(epoch * n + g)[0]) for g in range(n)]
+    first = order(1, 0)
+    assert sorted(first) == sorted(set(first)) and len(first) == n                  # every window once
+    assert first != sorted(first)                                                    # shuffled, not in order
+    assert order(1, 0) == first and order(2, 0) != first                            # seeded
+    assert sorted(order(1, 1)) == sorted(first) and order(1, 1) != first             # a new order each epoch
+
 @pytest.mark.parametrize("top, ok", [(1999, True), (2000, False)])
 def test_a_token_id_must_be_below_the_models_vocabulary(tmp_path, top, ok):
     ids = np.arange(300) % 1500

@@ -144,6 +144,11 @@ def test_weights_after_both_stages_equal_adamw_written_out(init, trained, hand):
     got = dict(model.named_parameters())
     assert set(got) == set(want) and any(k.endswith(".bias") for k in got)
     for k, w in want.items():
+        if k.endswith("k_proj.bias"):
+            # a key bias adds the same q.b to every score of a query, which softmax ignores: its
+            # gradient is 0 but for float noise, which AdamW (~ lr x sign(grad)) turns into full
+            # steps that differ with the order of the sums. Its decay is checked with the others.
+            continue
         # AdamW's first steps are close to lr x sign(grad): an entry whose gradient is ~0 can turn
         # float noise into a step's difference, so each tensor's whole update is compared tightly
         # and single entries within half the smallest step (seen here: equal to 1e-7)
