@@ -37,6 +37,47 @@ def korean_docs(n=None):
     return out
 
 
+def long_docs(n, min_chars=200):
+    """The first n documents of the embedded corpus with at least min_chars characters."""
+    return [d for d in korean_docs() if len(d) >= min_chars][:n]
+
+
+def write_jsonl(path, texts, gz=False):
+    """One {"text": ...} per line (gzipped with gz); returns the path."""
+    op = gzip.open if gz else open
+    with op(path, "wt", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_clean(out):
+    """The texts data.py clean kept, in order."""
+    return [json.loads(line)["text"] for line in open(Path(out) / "clean.jsonl", encoding="utf-8")]
+
+
+def clean_cfg(**kw):
+    """data.CleanConfig without progress bars."""
+    from data import CleanConfig
+    kw.setdefault("progress", False)
+    return CleanConfig(**kw)
+
+
+def shingle_jaccard(a, b, n=5):
+    """Jaccard similarity of the two texts' sets of character n-grams (MinHash's target)."""
+    sa = {a[i:i + n] for i in range(len(a) - n + 1)}
+    sb = {b[i:i + n] for i in range(len(b) - n + 1)}
+    return len(sa & sb) / len(sa | sb)
+
+
+def edit_words(text, frac, rng):
+    """Replace `frac` of the words by other words (a planted near-duplicate)."""
+    words = text.split(" ")
+    for i in rng.sample(range(len(words)), max(1, round(frac * len(words)))):
+        words[i] = rng.choice(["바다", "하늘", "사과나무", "기차역", "도서관"])
+    return " ".join(words)
+
+
 def english_docs(n=None):
     """English documents: the help topics of Python's own documentation (in every Python)."""
     from pydoc_data.topics import topics

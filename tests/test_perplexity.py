@@ -19,10 +19,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import korean_docs
+from conftest import clean_cfg as cfg
+from conftest import korean_docs, long_docs, read_clean, write_jsonl
 
 import perplexity
-from data import CleanConfig, clean
+from data import CleanConfig, DataError, clean
 from textclean import normalize
 
 
@@ -129,3 +130,77 @@ def test_with_both_cuts_the_lower_one_applies_and_a_document_at_the_cut_stays(tm
     kept = [json.loads(line)["text"] for line in open(tmp_path / "out" / "clean.jsonl", encoding="utf-8")]
     assert kept == [d for d, p in zip(docs, ppl) if p <= np.float32(cut)]
     assert len(kept) == {"percentile": 1 + math.floor(percentile / 100 * 20), "max": 11}[which]
+
+
+# ---- the n-gram model as a distribution, over SentencePiece ids, and the two filters in clean()
+
+def test_ngram_lm_is_a_distribution_and_prefers_real_text(tmp_path):
+    ref = korean_docs(2000)
+    lm = perplexity.NgramLM(order=3).fit(ref)
+    # p(w | history) sums to one over the vocabulary, for a seen and an unseen history
+    for hist in ("대한", "\x00\x01"):
+        h = lm.encode(hist)
+        lp = [lm.logprobs([np.r_[h, w]])[-1] for w in range(lm.V)]
+        assert abs(np.exp(lp).sum() - 1) < 1e-6
+    real = long_docs(50)[-20:]
+    shuffled = ["".join(random.Random(i).sample(t, len(t))) for i, t in enumerate(real)]
+    assert (lm.perplexities(real) < lm.perplexities(shuffled)).all()
+    lm.save(tmp_path / "lm.npz")
+    assert np.allclose(perplexity.NgramLM.load(tmp_path / "lm.npz").perplexities(real), lm.perplexities(real))
+
+
+def test_ngram_lm_over_sentencepiece_ids(base_spm):
+    lm = perplexity.NgramLM(order=3, sp_model=base_spm.read_bytes()).fit(korean_docs(1000))
+    real = long_docs(10)
+    shuffled = [" ".join(random.Random(0).sample(t.split(), len(t.split()))) for t in real]
+    assert lm.perplexities(real).mean() < lm.perplexities(shuffled).mean()
+
+
+def test_perplexity_filter_drops_incoherent_text(tmp_path):
+    ref = tmp_path / "ref.jsonl"
+    write_jsonl(ref, korean_docs(3000))
+    good = long_docs(40)
+    garbage = ["".join(random.Random(i).sample(t, len(t))) for i, t in enumerate(long_docs(60)[40:])]
+    write_jsonl(tmp_path / "in.jsonl", good + garbage)
+    rep = clean([tmp_path / "in.jsonl"], tmp_path / "o", cfg(ppl_ref=[str(ref)], ppl_percentile=66))
+    kept = set(read_clean(tmp_path / "o"))
+    assert kept <= {normalize(t) for t in good} and len(kept) >= 38  # every shuffled text is gone
+    assert rep["dropped"] == {"perplexity": 60 - len(kept)} and rep["perplexity_cutoff"] > 0
+    rep = clean([tmp_path / "in.jsonl"], tmp_path / "o2", cfg())
+    assert "perplexity filter skipped: no --ppl-ref given" in rep["notes"]
+    with pytest.raises(DataError, match="--ppl-ref"):
+        clean([tmp_path / "in.jsonl"], tmp_path / "o3", cfg(ppl_percentile=90))
+
+
+def test_model_perplexity_second_stage(base_spm, tmp_path):
+    import shutil
+
+    import torch
+
+    from model import Llama, LlamaConfig
+    torch.manual_seed(0)
+    cfg_m = LlamaConfig(vocab_size=2000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        initializer_range=0.2)  # a wide init so documents get distinct scores
+    model = Llama(cfg_m).eval()
+    model.save_pretrained(tmp_path / "m")
+    shutil.copy(base_spm, tmp_path / "m" / "tokenizer.model")
+    docs = [normalize(d) for d in long_docs(20)]
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    # the reference: each document alone, no padding, its first 64 tokens after BOS
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    want = []
+    with torch.no_grad():
+        for d in docs:
+            ids = torch.tensor([[1] + sp.encode(d)[:64]])
+            _, loss = model(ids[:, :-1], ids[:, 1:])
+            want.append(float(torch.exp(loss)))
+    got = list(perplexity.model_perplexities(docs, tmp_path / "m", max_tokens=64, batch=3))
+    assert np.allclose(got, want, rtol=1e-4)  # batching with padding changes nothing
+    rep = clean([tmp_path / "in.jsonl"], tmp_path / "o", cfg(ppl_model=str(tmp_path / "m"), ppl_model_tokens=64,
+                                                           ppl_model_percentile=75, ppl_model_batch=3))
+    cut = np.percentile(want, 75)
+    assert rep["model_perplexity_cutoff"] == pytest.approx(cut, rel=1e-4)
+    assert rep["dropped"] == {"model_perplexity": 5}
+    assert read_clean(tmp_path / "o") == [d for d, w in zip(docs, want) if w <= cut]

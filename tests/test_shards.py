@@ -8,8 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import korean_docs, write_shards
+from conftest import korean_docs, long_docs, write_jsonl, write_shards
 
+import data
+import shards
+from data import DataError
 from shards import TokenShards, tokenize
 
 
@@ -17,11 +20,6 @@ def coin(seed, i):
     """The held-out rule: document i is held out when blake2b("seed:i") / 2^64 < fraction."""
     h = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2**64
-
-
-def write_jsonl(path, texts):
-    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.5])
@@ -136,3 +134,61 @@ def test_add_bos_puts_bos_before_every_document_and_eos_after(base_spm, tmp_path
         ids = np.fromfile(out / "train_0000.bin", dtype="<u2").tolist()
         assert ids == [t for d in docs for t in ([1] if add_bos else []) + sp.encode(d) + [2]]
         assert meta["add_bos"] is add_bos and meta["bos_id"] == 1 and meta["eos_id"] == 2
+
+
+# ---- tokenize: round trips, uint32 ids, ids outside the vocabulary
+
+def test_token_shards_round_trip(base_spm, tmp_path):
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(base_spm))
+    docs = long_docs(30)
+    write_jsonl(tmp_path / "c.jsonl", docs)
+    meta = tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", shard_tokens=2000, val_docs=3,
+                    progress=False)
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 2000 and meta["eos_id"] == 2
+    assert len(meta["shards"]) > 1 and [s["file"] for s in meta["val_shards"]] == ["val_0000.bin"]
+    assert meta["num_docs"] == 27 and meta["val_num_docs"] == 3
+    train, val = data.load_tokens(tmp_path / "tok"), data.load_tokens(tmp_path / "tok", "val")
+    assert meta["num_tokens"] == len(train) == sum(s["num_tokens"] for s in meta["shards"])
+    assert (tmp_path / "tok" / "train_0000.bin").stat().st_size == 2 * meta["shards"][0]["num_tokens"]
+    # documents separated by EOS, every one of them in exactly one split, in order
+    docs_ids = [sp.encode(d) + [2] for d in docs]
+    split = lambda ids: np.split(ids, np.flatnonzero(ids == 2)[:-1] + 1)
+    got = [x.tolist() for x in split(train)] + [x.tolist() for x in split(val)]
+    assert sorted(got) == sorted(docs_ids)
+    assert [x.tolist() for x in split(train)] == [d for d in docs_ids if d in [x.tolist() for x in split(train)]]
+    # two workers write the same bytes
+    tokenize([tmp_path / "c.jsonl"], base_spm.parent, tmp_path / "tok2", shard_tokens=2000, val_docs=3,
+             workers=2, progress=False)
+    for s in meta["shards"] + meta["val_shards"]:
+        assert (tmp_path / "tok" / s["file"]).read_bytes() == (tmp_path / "tok2" / s["file"]).read_bytes()
+
+
+def test_uint32_shards_above_65536_pieces(base_spm, tmp_path):
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    m = pb.ModelProto()
+    m.ParseFromString(base_spm.read_bytes())
+    for i in range(66_000):
+        p = m.pieces.add()
+        p.piece, p.type = f"<x{i}>", pb.ModelProto.SentencePiece.USER_DEFINED
+    big = tmp_path / "big.model"
+    big.write_bytes(m.SerializeToString())
+    write_jsonl(tmp_path / "c.jsonl", ["가나 <x65999> 다라", "마바 <x10> 사"])
+    meta = tokenize([tmp_path / "c.jsonl"], big, tmp_path / "tok", progress=False)
+    assert meta["dtype"] == "uint32" and meta["vocab_size"] == 68_000
+    ids = data.load_tokens(tmp_path / "tok")
+    assert ids.dtype == np.uint32 and 2000 + 65_999 in ids.tolist()
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(big))
+    assert ids.tolist() == sp.encode("가나 <x65999> 다라") + [2] + sp.encode("마바 <x10> 사") + [2]
+    assert data.token_dtype(65_536) == np.uint16 and data.token_dtype(65_537) == np.uint32
+
+
+def test_tokenize_checks_ids_against_the_vocabulary(base_spm, tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "c.jsonl", ["가나다"] * 3)
+    calls = iter([(np.array([5, 7]), np.array([2])), (np.array([5, 2000]), np.array([2]))])
+    monkeypatch.setattr(shards, "_tok_batch", lambda texts: next(calls))  # the 2nd batch is bad
+    with pytest.raises(DataError, match="outside the vocabulary of 2000"):
+        tokenize([tmp_path / "c.jsonl"], base_spm, tmp_path / "tok", progress=False, batch_docs=1)
+    assert not (tmp_path / "tok").exists()  # no meta.json, no half-written shard...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # ...nor a staged folder beside it

@@ -1,4 +1,5 @@
-"""textclean.py's rule filters on real Korean prose and on junk (issue 13, item 6).
+"""textclean.py: normalization, and the rule filters on real Korean prose and on junk, each
+threshold on both sides of its value, the repetition rules against a plain Gopher.
 
     python -m pytest -q tests/test_textclean.py
 
@@ -9,10 +10,11 @@ labeled sample assets/filter_sample.jsonl.gz (shipped paragraphs + made junk) is
 """
 import gzip
 import json
+import random
 import textwrap
 import unicodedata
 
-from conftest import ROOT
+from conftest import ROOT, korean_docs, long_docs
 
 import textclean
 from data import CleanConfig, clean
@@ -223,3 +225,103 @@ def test_every_fullwidth_ascii_character_folds_as_nfkc_folds_it():
         ch = chr(cp)
         assert normalize("가" + ch) == "가" + unicodedata.normalize("NFKC", ch) == "가" + chr(cp - 0xFEE0), hex(cp)
     assert normalize("가\u3000나") == "가 나"                           # the ideographic space
+
+
+# ---- normalize
+
+def test_nfd_hangul_becomes_nfc_syllables():
+    nfd = unicodedata.normalize("NFD", "한국어 문장입니다")
+    assert len(nfd) > len("한국어 문장입니다")  # really decomposed into conjoining jamo
+    assert normalize(nfd) == "한국어 문장입니다"
+
+
+def test_compatibility_jamo_and_laughter_survive():
+    assert normalize("ㅋㅋㅋ 진짜 웃기다 ㅎㅎ") == "ㅋㅋㅋ 진짜 웃기다 ㅎㅎ"
+    assert normalize("ㅋㅏ") == "ㅋㅏ"  # NFKC would have made this "카"
+    assert normalize("\uffa1\uffc2") == "ㄱㅏ"  # halfwidth jamo -> compatibility jamo
+
+
+def test_fullwidth_folds_to_ascii():
+    assert normalize("ＡＢＣ　１２３！ｋｏｒｅａ") == "ABC 123!korea"
+
+
+def test_control_and_zero_width_characters_vanish():
+    text = "\ufeff안\u200b녕\u200d하\u00ad세요\x07 \u3164세계\x00\u2060!"
+    assert normalize(text) == "안녕하세요 세계!"
+
+
+def test_every_control_and_format_character_vanishes():
+    gone = [chr(c) for c in range(0x10000) if unicodedata.category(chr(c)) in ("Cc", "Cf")
+            and chr(c) not in "\t\n\r\x0b\x0c\x85"]  # those six are line breaks or tab
+    assert len(gone) > 90
+    assert all(normalize("가" + ch + "나") == "가나" for ch in gone)
+
+
+def test_newlines_unified_spaces_collapsed_repeats_capped():
+    assert normalize("첫 줄\r\n둘째   줄 \r셋째\u2028넷째\n\n\n\n다섯") == "첫 줄\n둘째 줄\n셋째\n넷째\n\n다섯"
+    assert normalize("ㅋ" * 30 + "!!!!!!!!", max_repeat=5) == "ㅋ" * 5 + "!" * 5
+    assert normalize("ㅋ" * 30, max_repeat=0) == "ㅋ" * 30
+
+
+def test_normalize_is_idempotent():
+    tricky = ["\u1100\u200b\u1161", "가" * 5 + unicodedata.normalize("NFD", "가"), "ᄀ" * 7 + "ᅡ",
+              " \u3000 ａ \r\n\r\n\r\n ｂ ", "ㅋ\u200bㅋ\u200bㅋ\u200bㅋ\u200bㅋ\u200bㅋ\u200bㅋ"]
+    docs = tricky + [unicodedata.normalize("NFD", d) for d in korean_docs(300)]
+    for d in docs:
+        once = normalize(d)
+        assert normalize(once) == once, repr(d)
+
+
+# ---- the rules one by one, and the repetition rules against a plain Gopher
+
+def test_rule_filters_name_the_rule_broken():
+    c = cfg()
+    good = long_docs(1)[0]
+    assert textclean.filter_reason(good, c) is None
+    assert textclean.filter_reason("짧은 글", c) == "too_short"
+    assert textclean.filter_reason("This is an English paragraph about something else entirely.", c) == "low_hangul"
+    assert textclean.filter_reason("가격: 1,000원 / 2,000원 / 3,000원 / 4,000원 ###", c) == "symbols"
+    assert textclean.filter_reason("\n".join(["같은 줄이 계속 반복됩니다 여기"] * 5 + ["다른 줄"]), c) == "dup_lines"
+    spam = " ".join(["지금 바로 클릭하세요"] * 40)
+    assert textclean.filter_reason(spam, c) == "top_2gram"
+    # short texts are spared the n-gram checks (a word pair repeats by chance)...
+    assert textclean.filter_reason("여자가 타지에 취직을 했다. 여자가 타지에 방을 구했다.", c) is None
+    # ...and each threshold is a setting
+    assert textclean.filter_reason(spam, cfg(top_ngram="", dup_ngram="")) is None
+
+
+def test_repeated_ngram_filter_catches_a_repeated_passage():
+    base = long_docs(1)[0].split()
+    text = " ".join(base[:60] + base[:30])  # half a passage repeated
+    assert textclean.filter_reason(text, cfg(top_ngram="")) == "dup_5gram"
+    assert textclean.filter_reason(" ".join(base[:60]), cfg(top_ngram="")) is None
+
+
+def gopher_reference(text, top, dup):
+    """Gopher's repetition rules written plainly (ties for the most frequent n-gram: the longest)."""
+    from collections import Counter
+    words = text.split()
+    total = sum(map(len, words))
+    for n in range(2, 11):
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        c = Counter(grams)
+        if len(grams) < 2 or max(c.values()) == 1:
+            return None
+        k = max(c.values())
+        if n in top and k * max(sum(map(len, g)) for g in c if c[g] == k) / total > top[n]:
+            return f"top_{n}gram"
+        covered = {j for i, g in enumerate(grams) if c[g] > 1 for j in range(i, i + n)}
+        if n in dup and sum(len(words[j]) for j in covered) / total > dup[n]:
+            return f"dup_{n}gram"
+    return None
+
+
+def test_repetition_rules_match_a_plain_python_gopher():
+    rng = random.Random(0)
+    docs = [normalize(d) for d in long_docs(150, min_chars=100)]
+    docs += [" ".join(w + w[:rng.randint(1, len(w))]) for w in (d.split() for d in docs[:150])]
+    for c in (cfg(rep_min_words=2), cfg(rep_min_words=2, top_ngram="")):
+        got = [textclean.repetition_reason(d.replace("\n", " "), c) for d in docs]
+        want = [gopher_reference(d, c.top_ngrams, c.dup_ngrams) for d in docs]
+        assert got == want
+        assert len(set(want)) >= 3  # the rules really fire, in more than one way
