@@ -51,7 +51,7 @@ import outputs
 from corpus_io import DataError, ReadConfig, expand_inputs, missing_field_error, ordered_map, read_docs, staged_output
 from dedup import MinHasher, exact_duplicates, near_duplicates
 from perplexity import NgramLM, model_perplexities
-from shards import load_tokens, token_dtype, tokenize  # noqa: F401 (data.tokenize, as before the move)
+from shards import load_tokens, token_dtype, tokenize  # noqa: F401 (python data.py tokenize, data.tokenize)
 from textclean import RULE_DEFAULTS, filter_reason, normalize
 from tokenizer import load_proto
 
