@@ -39,9 +39,10 @@ import torch
 import torch.distributed as dist
 
 import cli
+import lora
 import outputs
 import parallel
-from lora import add_lora, merge_lora
+from lora import merge_lora
 from model import Llama
 
 SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
@@ -287,8 +288,7 @@ def load_model(path):
     dcp = state.get("format") == "dcp"
     sd = None if dcp else load_tensors(path, "model.pt")
     if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
-        lo = state["recipe"]["stages"][state["stage"]]["lora"]
-        add_lora(model, lo["r"], lo["alpha"], 0.0, tuple(lo["targets"]))
+        lora.attach(model, state["recipe"]["stages"][state["stage"]]["lora"], dropout=0.0)
     if dcp:
         parallel.dcp_load_model(model, path)
     else:

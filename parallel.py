@@ -31,7 +31,8 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from lora import add_lora, merge_lora
+from lora import attach as attach_lora
+from lora import merge_lora
 from model import rope_inv_freq
 from plan import meta_model
 from recipe import select_params
@@ -102,7 +103,7 @@ def with_adapters(cfg, state, lora, seed_fn):
     exactly as the DDP path does (same seed, same order), so both paths train the same model."""
     model = cpu_model(cfg, state)
     seed_fn()
-    add_lora(model, lora["r"], lora["alpha"], lora["dropout"], tuple(lora["targets"]))
+    attach_lora(model, lora)
     return model.state_dict()
 
 

@@ -25,7 +25,7 @@ import contextlib
 
 import torch
 
-from lora import add_lora
+from lora import attach as attach_lora
 from model import Llama, LlamaConfig
 from recipe import old_rows, resolve, select_params
 
@@ -36,7 +36,7 @@ def meta_model(cfg, lora=None):
     with torch.device("meta"):
         m = Llama(cfg)
     if lora:
-        add_lora(m, lora["r"], lora["alpha"], lora["dropout"], tuple(lora["targets"]))
+        attach_lora(m, lora)
     return m
 
 
