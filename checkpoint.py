@@ -39,10 +39,9 @@ import torch
 import torch.distributed as dist
 
 import cli
-import lora
 import outputs
 import parallel
-from lora import merge_lora
+from lora import attach_lora, merge_lora
 from model import Llama
 
 SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
@@ -288,7 +287,7 @@ def load_model(path):
     dcp = state.get("format") == "dcp"
     sd = None if dcp else load_tensors(path, "model.pt")
     if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
-        lora.attach(model, state["recipe"]["stages"][state["stage"]]["lora"], dropout=0.0)
+        attach_lora(model, state["recipe"]["stages"][state["stage"]]["lora"], dropout=0.0)
     if dcp:
         parallel.dcp_load_model(model, path)
     else:

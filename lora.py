@@ -102,7 +102,7 @@ def add_lora(model, r=32, alpha=32.0, dropout=0.1, targets=DEFAULT_TARGETS):
     return wrapped
 
 
-def attach(model, spec, dropout=None):
+def attach_lora(model, spec, dropout=None):
     """add_lora with a recipe stage's `lora` settings {"r", "alpha", "dropout", "targets"}: how
     training, FSDP, the memory plan and export all attach adapters (export passes dropout=0)."""
     return add_lora(model, spec["r"], spec["alpha"], spec["dropout"] if dropout is None else dropout,

@@ -31,8 +31,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from lora import attach as attach_lora
-from lora import merge_lora
+from lora import attach_lora, merge_lora
 from model import rope_inv_freq
 from plan import meta_model
 from recipe import select_params

@@ -25,7 +25,7 @@ import contextlib
 
 import torch
 
-from lora import attach as attach_lora
+from lora import attach_lora
 from model import Llama, LlamaConfig
 from recipe import old_rows, resolve, select_params
 

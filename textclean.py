@@ -7,6 +7,7 @@ and tests/test_textclean.py, measured on real prose and junk by bench/filter_ben
 """
 import re
 import unicodedata
+from collections import Counter
 
 import numpy as np
 
@@ -185,7 +186,6 @@ def repetition_reason_plain(text, top, dup):
     fast (tests/test_textclean.py checks they agree). top / dup: {n: share of the characters}.
     top_n: the most frequent n-gram (ties: the longest) x its count > top[n] of the words'
     characters; dup_n: the characters of every n-gram seen twice or more > dup[n]."""
-    from collections import Counter
     words = text.split()
     total = sum(map(len, words))
     for n in range(2, max([1, *top, *dup]) + 1):

@@ -61,12 +61,11 @@ import torch.distributed as dist
 
 import checkpoint
 import cli
-import lora
 import outputs
 import parallel
 import plan
 import runtime
-from lora import has_lora, merge_lora
+from lora import attach_lora, has_lora, merge_lora
 from model import Llama, LlamaConfig, check_model_folder
 from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
 from shards import TokenShards
@@ -147,7 +146,7 @@ class Trainer:
         else:
             if st.lora and not has_lora(model):
                 seed()
-                lora.attach(model, st.lora)
+                attach_lora(model, st.lora)
             names = select_params(model, st.train, where)
             runtime.storage_dtypes(model, names, self.mixed)
             for n, p in model.named_parameters():
@@ -435,7 +434,7 @@ class Trainer:
             sd = checkpoint.load_tensors(ck, "model.pt")
             if any("lora_A" in k for k in sd):
                 st = self.recipe.stages[s]
-                lora.attach(model, st.lora)
+                attach_lora(model, st.lora)
             checkpoint.load_exact(model, sd)
             del sd
         if state:

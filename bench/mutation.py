@@ -380,18 +380,15 @@ def main(argv=None):
         return
     state = git_state(ROOT)
     print(f"{len(mutants)} mutants in {len({m[1] for m in mutants})} files, tree {state}", flush=True)
+    if a.check:            # the working tree is what the copies are made from
+        bad = [f"{m[0]}: occurs {n} times in {m[1]}" for m in mutants
+               if (n := (ROOT / m[1]).read_text(encoding="utf-8").count(m[2])) != 1]
+        print("\n".join(bad) or "every mutant applies exactly once")
+        raise SystemExit(1 if bad else 0)
     report = {"tree": state, "mutants": []}
     with tempfile.TemporaryDirectory(prefix="redwhale-mutation-") as tmp:
         clean = Path(tmp) / "clean"
         copy_tree(ROOT, clean)
-        if a.check:
-            bad = []
-            for m in mutants:
-                n = (clean / m[1]).read_text(encoding="utf-8").count(m[2])
-                if n != 1:
-                    bad.append(f"{m[0]}: occurs {n} times in {m[1]}")
-            print("\n".join(bad) or "every mutant applies exactly once")
-            raise SystemExit(1 if bad else 0)
         timeout = a.timeout or 1800
         if not a.no_baseline:
             t0 = time.time()

@@ -106,13 +106,13 @@ def test_bf16_base_weight_with_fp32_adapters_under_autocast():
 
 
 def test_attach_takes_a_recipe_stages_lora_settings_and_export_turns_dropout_off():
-    from lora import attach
+    from lora import attach_lora
     spec = {"r": 4, "alpha": 8, "dropout": 0.1, "targets": ["q_proj", "v_proj"]}
     m = Llama(CFG)
-    assert attach(m, spec) == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    assert attach_lora(m, spec) == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
     q = m.model.layers[0].self_attn.q_proj
     assert (q.r, q.alpha) == (4, 8) and isinstance(q.dropout, nn.Dropout) and q.dropout.p == 0.1
     assert type(m.model.layers[0].self_attn.k_proj) is nn.Linear               # not a target
     m = Llama(CFG)
-    attach(m, spec, dropout=0.0)                                               # how export loads it
+    attach_lora(m, spec, dropout=0.0)                                               # how export loads it
     assert isinstance(m.model.layers[0].self_attn.q_proj.dropout, nn.Identity)

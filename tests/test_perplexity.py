@@ -12,7 +12,6 @@ depends on the document before it.
 
     python -m pytest -q tests/test_perplexity.py
 """
-import json
 import math
 import random
 from collections import Counter
@@ -23,7 +22,7 @@ from conftest import clean_cfg as cfg
 from conftest import korean_docs, long_docs, read_clean, write_jsonl
 
 import perplexity
-from data import CleanConfig, DataError, clean
+from data import DataError, clean
 from textclean import normalize
 
 
@@ -93,22 +92,22 @@ def test_the_percentile_cut_is_taken_over_the_documents_that_survived_dedup(tmp_
     dropped as duplicates before the cut, so the 75th percentile is that of the 30 alone
     (with the copies counted it would move up to the copies' own perplexity, dropping none)."""
     ref = [normalize(t) for t in korean_docs(1500)]
-    (tmp_path / "ref.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in ref))
+    write_jsonl(tmp_path / "ref.jsonl", ref)
     docs = [normalize(t) for t in korean_docs(1800)[1500:] if len(t) >= 60][:30]
     lm = perplexity.NgramLM(3).fit(ref)                              # the model clean() builds from --ppl-ref
     ppl = lm.perplexities(docs)
     worst = docs[int(np.argmax(ppl))]
     corpus = docs + [worst] * 12
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in corpus))
-    cfg = CleanConfig(ppl_ref=[str(tmp_path / "ref.jsonl")], ppl_percentile=75, near_dedup=False, progress=False)
-    rep = clean([tmp_path / "in.jsonl"], tmp_path / "out", cfg)
+    write_jsonl(tmp_path / "in.jsonl", corpus)
+    rep = clean([tmp_path / "in.jsonl"], tmp_path / "out",
+                cfg(ppl_ref=[str(tmp_path / "ref.jsonl")], ppl_percentile=75, near_dedup=False))
     cut = np.percentile(ppl.astype(np.float32), 75)
     assert rep["perplexity_cutoff"] == pytest.approx(float(cut), rel=1e-6)
     assert cut < np.percentile(lm.perplexities(corpus).astype(np.float32), 75)   # the copies would move it
     above = int((ppl.astype(np.float32) > cut).sum())
     assert above == 8          # the cut falls at sorted position 0.75 * 29 = 21.75: positions 22..29 are above
     assert rep["dropped"] == {"exact_dup": 12, "perplexity": above}
-    kept = [json.loads(line)["text"] for line in open(tmp_path / "out" / "clean.jsonl", encoding="utf-8")]
+    kept = read_clean(tmp_path / "out")
     assert kept == [d for d, p in zip(docs, ppl.astype(np.float32)) if p <= cut]
 
 
@@ -116,18 +115,17 @@ def test_the_percentile_cut_is_taken_over_the_documents_that_survived_dedup(tmp_
                                                         (75, "median", "max"), (25, "high", "percentile")])
 def test_with_both_cuts_the_lower_one_applies_and_a_document_at_the_cut_stays(tmp_path, percentile, ppl_max, which):
     ref = [normalize(t) for t in korean_docs(1500)]
-    (tmp_path / "ref.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in ref))
+    write_jsonl(tmp_path / "ref.jsonl", ref)
     docs = [normalize(t) for t in korean_docs(1800)[1500:] if len(t) >= 60][:21]
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs))
+    write_jsonl(tmp_path / "in.jsonl", docs)
     ppl = perplexity.NgramLM(3).fit(ref).perplexities(docs).astype(np.float32)
     # "median": exactly the 11th of 21 values (kept: the cut is `above`, not `at or above`)
     ppl_max = {0: 0.0, "median": float(np.median(ppl)), "high": float(ppl.max()) * 2}[ppl_max]
-    cfg = CleanConfig(ppl_ref=[str(tmp_path / "ref.jsonl")], ppl_percentile=percentile, ppl_max=ppl_max,
-                      progress=False)
-    rep = clean([tmp_path / "in.jsonl"], tmp_path / "out", cfg)
+    rep = clean([tmp_path / "in.jsonl"], tmp_path / "out",
+                cfg(ppl_ref=[str(tmp_path / "ref.jsonl")], ppl_percentile=percentile, ppl_max=ppl_max))
     cut = ppl_max if which == "max" else float(np.percentile(ppl, percentile))
     assert rep["perplexity_cutoff"] == pytest.approx(cut, rel=1e-6)
-    kept = [json.loads(line)["text"] for line in open(tmp_path / "out" / "clean.jsonl", encoding="utf-8")]
+    kept = read_clean(tmp_path / "out")
     assert kept == [d for d, p in zip(docs, ppl) if p <= np.float32(cut)]
     assert len(kept) == {"percentile": 1 + math.floor(percentile / 100 * 20), "max": 11}[which]
 
