@@ -28,6 +28,7 @@ torch_dtype, the tokenizer files copied, atomically.
     python -c "import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -58,14 +59,6 @@ def list_checkpoints(ckdir):
                   and os.path.exists(os.path.join(ckdir, d, "state.json")))
 
 
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def begin(ckdir, name):
     """A fresh, empty ckdir/name.tmp for the checkpoint's files."""
     tmp = os.path.join(ckdir, name + ".tmp")
@@ -80,14 +73,8 @@ def finish(ckdir, name, state, keep):
     tmp, final = os.path.join(ckdir, name + ".tmp"), os.path.join(ckdir, name)
     with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
         json.dump(state, f, indent=1)
-    size = 0
-    for fname in sorted(os.listdir(tmp)):                  # the data is on disk before the rename ...
-        _fsync(os.path.join(tmp, fname))
-        size += os.path.getsize(os.path.join(tmp, fname))
-    _fsync(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _fsync(ckdir)                                          # ... and the rename itself is on disk
+    size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
+    outputs.replace_dir(tmp, final, durable=True)          # on disk before and after the rename
     for old in list_checkpoints(ckdir)[:-keep]:
         shutil.rmtree(os.path.join(ckdir, old), ignore_errors=True)
     return size
@@ -219,7 +206,7 @@ def sweep_partial(ckdir):
 def choose_resume(resume, ckdir, distributed, replace=False):
     """The checkpoint folder every rank resumes from (None: a fresh run). Rank 0 decides; an
     error on rank 0 (or any rank that cannot read the choice) stops every rank with one line."""
-    picked = parallel.rank0(lambda: _pick(resume, ckdir, replace), distributed, share=True)
+    picked = parallel.rank0(functools.partial(_pick, resume, ckdir, replace), distributed, share=True)
     if picked is None:
         return None
     # a name is looked up in this rank's own --out (the same folder when --out is shared storage)

@@ -166,20 +166,12 @@ def read_docs(path, cfg, stats, progress=None):
                     now = raw.tell()
                     progress.update(now - pos)
                     pos = now
-                text, how = decode_line(line, enc, cfg.encoding == "auto")
-                if how == "mixed":
-                    stats["mixed_encoding_lines"] += 1
-                elif how == "bad":
-                    if cfg.on_invalid == "drop":
-                        stats["dropped_lines"] += 1
-                        if kind == "jsonl" or cfg.txt_mode == "lines":
-                            stats["docs"] += 1
-                            yield ln, None, "bad_encoding"
-                        continue
-                    stats["replaced_lines"] += 1
-                    text = line.decode(enc, errors="replace")
-                if ln == 1:
-                    text = text.lstrip("\ufeff")
+                text = _decode(line, ln, enc, cfg, stats)
+                if text is None:        # dropped: in a file of a document per line, that document
+                    if kind == "jsonl" or cfg.txt_mode == "lines":
+                        stats["docs"] += 1
+                        yield ln, None, "bad_encoding"
+                    continue
                 if kind == "jsonl":
                     if not text.strip():
                         continue
@@ -205,6 +197,28 @@ def read_docs(path, cfg, stats, progress=None):
         yield block_start, "".join(block).rstrip("\r\n"), None
     if progress is not None:
         progress.update(os.path.getsize(path) - pos)
+    _warn_if_nothing_read(path, cfg, stats, fields)
+
+
+def _decode(line, ln, enc, cfg, stats):
+    """Line number ln of a file as text (the BOM off the first), counted in stats when re-decoded
+    or replaced; None when cfg.on_invalid drops an undecodable line."""
+    text, how = decode_line(line, enc, cfg.encoding == "auto")
+    if how == "mixed":
+        stats["mixed_encoding_lines"] += 1
+    elif how == "bad":
+        if cfg.on_invalid == "drop":
+            stats["dropped_lines"] += 1
+            return None
+        stats["replaced_lines"] += 1
+        text = line.decode(enc, errors="replace")
+    if ln == 1:
+        text = text.lstrip("\ufeff")
+    return text
+
+
+def _warn_if_nothing_read(path, cfg, stats, fields):
+    """A warning, in stats and on stderr, for a file with no documents or no record with --text-field."""
     if stats["docs"] == 0:
         stats["warning"] = f"{path}: no documents (empty file)"
         print(f"warning: {stats['warning']}", file=sys.stderr)

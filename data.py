@@ -342,12 +342,14 @@ def _check_readable(cfg, steps, file_stats):
 def _decide(spill, n, cfg, lm, steps):
     """Exact dedup, near dedup, perplexity and sampling over the spilled arrays: (n,) reason
     codes (an index into CODES, 0 kept), the index each duplicate duplicates, and the cutoffs."""
-    ld = lambda k, dt: np.fromfile(spill / k, dtype=dt)
+    def spilled(name, dtype):   # one spilled array, by its file name
+        return np.fromfile(spill / name, dtype=dtype)
+
     reason = np.zeros(n, np.int8)
     dup_of = np.full(n, -1, np.int64)
     t0 = time.process_time()  # CPU seconds, like the workers' timings: robust to a busy machine
     if cfg.exact_dedup:
-        d = exact_duplicates(ld("hash", np.uint64))
+        d = exact_duplicates(spilled("hash", np.uint64))
         reason[d >= 0], dup_of[d >= 0] = 1, d[d >= 0]
     t1 = time.process_time()
     if cfg.near_dedup and n:
@@ -357,7 +359,7 @@ def _decide(spill, n, cfg, lm, steps):
         reason[d >= 0], dup_of[d >= 0] = 2, d[d >= 0]
         del keys, sig
     t2 = time.process_time()
-    ppl = ld("ppl", np.float32)
+    ppl = spilled("ppl", np.float32)
     ppl_cut = None
     if lm is not None and (cfg.ppl_percentile or cfg.ppl_max) and (reason == 0).any():
         cuts = [cfg.ppl_max] if cfg.ppl_max else []
@@ -369,7 +371,7 @@ def _decide(spill, n, cfg, lm, steps):
     t3 = time.process_time()
     for unit, target in (("docs", cfg.target_docs), ("chars", cfg.target_chars), ("bytes", cfg.target_bytes)):
         if target:
-            sizes = np.ones(n, np.int64) if unit == "docs" else ld(unit, np.int64)
+            sizes = np.ones(n, np.int64) if unit == "docs" else spilled(unit, np.int64)
             reason[(reason == 0) & ~sample_to_target(sizes, reason == 0, target, cfg.seed)] = 4
     t4 = time.process_time()
     for s, sec, codes in (("exact_dedup", t1 - t0, [1]), ("near_dedup", t2 - t1, [2]),

@@ -166,9 +166,8 @@ def kobest_and_generate(model_dir, limit):
 
 
 def run_demo(args):
-    import data
+    """Every step in turn, each one timed, into the run folder and its report."""
     import report
-    import tokenizer as tok
     run = Path(args.out)
     run.mkdir(parents=True, exist_ok=True)
     rep, t0 = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "timing_s": {}}, time.time()
@@ -177,56 +176,20 @@ def run_demo(args):
         rep["timing_s"][step] = round(time.time() - t, 1)
 
     t = time.time()
-    write_jsonl(run / "english_heldout.jsonl", english_docs()[1])   # never in the base's pretraining
-    if args.base:
-        base = Path(args.base)
-        rep["base"] = {"model": str(base), "given": True}
-    else:
-        base, rows = build_base(args, run)
-        rep["base"] = {"model": str(base), "given": False, "loss_first": rows[0]["loss"],
-                       "loss_last": rows[-1]["loss"], "log": rows}
+    base = make_base(args, run, rep)
     done("base", t)
-
     t = time.time()
-    log("clean: data.py on " + ", ".join(map(str, args.corpus)))
-    corpus = args.corpus
-    if args.max_docs:  # the quick demo takes the first documents only
-        texts = read_texts(corpus, limit=args.max_docs)
-        write_jsonl(run / "corpus_subset.jsonl", texts)
-        corpus = [run / "corpus_subset.jsonl"]
-    rep["clean"] = data.clean(corpus, run / "clean", data.CleanConfig(min_chars=args.min_chars))
+    clean_corpus(args, run, rep)
     done("clean", t)
-
     t = time.time()
-    clean_texts = read_texts([run / "clean" / "clean.jsonl"])
-    log(f"tokenizer: Korean BPE {args.korean_vocab} on {len(clean_texts)} documents, merged into the base")
-    tok.train_korean(clean_texts, run / "korean", vocab_size=args.korean_vocab)
-    eval_texts = {"kobest_sample": tok.read_texts(
-        sorted((ROOT / "assets" / "kobest_sample").glob("*/test.jsonl")), text_field="*")}
-    rep["tokenizer"] = tok.merge(base / "tokenizer.model", run / "korean" / "korean.model", run / "merged",
-                                 eval_texts=eval_texts)
+    make_tokenizer(args, run, base, rep)
     done("tokenizer", t)
-
     t = time.time()
-    log(f"expand: {rep['tokenizer']['base_size']} -> {rep['tokenizer']['final_size']} rows, init {args.init}")
-    tok.expand(base, run / "merged", init=args.init, out_dir=run / "expanded")
-    for name, step in (("korean", "tokenizer-train"), ("merged", "merge"), ("expanded", "expand")):
-        outputs.mark(run / name, step)      # written through the API: say which step made them
-    data.tokenize([run / "clean" / "clean.jsonl"], run / "merged", run / "tokens", val_docs=args.val_docs,
-                  progress=False, val_text=True)                  # tokens/val.jsonl: the Korean held-out text
-    data.tokenize([run / "english_heldout.jsonl"], run / "merged", run / "en_tokens", progress=False)
-    rep["loss_after_expansion"] = held_out_loss(run / "expanded", run / "tokens", args.seq_len)
+    expand_and_tokenize(args, run, base, rep)
     done("expand", t)
-
     t = time.time()
-    recipe = ROOT / "recipes" / "demo.json"
-    rows = run_train(args, run / "expanded", run / "tokens", run / "train", recipe, args.stage_steps,
-                     ["--eval-data", f"en={run / 'en_tokens'}", "--keep-checkpoints", "10"])
-    rep["train"] = {"log": rows}
-    rep["bits_per_char"] = bits_per_char_table(run, base)
-    rep["loss_after_training"] = held_out_loss(run / "train" / "final", run / "tokens", args.seq_len)
+    train_and_score(args, run, base, rep)
     done("train", t)
-
     t = time.time()
     log("KoBEST sample and generations, before and after")
     rep["kobest_before"], rep["generations_before"] = kobest_and_generate(base, args.eval_limit)
@@ -236,6 +199,67 @@ def run_demo(args):
     md = report.write(run, rep)
     log(f"report: {md}")
     return rep
+
+
+def make_base(args, run, rep):
+    """The English held-out text, then the base model: --base, or a tiny one built here."""
+    write_jsonl(run / "english_heldout.jsonl", english_docs()[1])   # never in the base's pretraining
+    if args.base:
+        base = Path(args.base)
+        rep["base"] = {"model": str(base), "given": True}
+    else:
+        base, rows = build_base(args, run)
+        rep["base"] = {"model": str(base), "given": False, "loss_first": rows[0]["loss"],
+                       "loss_last": rows[-1]["loss"], "log": rows}
+    return base
+
+
+def clean_corpus(args, run, rep):
+    """data.py clean on the Korean corpus (its first --max-docs documents with --quick)."""
+    import data
+    log("clean: data.py on " + ", ".join(map(str, args.corpus)))
+    corpus = args.corpus
+    if args.max_docs:  # the quick demo takes the first documents only
+        texts = read_texts(corpus, limit=args.max_docs)
+        write_jsonl(run / "corpus_subset.jsonl", texts)
+        corpus = [run / "corpus_subset.jsonl"]
+    rep["clean"] = data.clean(corpus, run / "clean", data.CleanConfig(min_chars=args.min_chars))
+
+
+def make_tokenizer(args, run, base, rep):
+    """A Korean BPE trained on the cleaned corpus, merged into the base tokenizer."""
+    import tokenizer as tok
+    clean_texts = read_texts([run / "clean" / "clean.jsonl"])
+    log(f"tokenizer: Korean BPE {args.korean_vocab} on {len(clean_texts)} documents, merged into the base")
+    tok.train_korean(clean_texts, run / "korean", vocab_size=args.korean_vocab)
+    eval_texts = {"kobest_sample": tok.read_texts(
+        sorted((ROOT / "assets" / "kobest_sample").glob("*/test.jsonl")), text_field="*")}
+    rep["tokenizer"] = tok.merge(base / "tokenizer.model", run / "korean" / "korean.model", run / "merged",
+                                 eval_texts=eval_texts)
+
+
+def expand_and_tokenize(args, run, base, rep):
+    """The base grown to the merged vocabulary; the Korean and English held-out text as token shards."""
+    import data
+    import expand
+    log(f"expand: {rep['tokenizer']['base_size']} -> {rep['tokenizer']['final_size']} rows, init {args.init}")
+    expand.expand(base, run / "merged", init=args.init, out_dir=run / "expanded")
+    for name, step in (("korean", "tokenizer-train"), ("merged", "merge"), ("expanded", "expand")):
+        outputs.mark(run / name, step)      # written through the API: say which step made them
+    data.tokenize([run / "clean" / "clean.jsonl"], run / "merged", run / "tokens", val_docs=args.val_docs,
+                  progress=False, val_text=True)                  # tokens/val.jsonl: the Korean held-out text
+    data.tokenize([run / "english_heldout.jsonl"], run / "merged", run / "en_tokens", progress=False)
+    rep["loss_after_expansion"] = held_out_loss(run / "expanded", run / "tokens", args.seq_len)
+
+
+def train_and_score(args, run, base, rep):
+    """train.py's four stages, then bits per character at each stage and the held-out loss after."""
+    recipe = ROOT / "recipes" / "demo.json"
+    rows = run_train(args, run / "expanded", run / "tokens", run / "train", recipe, args.stage_steps,
+                     ["--eval-data", f"en={run / 'en_tokens'}", "--keep-checkpoints", "10"])
+    rep["train"] = {"log": rows}
+    rep["bits_per_char"] = bits_per_char_table(run, base)
+    rep["loss_after_training"] = held_out_loss(run / "train" / "final", run / "tokens", args.seq_len)
 
 
 def add_args(p):

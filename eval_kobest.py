@@ -34,8 +34,6 @@ import torch.nn.functional as F
 
 import cli
 import outputs
-from model import rope_inv_freq, rotate_half
-from model import rope_tables as _positions_tables
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "assets" / "kobest_sample"
@@ -254,24 +252,15 @@ def pack_example(ex, max_len):
     return rows
 
 
-def rope_tables(model, n, device):
-    """(n, head_dim) cos and sin for positions 0..n-1, fp32, exactly as model.forward makes them."""
-    return _positions_tables(rope_inv_freq(model.config, device), 0, n)
-
-
-@torch.no_grad()
-def packed_forward(model, rows, cos_tab, sin_tab):
-    """Run a batch of packed rows through model's own modules with a tree mask; return, per
-    row and segment, the continuation's log-probabilities (fp32 log-softmax as the reference)
-    and whether each token is the argmax. Only the positions that predict a continuation
-    token go through the LM head."""
-    cfg = model.config
-    dev = model.model.embed_tokens.weight.device
+def pack_batch(rows):
+    """The model's inputs for a batch of packed rows: ids and positions (B, T), the tree mask
+    (B, 1, T, T), and, flat over every scored token, where it is predicted (row, position),
+    its id, and whose it is (row, segment)."""
     B, T = len(rows), max(len(p) + sum(len(c) - 1 for _, c in segs) for p, segs in rows)
     ids = torch.zeros(B, T, dtype=torch.long)
     pos = torch.zeros(B, T, dtype=torch.long)
-    seg = torch.full((B, T), -1, dtype=torch.long)       # 0 prefix, j+1 segment j, -1 padding
-    where, targets, owner = [], [], []                  # flat lists over every scored token
+    seg = torch.full((B, T), -1, dtype=torch.long)       # 0 prefix, k+1 segment k, -1 padding
+    where, targets, owner = [], [], []
     for b, (prefix, segs) in enumerate(rows):
         n = len(prefix)
         ids[b, :n] = torch.tensor(prefix)
@@ -282,7 +271,7 @@ def packed_forward(model, rows, cos_tab, sin_tab):
             L = len(cont) - 1                            # the last token is never an input
             if L:
                 ids[b, s:s + L] = torch.tensor(cont[:-1])
-                pos[b, s:s + L] = torch.arange(n, n + L)
+                pos[b, s:s + L] = torch.arange(n, n + L)   # each segment continues the prefix
                 seg[b, s:s + L] = k + 1
             # cont[0] is predicted at the last prefix position, cont[t] at segment position t-1
             for t, tok in enumerate(cont):
@@ -290,32 +279,25 @@ def packed_forward(model, rows, cos_tab, sin_tab):
                 targets.append(tok)
                 owner.append((b, k))
             s += L
-    ids, pos, seg = ids.to(dev), pos.to(dev), seg.to(dev)
     # mask[b, q, k]: key k is not after query q, and is in the prefix or in q's own segment
     # (padding queries see the prefix and earlier padding, so no softmax row is empty)
-    order = torch.arange(T, device=dev)
+    order = torch.arange(T)
     causal = order[None, :, None] >= order[None, None, :]                        # (1, T, T)
     mask = (causal & ((seg[:, None, :] == 0) | (seg[:, :, None] == seg[:, None, :])))[:, None]  # (B, 1, T, T)
-    H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    x = model.model.embed_tokens(ids)                                            # (B, T, C)
-    cos = cos_tab[pos][:, None].to(x.dtype)                                      # (B, 1, T, D)
-    sin = sin_tab[pos][:, None].to(x.dtype)
-    for layer in model.model.layers:
-        att = layer.self_attn
-        h = layer.input_layernorm(x)
-        q = att.q_proj(h).view(B, T, H, D).transpose(1, 2)                       # (B, H, T, D)
-        k = att.k_proj(h).view(B, T, KV, D).transpose(1, 2)                      # (B, KV, T, D)
-        v = att.v_proj(h).view(B, T, KV, D).transpose(1, 2)
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=KV != H)
-        x = x + att.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-    bi = torch.tensor([w[0] for w in where], device=dev)
-    ti = torch.tensor([w[1] for w in where], device=dev)
-    h = model.model.norm(x[bi, ti])                                              # (N, C)
-    W = model.output_weight() if hasattr(model, "output_weight") else (
-        model.model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
-    logits = F.linear(h, W[:cfg.vocab_size])                                     # (N, V) activation dtype
+    return ids, pos, mask, where, targets, owner
+
+
+@torch.no_grad()
+def packed_forward(model, rows):
+    """Run a batch of packed rows through the model with their positions and tree mask; return,
+    per row and segment, the continuation's summed log-probability (fp32 log-softmax, as the
+    reference) and whether every token is the argmax. Only the positions that predict a
+    continuation token go through the LM head."""
+    dev = next(model.parameters()).device
+    ids, pos, mask, where, targets, owner = pack_batch(rows)
+    h = model.hidden(ids.to(dev), positions=pos.to(dev), mask=mask.to(dev))     # (B, T, C)
+    bi, ti = torch.tensor(where, device=dev).unbind(1)                           # (N,) each
+    logits = model.head(h[bi, ti])                                               # (N, V) activation dtype
     logp = F.log_softmax(upcast(logits), dim=-1)
     tgt = torch.tensor(targets, device=dev)
     lp = logp.gather(1, tgt[:, None])[:, 0].double().cpu().tolist()
@@ -336,14 +318,11 @@ def score_packed(model, examples, batch_size=32):
     for e, ex in enumerate(examples):
         rows += [(e, p, segs) for p, segs in pack_example(ex, M)]
     rows.sort(key=lambda r: -(len(r[1]) + sum(len(c) - 1 for _, c in r[2])))
-    longest = max(len(p) + sum(len(c) for _, c in s) for _, p, s in rows) if rows else 1
-    dev = model.model.embed_tokens.weight.device
-    cos, sin = rope_tables(model, longest, dev)
     lls = [[None] * len(ex.cont_ids) for ex in examples]
     greedy = [[None] * len(ex.cont_ids) for ex in examples]
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
-        res = packed_forward(model, [(p, s) for _, p, s in chunk], cos, sin)
+        res = packed_forward(model, [(p, s) for _, p, s in chunk])
         for b, (e, _, segs) in enumerate(chunk):
             for k, (j, _) in enumerate(segs):
                 lls[e][j], greedy[e][j] = res[(b, k)]
@@ -396,6 +375,23 @@ def group_metrics(per_task):
     return out
 
 
+def load_task_split(data_dir, task, split):
+    """(docs, sha256) of one split: from a local folder, or skt/kobest_v1 via `datasets` for "hf"."""
+    return load_split_hf(task, split) if str(data_dir) == "hf" else load_split(data_dir, task, split)
+
+
+def sample_records(task, examples, lls, greedy):
+    """Per-example scores and predictions, as lm-eval's --log_samples keeps them."""
+    recs = []
+    for ex, sc, gr in zip(examples, lls, greedy):
+        rec = {"doc_id": ex.doc_id, "context": ex.context, "choices": ex.choices, "gold": ex.gold,
+               "lls": sc, "is_greedy": gr, "pred": argmax(sc), "acc": float(argmax(sc) == ex.gold)}
+        if task == "hellaswag":
+            rec["pred_norm"] = argmax([s / len(c) for s, c in zip(sc, ex.choices)])
+        recs.append(rec)
+    return recs
+
+
 def evaluate(model, sp, tasks=TASKS, data_dir=None, split="test", num_fewshot=0, batch_size=32,
              limit=None, log_samples=False, seed=FEWSHOT_SEED, verbose=False):
     """Score `tasks` with an in-memory Llama and SentencePieceProcessor; returns
@@ -409,16 +405,12 @@ def evaluate(model, sp, tasks=TASKS, data_dir=None, split="test", num_fewshot=0,
         if task not in FIELDS:
             raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
         t0 = time.perf_counter()
-        load = (lambda s: load_split_hf(task, s)) if str(data_dir) == "hf" else \
-            (lambda s: load_split(data_dir, task, s))
-        docs, checksums[f"{task}/{split}"] = load(split)
-        if limit:
-            docs = docs[:limit]
+        docs, checksums[f"{task}/{split}"] = load_task_split(data_dir, task, split)
+        docs = docs[:limit] if limit else docs
         shots = []
         if num_fewshot > 0:
-            shots, checksums[f"{task}/train"] = load("train")
-        contexts = build_contexts(task, docs, shots, num_fewshot, seed)
-        examples = build_examples(task, docs, contexts, sp)
+            shots, checksums[f"{task}/train"] = load_task_split(data_dir, task, "train")
+        examples = build_examples(task, docs, build_contexts(task, docs, shots, num_fewshot, seed), sp)
         t1 = time.perf_counter()
         lls, greedy = score_packed(model, examples, batch_size)
         t2 = time.perf_counter()
@@ -427,12 +419,7 @@ def evaluate(model, sp, tasks=TASKS, data_dir=None, split="test", num_fewshot=0,
         if verbose:
             print(f"{task}: {len(examples)} examples in {t2 - t0:.1f}s", file=sys.stderr)
         if log_samples:
-            samples[task] = [{"doc_id": ex.doc_id, "context": ex.context, "choices": ex.choices,
-                              "gold": ex.gold, "lls": sc, "is_greedy": gr, "pred": argmax(sc),
-                              "acc": float(argmax(sc) == ex.gold),
-                              **({"pred_norm": argmax([s / len(c) for s, c in zip(sc, ex.choices)])}
-                                 if task == "hellaswag" else {})}
-                             for ex, sc, gr in zip(examples, lls, greedy)]
+            samples[task] = sample_records(task, examples, lls, greedy)
     model.train(was_training)
     blob = json.dumps(checksums, sort_keys=True).encode()
     out = {"results": results, "groups": {"kobest": group_metrics(results)} if len(results) > 1 else {},
@@ -444,17 +431,20 @@ def evaluate(model, sp, tasks=TASKS, data_dir=None, split="test", num_fewshot=0,
     return out
 
 
+def _cell(m, k):
+    return f"{m[k]:.4f}" if k in m else "-"
+
+
 def format_table(out):
     lines = [f"{'task':<12}{'n':>6}{'acc':>9}{'f1':>9}{'acc_norm':>10}"]
     rows = list(out["results"].items()) + [(f"{k} (avg)", v) for k, v in out["groups"].items()]
     for name, m in rows:
-        fmt = lambda k: f"{m[k]:.4f}" if k in m else "-"
-        lines.append(f"{name:<12}{m['n']:>6}{fmt('acc'):>9}{fmt('f1'):>9}{fmt('acc_norm'):>10}")
+        lines.append(f"{name:<12}{m['n']:>6}{_cell(m, 'acc'):>9}{_cell(m, 'f1'):>9}{_cell(m, 'acc_norm'):>10}")
     return "\n".join(lines)
 
 
-def write_atomic(path, text):
-    """Through a temp file and a rename: an interrupted run never leaves half a file."""
+def write_output(path, text):
+    """Written whole (outputs.write_atomic), into a folder made if need be."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     outputs.write_atomic(path, text)
 
@@ -549,12 +539,12 @@ def run(args):
     n = sum(m["n"] for m in out["results"].values())
     print(f"{n} examples in {elapsed:.1f}s ({n / elapsed:.1f}/s); data sha256 {out['data']['sha256'][:12]}")
     if args.output:
-        write_atomic(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+        write_output(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         if samples is not None:
             path = _samples_path(args.output)
-            write_atomic(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
-                                       for t, rows in samples.items() for s in rows))
+            write_output(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
+                                        for t, rows in samples.items() for s in rows))
             print(f"wrote {path}")
     return out
 

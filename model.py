@@ -8,10 +8,7 @@ configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/l
 config.json leaves out means what it means in transformers (HF_DEFAULTS), and save_pretrained
 writes back the config.json it was loaded from with only what changed (vocab_size, the dtype).
 
-    python model.py --smoke                       # tiny random model: save, reload, generate
-    python model.py --model FOLDER --prompt "안녕하세요" --max-new-tokens 32
-
-From Python:
+From Python (generate.py is the command line):
 
     model = Llama.from_pretrained("path/to/SOLAR-10.7B", dtype=torch.bfloat16)
     logits, loss = model(input_ids, targets)      # (B, T, V), scalar
@@ -30,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 import cli
+import outputs
 from safetensors_io import read_safetensors, write_safetensors  # noqa: F401 (model.read_safetensors)
 
 # What transformers makes of a key that config.json leaves out (its LlamaConfig and MistralConfig;
@@ -226,11 +224,11 @@ def rope_inv_freq(cfg, device=None):
     return torch.where(medium, blended, scaled)
 
 
-def rope_tables(inv_freq, pos, T):
-    """(T, D) fp32 cos and sin for positions pos..pos+T-1, in HF's half-split layout."""
-    t = torch.arange(pos, pos + T, device=inv_freq.device, dtype=torch.float32)
-    freqs = torch.outer(t, inv_freq)                           # (T, D/2)
-    emb = torch.cat((freqs, freqs), dim=-1)                    # (T, D)
+def rope_tables(inv_freq, positions):
+    """fp32 cos and sin for integer positions of any shape (T,) or (B, T) -> (..., D), in HF's
+    half-split layout."""
+    freqs = positions.to(torch.float32)[..., None] * inv_freq  # (..., D/2)
+    emb = torch.cat((freqs, freqs), dim=-1)                    # (..., D)
     return emb.cos(), emb.sin()
 
 
@@ -240,7 +238,7 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    # x: (B, H, T, D); cos, sin: (T, D) fp32 -> computed in x's dtype as HF does
+    # x: (B, H, T, D); cos, sin: (T, D) or (B, 1, T, D) fp32 -> computed in x's dtype as HF does
     return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
@@ -269,7 +267,7 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, KV * D, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(H * D, cfg.hidden_size, bias=cfg.attention_bias)
 
-    def forward(self, x, cos, sin, kv_cache=None, pos=0):
+    def forward(self, x, cos, sin, mask=None, kv_cache=None, pos=0):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)    # (B, KV, T, D)
@@ -281,9 +279,14 @@ class LlamaAttention(nn.Module):
             kc[:, :, pos:pos + T], vc[:, :, pos:pos + T] = k, v
             k, v = kc[:, :, :pos + T], vc[:, :, :pos + T]
             assert pos == 0 or T == 1, "the cache is filled by one prompt, then one token a step"
-        # causal mask only when queries and keys start together; a single new token sees all keys.
+        # No mask: causal when queries and keys start together; a single new token sees all keys.
+        # A mask (B, 1, T, T), True where query t may see key s, replaces it (eval_kobest's tree).
         # enable_gqa lets SDPA share each KV head across H/KV query heads without copying.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=(T > 1), enable_gqa=self.n_kv != self.n_head)
+        gqa = self.n_kv != self.n_head
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=(T > 1), enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -306,8 +309,8 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = LlamaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, kv_cache=None, pos=0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, pos)
+    def forward(self, x, cos, sin, mask=None, kv_cache=None, pos=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -365,21 +368,35 @@ class Llama(nn.Module):
     def output_weight(self):
         return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, input_ids, targets=None, reduction="mean", kv_caches=None, pos=0):
+    def hidden(self, input_ids, positions=None, mask=None, kv_caches=None, pos=0):
+        """The final-normed hidden states (B, T, C). positions (B, T): each token's position
+        (default pos..pos+T-1 in every row); mask (B, 1, T, T) bool, True where a query may see
+        a key (default causal). The two let one row hold a prompt and several continuations."""
         B, T = input_ids.shape
+        if positions is None:
+            positions = torch.arange(pos, pos + T, device=input_ids.device)         # (T,)
         with torch.autocast(input_ids.device.type, enabled=False):
-            cos, sin = rope_tables(self.inv_freq, pos, T)      # (T, D) fp32
+            cos, sin = rope_tables(self.inv_freq, positions)   # (T, D) or (B, T, D), fp32
+        if cos.dim() == 3:
+            cos, sin = cos[:, None], sin[:, None]              # (B, 1, T, D): one table per row
         x = self.model.embed_tokens(input_ids)                 # (B, T, C)
         for i, layer in enumerate(self.model.layers):
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, cos, sin, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, None if kv_caches is None else kv_caches[i], pos)
-        x = self.model.norm(x)
-        logits = F.linear(x, self.output_weight())             # (B, T, padded V)
+                x = layer(x, cos, sin, mask, None if kv_caches is None else kv_caches[i], pos)
+        return self.model.norm(x)
+
+    def head(self, x):
+        """Logits (..., vocab_size) from hidden states (..., C)."""
+        logits = F.linear(x, self.output_weight())             # (..., padded V)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., :self.config.vocab_size]      # padded rows are never predicted
             # (sliced only when padded: the slice's backward writes a zero-filled full-size gradient)
+        return logits
+
+    def forward(self, input_ids, targets=None, reduction="mean", kv_caches=None, pos=0, positions=None, mask=None):
+        logits = self.head(self.hidden(input_ids, positions, mask, kv_caches, pos))  # (B, T, V)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -462,9 +479,15 @@ class Llama(nn.Module):
         a temp folder that is renamed into place, so a crash never leaves a complete-looking
         half-written folder."""
         folder = os.path.abspath(os.fspath(folder))
-        tmp, old = folder + ".tmp-save", folder + ".old-save"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        tmp = str(outputs.fresh_sibling(folder))
+        try:
+            self._save_into(tmp, folder, max_shard_size)
+            outputs.replace_dir(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _save_into(self, tmp, folder, max_shard_size):
         V = self.config.vocab_size
         tensors = {k: (v[:V] if k in ("model.embed_tokens.weight", "lm_head.weight") else v).detach()
                    for k, v in self.state_dict().items()}                  # drop padded rows
@@ -495,9 +518,6 @@ class Llama(nn.Module):
                 if not name.endswith((".safetensors", ".index.json")) and name != "config.json":
                     src = os.path.join(folder, name)
                     (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_model_folder(folder, flag="--model"):
@@ -558,125 +578,3 @@ def _write_json(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
-
-
-# ---- command line: a smoke test, or generate from a model folder ----
-
-def main(argv=None):
-    import argparse
-    import tempfile
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="build a tiny random model, save, reload, generate")
-    p.add_argument("--model", help="HF model folder with tokenizer.model")
-    p.add_argument("--prompt", default="대한민국의 수도는", help="text to continue")
-    p.add_argument("--max-new-tokens", type=cli.number(int, lo=1), default=32)
-    p.add_argument("--temperature", type=cli.number(float, lo=0), default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=cli.number(float, lo=0, hi=1, lo_open=True), default=0.9)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
-    args = p.parse_args(argv)
-    if args.smoke:
-        torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-        model = Llama(cfg).eval()
-        with tempfile.TemporaryDirectory() as d:
-            model.save_pretrained(d)
-            again = Llama.from_pretrained(d).eval()
-            same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-            out = again.generate([1, 5, 7], max_new_tokens=8)
-            print(f"saved and reloaded {sum(p.numel() for p in model.parameters())} parameters "
-                  f"(bit-identical: {same}); greedy continuation of [1, 5, 7]: {out}")
-        return
-    if not args.model:
-        p.error("give --model FOLDER or --smoke")
-    import runtime
-    from tokenizer import processor
-    runtime.check_device(args.device)
-    check_model_folder(args.model)
-    tok_path = os.path.join(args.model, "tokenizer.model")
-    if not os.path.exists(tok_path):
-        raise SystemExit(f"error: {tok_path} not found (the model folder needs its tokenizer.model)")
-    sp = processor(tok_path)        # a corrupt tokenizer.model is one line naming it
-    model = Llama.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device).eval()
-    ids = [sp.bos_id()] + sp.encode(args.prompt)
-    out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_p, sp.eos_id())
-    print(sp.decode(ids[1:] + out))
-
-
-# ---- Vocabulary expansion (RedWhale part 3) ----
-# New rows for the merged tokenizer's pieces (tokenizer.py merges, then calls expand_vocab).
-# "Decomposition" = the ids the *base* tokenizer splits a new piece's text into; a new row made
-# from those rows starts where the model already "reads" that text.
-
-INIT_METHODS = ("random", "mean", "subword-embed", "subword", "subword-first-head")
-
-
-@torch.no_grad()
-def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, vocab_multiple=1, seed=0,
-                 skip_first=()):
-    """Grow embed_tokens and lm_head from config.vocab_size to new_vocab_size rows; old rows are
-    kept bit for bit and the new ones initialized by `init`:
-      random              normal(0, initializer_range) in embedding and head
-      mean                the mean of all old rows, in each matrix
-      subword-embed       embedding: mean of the sub-token rows; head: mean of all old rows
-      subword             mean of the sub-token rows in both (the paper's best; the default)
-      subword-first-head  embedding: mean of the sub-token rows; head: the first meaningful sub-token's
-                          row (EEVE): ids in skip_first are passed over (tokenizer.expand gives the
-                          bare "▁" piece, with which a Llama/Mistral base begins every "▁word"
-                          decomposition: taking it would give all such pieces one and the same row)
-    decompositions maps each new id to its base ids (tokenizer.decompositions). A tied model stays
-    tied and takes the embedding rule. Rows past new_vocab_size (padding up to vocab_multiple)
-    are zero, never predicted, and dropped by save_pretrained."""
-    cfg = model.config
-    old_v, n_new = cfg.vocab_size, new_vocab_size - cfg.vocab_size
-    if init not in INIT_METHODS:
-        raise ValueError(f"init {init!r}: choose one of {', '.join(INIT_METHODS)}")
-    if n_new < 0:
-        raise ValueError(f"new_vocab_size {new_vocab_size} is smaller than vocab_size {old_v}")
-    if init.startswith("subword"):
-        missing = [i for i in range(old_v, new_vocab_size) if not (decompositions or {}).get(i)]
-        if missing:
-            raise ValueError(f"init {init!r} needs the base ids of every new piece; none for ids {missing[:5]}")
-        bad = [i for i in range(old_v, new_vocab_size) if not all(0 <= j < old_v for j in decompositions[i])]
-        if bad:
-            raise ValueError(f"decompositions of ids {bad[:5]} use ids outside the old vocabulary 0..{old_v - 1}")
-        flat = [j for i in range(old_v, new_vocab_size) for j in decompositions[i]]
-        ids = torch.tensor(flat, dtype=torch.long)                             # (total sub-tokens,)
-        offsets = torch.tensor([0] + [len(decompositions[i]) for i in range(old_v, new_vocab_size - 1)]).cumsum(0)
-        first = torch.tensor([next((j for j in decompositions[i] if j not in skip_first), decompositions[i][0])
-                              for i in range(old_v, new_vocab_size)], dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed)
-    rows = (new_vocab_size + vocab_multiple - 1) // vocab_multiple * vocab_multiple
-
-    def grow(old, rule):
-        src = old[:old_v].float()                                              # (old V, C), no padding
-        if n_new == 0:
-            new = src[:0]
-        elif rule == "random":
-            new = torch.randn(n_new, src.size(1), generator=gen) * cfg.initializer_range
-        elif rule == "mean":
-            new = src.mean(0, keepdim=True).expand(n_new, -1)
-        elif rule == "first":
-            new = src[first.to(src.device)]
-        else:                                                                  # mean of each piece's sub-token rows
-            new = F.embedding_bag(ids.to(src.device), src, offsets.to(src.device), mode="mean")
-        w = old.new_zeros(rows, old.size(1))                                   # (rows, C)
-        w[:old_v] = old[:old_v]
-        w[old_v:new_vocab_size] = new.to(device=w.device, dtype=w.dtype)
-        return nn.Parameter(w, requires_grad=old.requires_grad)
-
-    embed_rule, head_rule = {"random": ("random", "random"), "mean": ("mean", "mean"),
-                             "subword-embed": ("subword", "mean"), "subword": ("subword", "subword"),
-                             "subword-first-head": ("subword", "first")}[init]
-    emb = model.model.embed_tokens
-    emb.weight, emb.num_embeddings = grow(emb.weight, embed_rule), rows
-    if model.lm_head is not None:
-        model.lm_head.weight, model.lm_head.out_features = grow(model.lm_head.weight, head_rule), rows
-    # mutate the shared config in place so every holder of it sees the new size
-    cfg.vocab_size, cfg.vocab_multiple = new_vocab_size, vocab_multiple
-    return model
-
-
-if __name__ == "__main__":
-    cli.run(main)

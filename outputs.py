@@ -132,13 +132,40 @@ def sweep_leftovers(out):
             print(f"note: removed {d}, left by an interrupted run", file=sys.stderr)
 
 
-def replace_dir(tmp, out):
-    """Rename the finished folder `tmp` to `out`; an existing `out` (ours, or empty) goes away."""
+def fsync(path):
+    """Flush a file or a folder (its list of names) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fresh_sibling(out, kind="partial"):
+    """A new, empty hidden folder `.NAME.KIND-HOST-PID` beside `out`, to build `out` in."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.{kind}-{_tag()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def replace_dir(tmp, out, durable=False):
+    """Rename the finished folder `tmp` to `out`; an existing `out` goes away only after. With
+    `durable`, every file and the folder reach the disk before the rename, and the rename after
+    it (a checkpoint must survive a power cut, not only a crash)."""
     tmp, out = Path(tmp), Path(out)
+    if durable:
+        for f in sorted(tmp.iterdir()):
+            fsync(f)
+        fsync(tmp)
     old = out.parent / f".{out.name}.old-{_tag()}"
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
+    if durable:
+        fsync(out.parent)
     if old.exists():
         shutil.rmtree(old)
 
@@ -149,12 +176,9 @@ def staged(out, inputs=(), force=False, step="", flag="--out"):
     given, out = out, Path(out).resolve()
     sweep_leftovers(out)            # first: it may put back a previous output caught between renames
     check_output_dir(given, inputs, force, flag, step)      # (messages name the folder as the user did)
-    tmp = out.parent / f".{out.name}.partial-{_tag()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        tmp = fresh_sibling(out)
     except OSError as e:            # a read-only or missing place: name the flag, not the hidden folder
         raise OSError(f"{flag} {out}: cannot write there ({e.strerror or e})") from None
     try:

@@ -58,13 +58,17 @@ class Stage:
     lora: dict | None = None          # {"r", "alpha", "dropout", "targets"}; implied by "lora" in train
 
 
+def _default_betas():
+    return [0.9, 0.95]      # a fresh list for every Recipe
+
+
 @dataclass
 class Recipe:
     stages: list
     seq_len: int = 2048
     micro_batch: int = 1              # sequences per micro-batch per rank
     grad_clip: float = 1.0
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    betas: list = field(default_factory=_default_betas)   # AdamW's (beta1, beta2)
     old_vocab_size: int | str = 0     # rows that freeze_old_rows keeps; "auto": expand_report.json
 
 
@@ -83,59 +87,14 @@ def load_recipe(path):
     """Read a JSON/TOML recipe; every error names the file and the stage or key."""
     if path is None:
         return default_recipe()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if path.endswith(".toml"):
-            import tomllib
-            d = tomllib.loads(raw.decode("utf-8"))
-        else:
-            d = json.loads(raw)
-    except FileNotFoundError:
-        raise SystemExit(f"error: recipe {path} not found") from None
-    except ValueError as e:
-        raise SystemExit(f"error: recipe {path} is not valid JSON/TOML: {e}") from None
+    d = _read_recipe_file(path)
     top = {f.name for f in fields(Recipe)}
     if not isinstance(d, dict) or not isinstance(d.get("stages"), list) or not d["stages"]:
         raise SystemExit(f"error: {path}: needs a non-empty list 'stages'")
     for k in d:
         if k not in top:
             raise SystemExit(f"error: {path}: unknown key {k!r} (known: {sorted(top)})")
-    known = {f.name for f in fields(Stage)}
-    stages = []
-    for i, s in enumerate(d["stages"]):
-        where = f"{path}: stage {i + 1}"
-        if not isinstance(s, dict) or not s.get("train") or not isinstance(s["train"], (list, str)):
-            raise SystemExit(f"error: {where}: needs a non-empty 'train' list of parameter groups")
-        for k in s:
-            if k not in known:
-                raise SystemExit(f"error: {where}: unknown key {k!r} (known: {sorted(known)})")
-        s = {"name": f"stage{i + 1}", **s}
-        if isinstance(s["train"], str):
-            s["train"] = [s["train"]]
-        for g in s["train"]:
-            if not isinstance(g, str) or (g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit())):
-                raise SystemExit(f"error: {where} ({s['name']}): unknown parameter group {g!r} "
-                                 f"(known: {', '.join(GROUPS)}, layers.N)")
-        if s.get("schedule", "cosine") not in ("cosine", "wsd"):
-            raise SystemExit(f"error: {where}: schedule {s['schedule']!r} is not cosine or wsd")
-        if s.get("lora") is not None and not isinstance(s["lora"], dict):
-            raise SystemExit(f"error: {where}: lora must be an object like {json.dumps(LORA_DEFAULTS)}")
-        if "lora" in s["train"]:
-            extra = set(s.get("lora") or {}) - set(LORA_DEFAULTS)
-            if extra:
-                raise SystemExit(f"error: {where}: unknown lora keys {sorted(extra)}")
-            s["lora"] = {**LORA_DEFAULTS, **(s.get("lora") or {})}
-        _check_numbers(where, s, STAGE_RANGES)
-        if "lora" in s["train"]:
-            _check_numbers(f"{where}: lora", s["lora"], LORA_RANGES)
-            targets = s["lora"]["targets"]
-            if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
-                raise SystemExit(f"error: {where}: lora targets must be a list of module names, e.g. "
-                                 f"{LORA_DEFAULTS['targets'][:2]}, got {targets!r}")
-        if not (s.get("tokens") or s.get("steps")):
-            raise SystemExit(f"error: {where}: give 'tokens' or 'steps' (> 0)")
-        stages.append(Stage(**s))
+    stages = [_load_stage(path, i, s) for i, s in enumerate(d["stages"])]
     _check_numbers(path, d, TOP_RANGES)
     betas = d.get("betas", [0.9, 0.95])
     if not (isinstance(betas, list) and len(betas) == 2 and all(cli.problem(b, float, 0, 1) is None and b < 1
@@ -145,6 +104,58 @@ def load_recipe(path):
     if ovs != "auto":
         _check_numbers(path, {"old_vocab_size": ovs}, {"old_vocab_size": (int, 0, None, False)})
     return Recipe(**{**d, "stages": stages})
+
+
+def _read_recipe_file(path):
+    """The parsed JSON or TOML of a recipe file, or one line saying why not."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if path.endswith(".toml"):
+            import tomllib
+            return tomllib.loads(raw.decode("utf-8"))
+        return json.loads(raw)
+    except FileNotFoundError:
+        raise SystemExit(f"error: recipe {path} not found") from None
+    except ValueError as e:
+        raise SystemExit(f"error: recipe {path} is not valid JSON/TOML: {e}") from None
+
+
+def _load_stage(path, i, s):
+    """Stage i (0-based) of recipe `path`, from its dict `s`: every key checked, the defaults filled in."""
+    where = f"{path}: stage {i + 1}"
+    known = {f.name for f in fields(Stage)}
+    if not isinstance(s, dict) or not s.get("train") or not isinstance(s["train"], (list, str)):
+        raise SystemExit(f"error: {where}: needs a non-empty 'train' list of parameter groups")
+    for k in s:
+        if k not in known:
+            raise SystemExit(f"error: {where}: unknown key {k!r} (known: {sorted(known)})")
+    s = {"name": f"stage{i + 1}", **s}
+    if isinstance(s["train"], str):
+        s["train"] = [s["train"]]
+    for g in s["train"]:
+        if not isinstance(g, str) or (g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit())):
+            raise SystemExit(f"error: {where} ({s['name']}): unknown parameter group {g!r} "
+                             f"(known: {', '.join(GROUPS)}, layers.N)")
+    if s.get("schedule", "cosine") not in ("cosine", "wsd"):
+        raise SystemExit(f"error: {where}: schedule {s['schedule']!r} is not cosine or wsd")
+    if s.get("lora") is not None and not isinstance(s["lora"], dict):
+        raise SystemExit(f"error: {where}: lora must be an object like {json.dumps(LORA_DEFAULTS)}")
+    if "lora" in s["train"]:
+        extra = set(s.get("lora") or {}) - set(LORA_DEFAULTS)
+        if extra:
+            raise SystemExit(f"error: {where}: unknown lora keys {sorted(extra)}")
+        s["lora"] = {**LORA_DEFAULTS, **(s.get("lora") or {})}
+    _check_numbers(where, s, STAGE_RANGES)
+    if "lora" in s["train"]:
+        _check_numbers(f"{where}: lora", s["lora"], LORA_RANGES)
+        targets = s["lora"]["targets"]
+        if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+            raise SystemExit(f"error: {where}: lora targets must be a list of module names, e.g. "
+                             f"{LORA_DEFAULTS['targets'][:2]}, got {targets!r}")
+    if not (s.get("tokens") or s.get("steps")):
+        raise SystemExit(f"error: {where}: give 'tokens' or 'steps' (> 0)")
+    return Stage(**s)
 
 
 def _check_numbers(where, d, ranges):

@@ -37,13 +37,13 @@ STEPS = {
     "merge": ("tokenizer", ["merge"], "merge the Korean pieces into the base tokenizer"),
     "ratio": ("tokenizer", ["ratio"], "token ratio of a merged tokenizer against the base"),
     "sweep": ("tokenizer", ["sweep"], "train + merge at several Korean vocabulary sizes"),
-    "expand": ("tokenizer", ["expand"], "grow a base model to the merged vocabulary"),
+    "expand": ("expand", [], "grow a base model to the merged vocabulary"),
     "plan": ("train", ["--plan"], "per-stage trainable parameters and GPU memory estimate"),
     "train": ("train", [], "the four RedWhale stages (add --nproc N for torchrun)"),
     "export": ("checkpoint", [], "merge LoRA and write RUN_DIR/final"),
     "eval": ("eval_kobest", [], "KoBEST, scored as lm-evaluation-harness does"),
     "score": ("score", [], "bits per character of any model on any text (compares tokenizers)"),
-    "generate": ("model", [], "generate text from a model folder"),
+    "generate": ("generate", [], "generate text from a model folder"),
 }
 
 

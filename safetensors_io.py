@@ -65,6 +65,21 @@ def _repeated(obj, fields):
 
 def read_header(f, path, size):
     """(N, [(key, dtype, shape, start, end), ...] sorted by offsets) after checking every rule."""
+    n, header = _read_json_header(f, path, size)
+    entries = []
+    for key, info in header.items():
+        _check_text(path, key, key)
+        if key == "__metadata__":
+            _check_metadata(path, info)
+        else:
+            entries.append(_tensor_entry(path, key, info))
+    entries.sort(key=lambda e: (e[3], e[4]))
+    _check_layout(path, n, size, entries)
+    return n, entries
+
+
+def _read_json_header(f, path, size):
+    """(N, the header as a JSON object) from the file's first 8 + N bytes, its length checked first."""
     if size < 8:
         raise ValueError(f"{path}: {size} bytes: too small to be a safetensors file")
     (n,) = struct.unpack("<Q", f.read(8))
@@ -82,39 +97,47 @@ def read_header(f, path, size):
         raise ValueError(f"{path}: the header is not a JSON object")
     if _repeated(header, ["__metadata__"]):
         raise ValueError(f"{path}: __metadata__ is given twice")
-    entries = []
-    for key, info in header.items():
-        _check_text(path, key, key)
-        if key == "__metadata__":
-            if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
-                raise ValueError(f"{path}: __metadata__ must map strings to strings")
-            for k, v in (info or {}).items():
-                _check_text(path, "__metadata__", k + v)
-            continue
-        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
-            raise ValueError(f"{path}: {key}: needs dtype, shape and data_offsets")
-        if _repeated(info, ["dtype", "shape", "data_offsets"]):
-            raise ValueError(f"{path}: {key}: {', '.join(_repeated(info, ['dtype', 'shape', 'data_offsets']))} "
-                             "given twice")
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
-            raise ValueError(f"{path}: {key}: unknown or unsupported dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(_int(d) for d in shape):
-            raise ValueError(f"{path}: {key}: shape {shape!r} is not a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
-            raise ValueError(f"{path}: {key}: data_offsets {offsets!r} is not two non-negative integers")
-        numel = 1
-        for d in shape:             # left to right, stopping at u64 as the library does ([2^63, 4, 0])
-            numel *= d
-            if numel >= U64 or d >= U64 // 2:      # (and torch cannot hold a dimension of 2^63)
-                raise ValueError(f"{path}: {key}: shape {shape} overflows the format's sizes")
-        nbytes = numel * DTYPES[dtype].itemsize
-        start, end = offsets
-        if nbytes >= U64 or end < start or end - start != nbytes:
-            raise ValueError(f"{path}: {key}: shape {shape} of {dtype} is {nbytes} bytes, but data_offsets "
-                             f"{offsets} span {end - start}")
-        entries.append((key, dtype, shape, start, end))
-    entries.sort(key=lambda e: (e[3], e[4]))
+    return n, header
+
+
+def _check_metadata(path, info):
+    """__metadata__: null, or an object of strings to strings."""
+    if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
+        raise ValueError(f"{path}: __metadata__ must map strings to strings")
+    for k, v in (info or {}).items():
+        _check_text(path, "__metadata__", k + v)
+
+
+def _tensor_entry(path, key, info):
+    """(key, dtype, shape, start, end) of one tensor's header entry, once its fields, its shape's
+    size and its data_offsets' span all agree."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise ValueError(f"{path}: {key}: needs dtype, shape and data_offsets")
+    if _repeated(info, ["dtype", "shape", "data_offsets"]):
+        raise ValueError(f"{path}: {key}: {', '.join(_repeated(info, ['dtype', 'shape', 'data_offsets']))} "
+                         "given twice")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in DTYPES:
+        raise ValueError(f"{path}: {key}: unknown or unsupported dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_int(d) for d in shape):
+        raise ValueError(f"{path}: {key}: shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
+        raise ValueError(f"{path}: {key}: data_offsets {offsets!r} is not two non-negative integers")
+    numel = 1
+    for d in shape:             # left to right, stopping at u64 as the library does ([2^63, 4, 0])
+        numel *= d
+        if numel >= U64 or d >= U64 // 2:      # (and torch cannot hold a dimension of 2^63)
+            raise ValueError(f"{path}: {key}: shape {shape} overflows the format's sizes")
+    nbytes = numel * DTYPES[dtype].itemsize
+    start, end = offsets
+    if nbytes >= U64 or end < start or end - start != nbytes:
+        raise ValueError(f"{path}: {key}: shape {shape} of {dtype} is {nbytes} bytes, but data_offsets "
+                         f"{offsets} span {end - start}")
+    return key, dtype, shape, start, end
+
+
+def _check_layout(path, n, size, entries):
+    """The tensors' data, sorted by offsets, back to back from 0 to the end of the file."""
     pos = 0
     for key, _, _, start, end in entries:         # back to back from 0: no overlap, no hole
         if start != pos:
@@ -124,7 +147,6 @@ def read_header(f, path, size):
     if 8 + n + pos != size:
         raise ValueError(f"{path}: the tensors end at byte {8 + n + pos}, the file at {size} "
                          f"({'truncated' if 8 + n + pos > size else 'trailing bytes'})")
-    return n, entries
 
 
 def _check_text(path, where, s):

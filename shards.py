@@ -199,30 +199,10 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
         w["n"] += len(ids)
         w["docs"] += 1
 
-    def texts():
-        for p in files:
-            file_stats.append(stats := {})
-            for ln, t, r in read_docs(p, cfg, stats):
-                if r is None:
-                    yield t
-                else:
-                    skipped.append(f"{p}:{ln}: {r}")
-            if "error" in stats:  # a broken .gz: the rest of that file is one skip
-                skipped.append(stats["error"])
-
-    def batches():
-        b = []
-        for t in texts():
-            b.append(t)
-            if len(b) == o.batch_docs:
-                yield b
-                b = []
-        if b:
-            yield b
-
     bar = cli.progress(desc="tokenize", unit=" docs", disable=not o.progress)
     try:
-        with closing(ordered_map(_tok_batch, batches(), o.workers, _tok_init, (proto,))) as results:
+        batches = _batches(_readable_texts(files, cfg, file_stats, skipped), o.batch_docs)
+        with closing(ordered_map(_tok_batch, batches, o.workers, _tok_init, (proto,))) as results:
             for batch, (flat, lengths) in results:
                 if len(flat) and (flat.max() >= vocab or flat.min() < 0):
                     raise DataError(f"{tok}: produced id {int(flat.max())} outside the vocabulary of {vocab}")
@@ -251,6 +231,32 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
             "val_num_docs": writers["val"]["docs"], "val_shards": writers["val"]["shards"],
             "tokenizer": str(tok.resolve()), "inputs": [str(p) for p in files],
             "skipped": len(skipped), "skipped_examples": skipped[:20]}
+
+
+def _readable_texts(files, cfg, file_stats, skipped):
+    """Yield the text of every readable document of `files`, in order; a stats dict per file goes
+    into file_stats and a line per unreadable document into skipped."""
+    for p in files:
+        file_stats.append(stats := {})
+        for ln, t, r in read_docs(p, cfg, stats):
+            if r is None:
+                yield t
+            else:
+                skipped.append(f"{p}:{ln}: {r}")
+        if "error" in stats:  # a broken .gz: the rest of that file is one skip
+            skipped.append(stats["error"])
+
+
+def _batches(texts, size):
+    """Lists of `size` texts (the last one shorter): a worker's unit of work."""
+    b = []
+    for t in texts:
+        b.append(t)
+        if len(b) == size:
+            yield b
+            b = []
+    if b:
+        yield b
 
 
 # ----------------------------------------------------------------------------------------

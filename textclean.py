@@ -71,7 +71,8 @@ def normalize(text, max_repeat=5):
         text = _BLANK_RUN.sub("\n\n", _SPACES.sub("\n", text))
     text = text.strip()
     if max_repeat > 0:  # after NFC, so composing cannot make a new run longer than the cap
-        text = re.sub(r"(.)\1{%d,}" % max_repeat, lambda m: m.group(1) * max_repeat, text, flags=re.S)
+        # a run of one character longer than max_repeat becomes max_repeat of it: \1\1...\1
+        text = re.sub(r"(.)\1{%d,}" % max_repeat, r"\1" * max_repeat, text, flags=re.S)
     return text
 
 

@@ -11,7 +11,6 @@ proto, and measure the token ratio (tokens with the merged tokenizer / tokens wi
         --text-field '*' KOBEST_DIR/*/test.jsonl           # JSON with "ratio" and per-file ratios
     python tokenizer.py sweep KOBEST_DIR/*/train.jsonl --base .cache/base_tokenizer/tokenizer.model \
         --sizes 8000,16000,20000,32000,40000 --eval KOBEST_DIR/*/test.jsonl --text-field '*'
-    python tokenizer.py expand --model BASE_HF_DIR --tokenizer out/merged --init subword --out out/expanded
 
 Corpus files are plain text (one text per line) or JSONL (field --text-field, default "text";
 "*" takes a row's "text" field if it has one, else each of its string fields as a text of its
@@ -385,64 +384,6 @@ def format_sweep(rows, hidden_size):
     return "\n".join(lines)
 
 
-# ---- decomposition and model expansion ----
-
-def decompose(piece, base):
-    """The base tokenizer's ids for a piece's text ("▁" = a space), as the base would split it
-    inside running text: no dummy prefix added. `base` may be a processor from
-    processor(base, raw=True) to reuse across calls."""
-    sp = base if isinstance(base, spm.SentencePieceProcessor) else processor(base, raw=True)
-    return sp.encode(piece.replace(SPACE, " "))
-
-
-def decompositions(merged, n_base):
-    """{new id: base ids} for every piece of the merged tokenizer past the first n_base (its base)."""
-    proto = load_proto(merged)
-    base = sp_pb2.ModelProto()
-    base.CopyFrom(proto)
-    del base.pieces[n_base:]  # the merge left the base pieces untouched: this *is* the base tokenizer
-    sp = processor(base, raw=True)
-    return {i: decompose(proto.pieces[i].piece, sp) for i in range(n_base, len(proto.pieces))}
-
-
-def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multiple=1, dtype="auto", seed=0):
-    """Load an HF Llama folder, grow it to the merged tokenizer's vocabulary with `init`, and save
-    model + merged tokenizer to out_dir as an HF folder. dtype "auto" keeps the checkpoint's."""
-    import torch
-
-    import model as M  # torch is only needed here
-    if dtype == "auto":
-        dtype = M.LlamaConfig.from_pretrained(model_dir).torch_dtype
-    dtype = getattr(torch, dtype.removeprefix("torch.")) if isinstance(dtype, str) else dtype
-    llama = M.Llama.from_pretrained(model_dir, dtype=dtype)
-    n_base = llama.config.vocab_size
-    proto = load_proto(tokenizer_dir)
-    if len(proto.pieces) <= n_base:
-        raise ValueError(f"{tokenizer_dir}: {len(proto.pieces)} pieces, not more than the model's "
-                         f"vocab_size {n_base}: nothing to add")
-    own = Path(model_dir) / "tokenizer.model"
-    if own.exists():  # the merged tokenizer must extend the model's own tokenizer, id for id
-        base_pieces = [p.piece for p in load_proto(own).pieces]
-        if len(base_pieces) != n_base or [p.piece for p in proto.pieces[:n_base]] != base_pieces:
-            raise ValueError(f"{tokenizer_dir}: its first {n_base} pieces are not {own}'s pieces; "
-                             f"merge into that tokenizer.model")
-    bare_space = {i for i in range(n_base) if proto.pieces[i].piece == SPACE}   # not a meaningful first sub-token
-    M.expand_vocab(llama, len(proto.pieces), init=init, decompositions=decompositions(proto, n_base),
-                   vocab_multiple=vocab_multiple, seed=seed, skip_first=bare_space)
-    llama.save_pretrained(out_dir)
-    for name in HF_FILES + ("merge_report.json",):
-        if (Path(tokenizer_dir) / name).exists():
-            outputs.write_atomic(Path(out_dir) / name, (Path(tokenizer_dir) / name).read_bytes())
-    if (Path(out_dir) / "tokenizer.json").exists():
-        (Path(out_dir) / "tokenizer.json").unlink()
-    # train.py --freeze-old-rows auto reads old_vocab_size from here
-    _write_json(Path(out_dir) / "expand_report.json", {
-        "model": str(model_dir), "tokenizer": str(tokenizer_dir), "init": init, "old_vocab_size": n_base,
-        "new_vocab_size": len(proto.pieces), "added": len(proto.pieces) - n_base,
-        "vocab_multiple": vocab_multiple, "dtype": str(dtype).removeprefix("torch."), "seed": seed})
-    return llama
-
-
 def _write_json(path, obj):
     outputs.write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
@@ -519,19 +460,6 @@ def main(argv=None):
                    "earlier sweep's, unless --force)")
     _train_flags(p)
     _add_filter_flags(p)
-    p = sub.add_parser("expand", help="grow an HF Llama folder to the merged vocabulary")
-    p.add_argument("--model", required=True, help="base HF model folder (config.json + safetensors)")
-    p.add_argument("--tokenizer", required=True, help="merged tokenizer folder from `merge`")
-    p.add_argument("--init", default="subword",
-                   choices=["random", "mean", "subword-embed", "subword", "subword-first-head"],
-                   help="how to initialize the new embedding and LM-head rows")
-    p.add_argument("--out", required=True, help="output HF folder (model + merged tokenizer)")
-    cli.add_force(p)
-    p.add_argument("--vocab-multiple", type=cli.number(int, lo=1), default=1,
-                   help="pad rows to a multiple (64 for GPUs)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the `random` init")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights dtype (auto: the checkpoint's torch_dtype; new rows are computed in fp32)")
     for name in ("train", "merge", "ratio", "sweep"):
         sub.choices[name].add_argument("--text-field", default="text",
                                        help="JSONL field with the text ('*': 'text' if present, else all strings)")
@@ -551,7 +479,7 @@ def _int(text):
 def _inputs(a):
     """Every file or folder this command reads: no output may be, hold or sit inside one."""
     return [*getattr(a, "corpus", []), *getattr(a, "texts", []), *(getattr(a, "eval", None) or []),
-            *[getattr(a, k, None) for k in ("base", "korean", "tokenizer", "model")]]
+            *[getattr(a, k, None) for k in ("base", "korean", "tokenizer")]]
 
 
 def run(a):
@@ -585,10 +513,6 @@ def run(a):
         print(format_sweep(rows, a.hidden_size))
         if a.json:
             _write_json(a.json, rows)
-    elif a.cmd == "expand":
-        with outputs.staged(a.out, _inputs(a), a.force, step="expand") as tmp:
-            expand(a.model, a.tokenizer, a.init, tmp, vocab_multiple=a.vocab_multiple, dtype=a.dtype, seed=a.seed)
-        print(f"wrote {a.out}")
 
 
 def _a_sweep_table(path):

@@ -47,6 +47,7 @@ checkpoint.py's docstring says why).
 import argparse
 import contextlib
 import datetime
+import functools
 import gc
 import json
 import math
@@ -134,39 +135,14 @@ class Trainer:
         sharded model is built from rank 0's `state` (parallel.py; None: a checkpoint fills it)."""
         st = self.recipe.stages[s]
         where = f"{self.args.recipe or 'default recipe'}: stage {s + 1} ({st.name})"
-
-        def seed():              # the same adapters on every rank, and after a resume
-            torch.manual_seed(step_seed(self.args.seed, s, -1, 0))
         if self.fsdp:
-            if state is not None and st.lora:
-                state = parallel.rank0(lambda: parallel.with_adapters(self.cfg, state, st.lora, seed), True) or {}
-            model, names = parallel.fsdp_model(self.cfg, st.lora, st.train, state, self.device, self.mixed, where,
-                                               runtime.compile_blocks if self.compile else None)
-            model.gradient_checkpointing = self.args.activation_checkpointing
+            model, names = self.shard_stage_model(s, state, where)
         else:
-            if st.lora and not has_lora(model):
-                seed()
-                attach_lora(model, st.lora)
-            names = select_params(model, st.train, where)
-            runtime.storage_dtypes(model, names, self.mixed)
-            for n, p in model.named_parameters():
-                p.requires_grad_(n in names)
-            if self.compile:
-                runtime.compile_blocks(model)   # in place, before the DDP wrapper: compile, then wrap
+            names = self.prepare_replica(model, s, where)
         params = [(n, p) for n, p in model.named_parameters() if n in names]
-        self.frozen_rows = []
-        if st.freeze_old_rows:
-            k = old_rows(self.recipe, self.args.init_from)
-            if not k:
-                raise SystemExit(f"error: {where}: freeze_old_rows needs old_vocab_size (--freeze-old-rows N)")
-            self.frozen_rows = [(p, k) for n, p in params if n in ("model.embed_tokens.weight", "lm_head.weight")]
-        self.keep_rows()
+        self.freeze_old_rows(st, params, where)
         self.params = [p for _, p in params]
-        decay = [p for n, p in params if p.dim() >= 2]
-        no_decay = [p for n, p in params if p.dim() < 2]   # norms and biases
-        groups = [{"params": decay, "weight_decay": st.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=st.lr, betas=tuple(self.recipe.betas),
-                                     eps=1e-8, fused=self.device.type in ("cuda", "cpu"))   # one kernel, not a loop
+        self.opt = self.build_optimizer(st, params)
         self.fwd = parallel.wrap_ddp(model, self.device, self.local_rank) if self.ddp and not self.fsdp else model
         if self.device.type == "cuda":      # peak_mem_gb in the log is per stage
             torch.cuda.empty_cache()
@@ -179,6 +155,57 @@ class Trainer:
                  f"{', FSDP2' if self.fsdp else ''})")
         return model
 
+    def seed_adapters(self, s):
+        """Seed the RNG that initializes stage s's LoRA adapters: the same adapters on every rank,
+        and after a resume."""
+        torch.manual_seed(step_seed(self.args.seed, s, -1, 0))
+
+    def shard_stage_model(self, s, state, where):
+        """--fsdp: stage s's sharded model, built from rank 0's full `state` (with fresh adapters
+        added there for a LoRA stage), and the names of the parameters it trains."""
+        st = self.recipe.stages[s]
+        if state is not None and st.lora:
+            seed = functools.partial(self.seed_adapters, s)
+            state = parallel.rank0(functools.partial(parallel.with_adapters, self.cfg, state, st.lora, seed),
+                                   True) or {}
+        model, names = parallel.fsdp_model(self.cfg, st.lora, st.train, state, self.device, self.mixed, where,
+                                           runtime.compile_blocks if self.compile else None)
+        model.gradient_checkpointing = self.args.activation_checkpointing
+        return model, names
+
+    def prepare_replica(self, model, s, where):
+        """DDP or one process: stage s's adapters (added once), storage dtypes, requires_grad and
+        compiled blocks on the full model; returns the names of the parameters it trains."""
+        st = self.recipe.stages[s]
+        if st.lora and not has_lora(model):
+            self.seed_adapters(s)
+            attach_lora(model, st.lora)
+        names = select_params(model, st.train, where)
+        runtime.storage_dtypes(model, names, self.mixed)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        if self.compile:
+            runtime.compile_blocks(model)   # in place, before the DDP wrapper: compile, then wrap
+        return names
+
+    def freeze_old_rows(self, st, params, where):
+        """freeze_old_rows: note the embed / head rows of the base vocabulary, and keep a copy of them."""
+        self.frozen_rows = []
+        if st.freeze_old_rows:
+            k = old_rows(self.recipe, self.args.init_from)
+            if not k:
+                raise SystemExit(f"error: {where}: freeze_old_rows needs old_vocab_size (--freeze-old-rows N)")
+            self.frozen_rows = [(p, k) for n, p in params if n in ("model.embed_tokens.weight", "lm_head.weight")]
+        self.keep_rows()
+
+    def build_optimizer(self, st, params):
+        """AdamW over this stage's parameters only, with no weight decay on norms and biases."""
+        decay = [p for n, p in params if p.dim() >= 2]
+        no_decay = [p for n, p in params if p.dim() < 2]   # norms and biases
+        groups = [{"params": decay, "weight_decay": st.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=st.lr, betas=tuple(self.recipe.betas),
+                                 eps=1e-8, fused=self.device.type in ("cuda", "cpu"))   # one kernel, not a loop
+
     def keep_rows(self):
         """A copy of the frozen old rows of embed / head (weight decay would move them too), put back
         after every step; taken again when a checkpoint has filled the weights."""
@@ -188,7 +215,8 @@ class Trainer:
         """FSDP: gather the stage's sharded model to rank 0's CPU and merge its LoRA adapters there
         (fp32). The next stage's sharded model, the eval after the merge and the export start from it."""
         full = parallel.gather_state(model)
-        return parallel.rank0(lambda: parallel.merged(self.cfg, full, self.recipe.stages[s].lora), True) or {}
+        return parallel.rank0(functools.partial(parallel.merged, self.cfg, full, self.recipe.stages[s].lora),
+                              True) or {}
 
     # ---- checkpoints (checkpoint.py: rank 0 writes, atomically and durably)
 
@@ -200,15 +228,19 @@ class Trainer:
         if self.fsdp:       # every rank writes its shards into step-N.tmp; rank 0 renames it when all are done
             self.finish_checkpoint()
             t0 = time.time()
-            parallel.rank0(lambda: checkpoint.begin(self.ckdir, name), True)   # the empty .tmp, before any rank writes
+            # the empty .tmp, before any rank writes
+            parallel.rank0(functools.partial(checkpoint.begin, self.ckdir, name), True)
             fut = parallel.dcp_save(model, self.opt, os.path.join(self.ckdir, name + ".tmp"), self.ckpt_pg,
                                     self.args.async_ckpt)
             self.pending = (fut, name, {**state, "format": "dcp"}, t0)
             if not self.args.async_ckpt:
                 self.finish_checkpoint()
             return name
-        wrote = parallel.rank0(lambda: checkpoint.save(self.ckdir, name, model.state_dict(), self.opt.state_dict(),
-                                                        state, self.args.keep_checkpoints), self.ddp)
+
+        def save():         # on rank 0 alone: the other ranks never build the state dicts
+            return checkpoint.save(self.ckdir, name, model.state_dict(), self.opt.state_dict(), state,
+                                   self.args.keep_checkpoints)
+        wrote = parallel.rank0(save, self.ddp)
         if wrote:
             self.log(f"wrote {name}: {wrote[0] / 1e9:.2f} GB in {wrote[1]:.1f} s")
         if self.ddp:
@@ -234,7 +266,8 @@ class Trainer:
         if fut is not None:
             fut.result()
         dist.barrier()
-        size = parallel.rank0(lambda: checkpoint.finish(self.ckdir, name, state, self.args.keep_checkpoints), True)
+        size = parallel.rank0(functools.partial(checkpoint.finish, self.ckdir, name, state,
+                                                self.args.keep_checkpoints), True)
         self.log(f"wrote {name}: {(size or 0) / 1e9:.2f} GB in {time.time() - t0:.1f} s"
                  + (" (in the background)" if fut is not None else ""))
 
@@ -252,109 +285,42 @@ class Trainer:
     # ---- the loop
 
     def train_stage(self, model, data, s, start, tokens, logf, bar):
+        """Steps start.. of stage s, each: the learning rate, one optimizer step, the log line, the
+        evals, a checkpoint when due. Returns (tokens so far, whether a signal or --max-steps stopped it)."""
         st, p = self.recipe.stages[s], self.plan[s]
-        B, T, G, W = p["B"], p["T"], p["G"], self.world
-        S = B * G * W                                        # sequences per optimizer step
+        S = p["B"] * p["G"] * self.world                     # sequences per optimizer step
         # the sample order runs on across stages and depends only on the global batch, not on W
         offset = sum(q["steps"] * (q["batch_tokens"] // q["T"]) for q in self.plan[:s])
-        flops_tok = plan.flops_per_token(model, T)
-        last_loss, last_ck = None, None
+        flops_tok = plan.flops_per_token(model, p["T"])
+        last_ck = None
         for step in range(start, p["steps"]):
             t0 = time.time()
             lr = lr_at(st, p, step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            first = offset + step * S
-            micro = [data.batch(first + m * B * W + self.rank * B, B) for m in range(G)]
-            # normalize by the number of target tokens of the whole global batch
-            n_tok = torch.tensor(float(sum(int((y != -100).sum()) for _, y in micro)), device=self.device)
-            if self.ddp:
-                dist.all_reduce(n_tok)
-            loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
-            for m, (x, y) in enumerate(micro):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                # LoRA dropout masks: seeded by the micro-batch's place in the global batch, so they
-                # follow the sequences whatever the number of ranks (a resume on other world sizes)
-                torch.manual_seed(step_seed(self.args.seed, s, step, m * W + self.rank))
-                sync = contextlib.nullcontext()
-                if self.fsdp:      # reduce-scatter after every micro-step (sharded grads) or only the last
-                    parallel.set_gradient_sync(model, m == G - 1 or self.args.fsdp_reduce == "every")
-                elif self.ddp and m < G - 1:
-                    sync = self.fwd.no_sync()
-                with sync:
-                    with self.compute():
-                        _, loss = self.fwd(x, y, reduction="sum")
-                    # DDP averages gradients over W ranks: scale by W so the result is sum / n_tok
-                    (loss * (W / n_tok)).backward()
-                loss_sum += loss.detach().float()
-            stop = torch.tensor([loss_sum.item(), 1.0 if self.stop_signal else 0.0], device=self.device,
-                                dtype=torch.float64)
-            if self.ddp:
-                dist.all_reduce(stop)
-            loss_val = float(stop[0]) / float(n_tok)
-            for prm, k in self.frozen_rows:
-                parallel.first_rows(prm.grad, k).zero_()
-            gn = self.grad_norm()
-            if not (math.isfinite(loss_val) and math.isfinite(gn)):
-                if self.fsdp:
-                    self.finish_checkpoint()        # a background write in flight is still a good one
-                kept = checkpoint.list_checkpoints(self.ckdir)
-                raise SystemExit(f"error: non-finite loss {loss_val} / grad norm {gn} at stage {s + 1} "
-                                 f"({st.name}) step {step + 1}: stopped without updating the weights; last good "
-                                 f"checkpoint: {kept[-1] if kept else 'none'}")
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for (prm, k), kept in zip(self.frozen_rows, self.kept_rows):
-                    parallel.first_rows(prm, k).copy_(kept)
+            loss, gn, stop = self.train_step(model, data, s, step, offset + step * S)
             tokens += p["batch_tokens"]
             self.poll_checkpoint()
             dt = time.time() - t0
             rec = {"stage": s + 1, "stage_name": st.name, "step": step + 1,
-                   "global_step": self.global_step(s, step + 1), "tokens": tokens, "loss": loss_val, "lr": lr,
+                   "global_step": self.global_step(s, step + 1), "tokens": tokens, "loss": loss, "lr": lr,
                    "grad_norm": gn, "tokens_per_s": p["batch_tokens"] / dt}
-            if self.peak:
-                rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.peak * 1e12 * W)
-            if self.device.type == "cuda":
-                rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
-            else:
-                rec["peak_mem_gb"] = runtime.cpu_peak_bytes() / 1e9
+            self.add_mfu_and_memory(rec, flops_tok)
             done = step + 1 == p["steps"]
-            if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
-                rec["eval_loss"] = self.evaluate(model, data, B)
-                rec["eval_bpc"] = bits_per_char(rec["eval_loss"], data)
-            if self.eval_sets and (done or (self.args.eval_every and (step + 1) % self.args.eval_every == 0)):
-                for name, held_out in self.eval_sets:       # e.g. Korean and English kept apart
-                    rec[f"eval_{name}_loss"] = loss = self.evaluate(model, held_out, B)
-                    rec[f"eval_{name}_bpc"] = bits_per_char(loss, held_out)
+            self.eval_held_out(model, data, s, step, done, rec)
             if done and st.lora:
-                # fold the adapters into fp32 weights (lora.py); the next stage and the checkpoint see plain
-                # HF weights. The held-out loss either side of the merge shows nothing was lost.
-                before = rec["eval_loss"] if "eval_loss" in rec else self.evaluate(model, data, B)
-                rec["eval_loss_before_merge"] = before
-                if self.fsdp:        # merged on rank 0's gathered copy; scored by a sharded copy of that
-                    self.handoff = self.stage_end_state(model, s)
-                    merged, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.device, self.mixed, "")
-                    rec["eval_loss_after_merge"] = self.evaluate(merged, data, B)
-                    del merged
-                else:
-                    merge_lora(model)
-                    rec["eval_loss_after_merge"] = self.evaluate(model, data, B)
-                if rec["eval_loss_after_merge"] is not None:
-                    self.log(f"merged LoRA: held-out loss {rec['eval_loss_before_merge']:.4f} before, "
-                             f"{rec['eval_loss_after_merge']:.4f} after")
+                self.merge_stage_lora(model, data, s, rec)
             if self.master:
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 bar.update(1)
-                bar.set_postfix(stage=s + 1, loss=f"{loss_val:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{lr:.2e}")
-            last_loss = loss_val
+                bar.set_postfix(stage=s + 1, loss=f"{loss:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{lr:.2e}")
             self.steps_run += 1
-            interrupted = bool(stop[1]) or (self.args.max_steps and self.steps_run >= self.args.max_steps)
+            interrupted = stop or (self.args.max_steps and self.steps_run >= self.args.max_steps)
             if self.args.no_save:
                 pass
             elif done or interrupted or (self.args.ckpt_every and (step + 1) % self.args.ckpt_every == 0):
-                last_ck = self.save_checkpoint(model, s, step + 1, tokens, last_loss)
+                last_ck = self.save_checkpoint(model, s, step + 1, tokens, loss)
             if interrupted and not (done and s + 1 == len(self.plan)):
                 why = f"signal {self.stop_signal}" if self.stop_signal else f"--max-steps {self.args.max_steps}"
                 self.log(f"stopped by {why} at stage {s + 1} step {step + 1}; wrote {last_ck}; "
@@ -363,6 +329,99 @@ class Trainer:
                 return tokens, True
         return tokens, False
 
+    def train_step(self, model, data, s, step, first):
+        """One optimizer step of stage s on the global batch that starts at sample `first`: G
+        micro-steps (gradients synced on the last), the clip, the update. Returns (mean loss per
+        target token, grad norm before clipping, whether any rank got a stop signal)."""
+        B, G, W = self.plan[s]["B"], self.plan[s]["G"], self.world
+        micro = [data.batch(first + m * B * W + self.rank * B, B) for m in range(G)]
+        # normalize by the number of target tokens of the whole global batch
+        n_tok = torch.tensor(float(sum(int((y != -100).sum()) for _, y in micro)), device=self.device)
+        if self.ddp:
+            dist.all_reduce(n_tok)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        for m, (x, y) in enumerate(micro):      # x, y: (B, T)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            # LoRA dropout masks: seeded by the micro-batch's place in the global batch, so they
+            # follow the sequences whatever the number of ranks (a resume on other world sizes)
+            torch.manual_seed(step_seed(self.args.seed, s, step, m * W + self.rank))
+            sync = contextlib.nullcontext()
+            if self.fsdp:      # reduce-scatter after every micro-step (sharded grads) or only the last
+                parallel.set_gradient_sync(model, m == G - 1 or self.args.fsdp_reduce == "every")
+            elif self.ddp and m < G - 1:
+                sync = self.fwd.no_sync()
+            with sync:
+                with self.compute():
+                    _, loss = self.fwd(x, y, reduction="sum")
+                # DDP averages gradients over W ranks: scale by W so the result is sum / n_tok
+                (loss * (W / n_tok)).backward()
+            loss_sum += loss.detach().float()
+        # one all-reduce for the loss and the stop flag: every rank stops after the same step
+        stop = torch.tensor([loss_sum.item(), 1.0 if self.stop_signal else 0.0], device=self.device,
+                            dtype=torch.float64)
+        if self.ddp:
+            dist.all_reduce(stop)
+        loss_val = float(stop[0]) / float(n_tok)
+        for prm, k in self.frozen_rows:
+            parallel.first_rows(prm.grad, k).zero_()
+        gn = self.grad_norm()
+        self.check_finite(loss_val, gn, s, step)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for (prm, k), kept in zip(self.frozen_rows, self.kept_rows):
+                parallel.first_rows(prm, k).copy_(kept)
+        return loss_val, gn, bool(stop[1])
+
+    def check_finite(self, loss, gn, s, step):
+        """Stop before a non-finite loss or gradient reaches the weights, naming the last good checkpoint."""
+        if math.isfinite(loss) and math.isfinite(gn):
+            return
+        if self.fsdp:
+            self.finish_checkpoint()        # a background write in flight is still a good one
+        kept = checkpoint.list_checkpoints(self.ckdir)
+        raise SystemExit(f"error: non-finite loss {loss} / grad norm {gn} at stage {s + 1} "
+                         f"({self.recipe.stages[s].name}) step {step + 1}: stopped without updating the weights; "
+                         f"last good checkpoint: {kept[-1] if kept else 'none'}")
+
+    def add_mfu_and_memory(self, rec, flops_tok):
+        """A step's log record gets its MFU (when the peak TFLOPS are known) and peak memory."""
+        if self.peak:
+            rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.peak * 1e12 * self.world)
+        if self.device.type == "cuda":
+            rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        else:
+            rec["peak_mem_gb"] = runtime.cpu_peak_bytes() / 1e9
+
+    def eval_held_out(self, model, data, s, step, done, rec):
+        """Every --eval-every steps and at the stage's end: the held-out losses into the step's record."""
+        B = self.plan[s]["B"]
+        if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
+            rec["eval_loss"] = self.evaluate(model, data, B)
+            rec["eval_bpc"] = bits_per_char(rec["eval_loss"], data)
+        if self.eval_sets and (done or (self.args.eval_every and (step + 1) % self.args.eval_every == 0)):
+            for name, held_out in self.eval_sets:       # e.g. Korean and English kept apart
+                rec[f"eval_{name}_loss"] = loss = self.evaluate(model, held_out, B)
+                rec[f"eval_{name}_bpc"] = bits_per_char(loss, held_out)
+
+    def merge_stage_lora(self, model, data, s, rec):
+        """At a LoRA stage's end, fold the adapters into fp32 weights (lora.py): the next stage and the
+        checkpoint see plain HF weights. The held-out loss either side of the merge shows nothing was lost."""
+        B = self.plan[s]["B"]
+        before = rec["eval_loss"] if "eval_loss" in rec else self.evaluate(model, data, B)
+        rec["eval_loss_before_merge"] = before
+        if self.fsdp:        # merged on rank 0's gathered copy; scored by a sharded copy of that
+            self.handoff = self.stage_end_state(model, s)
+            merged, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.device, self.mixed, "")
+            rec["eval_loss_after_merge"] = self.evaluate(merged, data, B)
+            del merged
+        else:
+            merge_lora(model)
+            rec["eval_loss_after_merge"] = self.evaluate(model, data, B)
+        if rec["eval_loss_after_merge"] is not None:
+            self.log(f"merged LoRA: held-out loss {rec['eval_loss_before_merge']:.4f} before, "
+                     f"{rec['eval_loss_after_merge']:.4f} after")
+
     def evaluate(self, model, data, B):
         return evaluate(model, data, B, self.args.eval_batches, self.compute, self.rank, self.world,
                         lockstep=self.fsdp)
@@ -370,14 +429,17 @@ class Trainer:
     def run(self):
         # SIGTERM (a scheduler's preemption, torchrun forwarding it) or Ctrl-C: finish the step,
         # write a checkpoint, exit cleanly. The handlers are put back afterwards.
-        old = {sig: signal.signal(sig, lambda num, frame: setattr(self, "stop_signal", signal.Signals(num).name))
-               for sig in (signal.SIGTERM, signal.SIGINT)}
+        old = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._run()
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
             self.close()
+
+    def on_signal(self, num, frame):
+        """The handler: only note the signal; the step in progress finishes, then train_stage stops."""
+        self.stop_signal = signal.Signals(num).name
 
     def close(self):
         """Tear down in an order that cannot deadlock: DDP's reducer goes first. Were it to hold the
@@ -389,6 +451,28 @@ class Trainer:
             dist.destroy_process_group()
 
     def _run(self):
+        """Set up (or resume), train the stages, export final/."""
+        args = self.args
+        ck, state = self.resume_point()
+        cfg = self.base_config()
+        model = self.load_base(cfg, state)
+        data = TokenShards(args.data, self.plan[0]["T"], cfg.vocab_size, args.val_tokens, args.seed)
+        self.eval_sets = [(name, TokenShards(folder, self.plan[0]["T"], cfg.vocab_size, 0).evaluate_all())
+                          for name, folder in eval_specs(args.eval_data)]
+        if any(p["T"] != self.plan[0]["T"] for p in self.plan):
+            raise SystemExit("error: all stages must use the same seq-len")
+        model, s, start, tokens = self.restore(model, ck, state)
+        if self.master:             # the first thing written, after every check above passed
+            self.prepare_out(ck, state)
+        stopped = self.run_stages(model, data, ck, s, start, tokens)
+        if not stopped and not args.no_save:
+            self.export_final(model)
+        if self.ddp:
+            dist.barrier()
+
+    def resume_point(self):
+        """(checkpoint folder, its state) to resume from, or (None, None). A checkpoint must fit this
+        run (--fsdp or not, the same plan); it gives --init-from (unless given) and --vocab-multiple."""
         args = self.args
         # rank 0's view decides for every rank (a run --force replaces resumes nothing of it)
         ck = checkpoint.choose_resume(args.resume, self.ckdir, self.ddp, args.replace_out)
@@ -402,6 +486,11 @@ class Trainer:
                 raise SystemExit(f"error: {ck}: it was written with a different plan (recipe/flags): "
                                  f"{state['plan']} vs now {self.plan}; resume with the same recipe and flags")
             args.vocab_multiple = state["vocab_multiple"]
+        return ck, state
+
+    def base_config(self):
+        """The --init-from model's config, after the checks that need no weights."""
+        args = self.args
         if not args.init_from:
             raise SystemExit("error: give --init-from HF_DIR (or --resume auto with existing checkpoints)")
         # an attention backend that cannot run here is one line now, not a crash after loading 20 GB
@@ -409,57 +498,70 @@ class Trainer:
         cfg = LlamaConfig.from_pretrained(args.init_from)
         check_seq_len(self.plan[0]["T"], cfg, args.init_from)
         runtime.check_attention(args.sdpa, self.device, self.dtype, cfg)
-        if self.fsdp:     # no full model on any GPU: rank 0 reads the weights on the CPU, stage set-up shards them
-            self.vocab_multiple = cfg.vocab_multiple = args.vocab_multiple or (64 if self.device.type == "cuda" else 1)
-            self.cfg, model = cfg, None
-            if not state:
-                self.handoff = parallel.rank0(lambda: Llama.from_pretrained(
-                    args.init_from, dtype=torch.bfloat16 if self.mixed else None,
-                    vocab_multiple=self.vocab_multiple).state_dict(), True) or {}
-        else:
-            model = self.build_model(args.init_from)
-        data = TokenShards(args.data, self.plan[0]["T"], cfg.vocab_size, args.val_tokens, args.seed)
-        self.eval_sets = [(name, TokenShards(folder, self.plan[0]["T"], cfg.vocab_size, 0).evaluate_all())
-                          for name, folder in eval_specs(args.eval_data)]
-        if any(p["T"] != self.plan[0]["T"] for p in self.plan):
-            raise SystemExit("error: all stages must use the same seq-len")
-        s, start, tokens = (state["stage"], state["step"], state["tokens"]) if state else (0, 0, 0)
-        if state and self.fsdp:     # the stage's sharded model and optimizer, filled from the shards (any world size)
+        return cfg
+
+    def load_base(self, cfg, state):
+        """The model to train on this device; None with --fsdp, where no GPU holds a full model:
+        rank 0 reads the weights on the CPU (unless a checkpoint fills them), stage set-up shards them."""
+        if not self.fsdp:
+            return self.build_model(self.args.init_from)
+        self.vocab_multiple = cfg.vocab_multiple = self.args.vocab_multiple or (64 if self.device.type == "cuda" else 1)
+        self.cfg = cfg
+
+        def read_weights():         # on rank 0 alone
+            return Llama.from_pretrained(self.args.init_from, dtype=torch.bfloat16 if self.mixed else None,
+                                         vocab_multiple=self.vocab_multiple).state_dict()
+        if not state:
+            self.handoff = parallel.rank0(read_weights, True) or {}
+        return None
+
+    def restore(self, model, ck, state):
+        """Fill the model (--fsdp: a fresh sharded one, and its optimizer) from checkpoint ck. Returns
+        (model, stage, step, tokens) to go on from; (model, 0, 0, 0) on a fresh run."""
+        if not state:
+            return model, 0, 0, 0
+        s, start, tokens = state["stage"], state["step"], state["tokens"]
+        if self.fsdp:     # the stage's sharded model and optimizer, filled from the shards (any world size)
             model = self.setup_stage(None, s)
             parallel.dcp_load(model, self.opt, ck)
             self.keep_rows()
             if start == self.plan[s]["steps"]:
                 self.handoff = self.stage_end_state(model, s)
-        elif state:
+        else:
             sd = checkpoint.load_tensors(ck, "model.pt")
             if any("lora_A" in k for k in sd):
-                st = self.recipe.stages[s]
-                attach_lora(model, st.lora)
+                attach_lora(model, self.recipe.stages[s].lora)
             checkpoint.load_exact(model, sd)
             del sd
-        if state:
-            if start == self.plan[s]["steps"]:     # written at a stage's end: go on with the next one
-                s, start = s + 1, 0
-            self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
-        if self.master:             # the first thing written, after every check above passed
-            if args.replace_out:            # --force: an earlier run of this project (prepare checked)
-                for n in RUN_FILES:
-                    path = os.path.join(self.out, n)
-                    if os.path.isdir(path):
-                        shutil.rmtree(path)
-                    elif os.path.exists(path):
-                        os.remove(path)
-            os.makedirs(self.ckdir, exist_ok=True)
-            if not outputs.ours(self.out):
-                outputs.mark(self.out, "train")
-            self.start_log(ck, state)
+        if start == self.plan[s]["steps"]:     # written at a stage's end: go on with the next one
+            s, start = s + 1, 0
+        self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
+        return model, s, start, tokens
+
+    def prepare_out(self, ck, state):
+        """Rank 0: --out made ready (an earlier run's files removed with --force), then log.jsonl."""
+        if self.args.replace_out:            # --force: an earlier run of this project (prepare checked)
+            for n in RUN_FILES:
+                path = os.path.join(self.out, n)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+        os.makedirs(self.ckdir, exist_ok=True)
+        if not outputs.ours(self.out):
+            outputs.mark(self.out, "train")
+        self.start_log(ck, state)
+
+    def run_stages(self, model, data, ck, s, start, tokens):
+        """Stage s from step `start`, then every later stage; returns whether a signal or --max-steps
+        stopped the run."""
         logf = open(os.path.join(self.out, "log.jsonl"), "a", encoding="utf-8") if self.master else None
         total = sum(p["steps"] for p in self.plan)
         bar = cli.progress(total=total, initial=self.global_step(s, start), disable=not self.master, desc="train",
                            unit="steps")
         self.steps_run, stopped = 0, False
         for i in range(s, len(self.plan)):
-            mid = i == s and state and start > 0           # resuming inside this stage
+            mid = i == s and start > 0                     # resuming inside this stage
             if self.fsdp and not mid:
                 model, self.handoff = self.setup_stage(None, i, self.handoff), None
             elif not self.fsdp:
@@ -476,13 +578,16 @@ class Trainer:
         bar.close()
         if self.master:
             logf.close()
-        if not stopped and not args.no_save:
-            final = (lambda: parallel.cpu_model(self.cfg, self.handoff)) if self.fsdp else (lambda: model)
-            path = parallel.rank0(lambda: checkpoint.export(final(), args.init_from, os.path.join(self.out, "final"),
-                                                 args.export_dtype), self.ddp)
-            self.log(f"exported {path}")
-        if self.ddp:
-            dist.barrier()
+        return stopped
+
+    def export_final(self, model):
+        """Rank 0 writes final/, an HF folder, from the trained model (--fsdp: from its gathered state)."""
+        def export():       # on rank 0 alone: with --fsdp only rank 0 holds the full state
+            final = parallel.cpu_model(self.cfg, self.handoff) if self.fsdp else model
+            return checkpoint.export(final, self.args.init_from, os.path.join(self.out, "final"),
+                                     self.args.export_dtype)
+        path = parallel.rank0(export, self.ddp)
+        self.log(f"exported {path}")
 
     def start_log(self, ck, state):
         """log.jsonl of this run: fresh, or (resuming) the lines up to the checkpoint's step, taken

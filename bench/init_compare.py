@@ -31,7 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import tokenizer as T  # noqa: E402
-from model import INIT_METHODS, Llama, LlamaConfig, expand_vocab  # noqa: E402
+from expand import INIT_METHODS, decompositions, expand_vocab  # noqa: E402
+from model import Llama, LlamaConfig  # noqa: E402
 
 
 def korean_docs():
@@ -147,7 +148,7 @@ def main(argv=None):
         korean = T.train_korean(ko_train, tmp / "ko", vocab_size=a.korean_vocab, num_threads=a.threads)
         rep = T.merge(tmp / "base.model", korean, tmp / "tok")
         merged_sp = spm.SentencePieceProcessor(model_file=str(tmp / "tok" / "tokenizer.model"))
-        decs = T.decompositions(tmp / "tok", rep["base_size"])
+        decs = decompositions(tmp / "tok", rep["base_size"])
         ko_train_new, ko_eval_new = stream(merged_sp, ko_train), stream(merged_sp, ko_eval)
         ratio = T.token_ratio(tmp / "tok", tmp / "base.model", ko_eval)["ratio"]
         print(f"merged tokenizer: +{rep['added']} pieces ({rep['final_size']}), token ratio on held-out "

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import checkpoint
-from model import HF_DEFAULTS, Llama, LlamaConfig, expand_vocab
+from expand import expand_vocab
+from model import HF_DEFAULTS, Llama, LlamaConfig
 
 transformers = pytest.importorskip("transformers", reason="transformers is the test-only reference")
 HF_CONFIG = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}
@@ -152,7 +153,7 @@ def test_export_keeps_every_base_key(tmp_path, name):
     save_base(tmp_path / "base", base)
     ours = Llama.from_pretrained(tmp_path / "base").eval()
     expand_vocab(ours, 320, init="mean")                              # the one thing training changes
-    ours.save_pretrained(tmp_path / "saved")                          # tokenizer.expand's way out
+    ours.save_pretrained(tmp_path / "saved")                          # expand.expand's way out
     checkpoint.export(ours, str(tmp_path / "base"), str(tmp_path / "exported"))   # train.py's way out
     for out in ("saved", "exported"):
         written = json.loads((tmp_path / out / "config.json").read_text())

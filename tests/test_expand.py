@@ -1,5 +1,5 @@
-"""Vocabulary expansion (model.expand_vocab, tokenizer.expand): grow a Llama to the merged
-tokenizer and initialize the new rows by one of the five named methods (DESIGN.md section 1).
+"""Vocabulary expansion (expand.py): grow a Llama to the merged tokenizer and initialize the
+new rows by one of the five named methods (DESIGN.md section 1).
 
 The base model is a tiny random Llama over the tiny `base_spm` vocabulary, with
 initializer_range 0.2 so that rows differ visibly; the merged tokenizer adds Korean pieces.
@@ -11,8 +11,10 @@ import sentencepiece as spm
 import torch
 from conftest import BASE_TOKENIZER, korean_docs, needs_base_tokenizer, train_spm
 
+import expand as E
 import tokenizer as T
-from model import INIT_METHODS, Llama, LlamaConfig, expand_vocab, read_safetensors
+from expand import INIT_METHODS, expand_vocab
+from model import Llama, LlamaConfig, read_safetensors
 
 
 def tiny_config(vocab_size, **kw):
@@ -40,7 +42,7 @@ _DECOMPS = {}
 def decomps(setup):
     _, tok, report = setup
     if tok not in _DECOMPS:  # {new id: base ids}, computed once per merged tokenizer
-        _DECOMPS[tok] = T.decompositions(tok, report["base_size"])
+        _DECOMPS[tok] = E.decompositions(tok, report["base_size"])
     return _DECOMPS[tok]
 
 
@@ -97,7 +99,7 @@ def test_subword_rows_are_means_of_named_base_rows(setup):
         ids = [base.piece_to_id(p) for p in base.encode(piece.replace("▁", ""), out_type=str)]
         if not piece.startswith("▁") or base.unk_id() in ids or len(ids) < 3:
             continue  # simple whole-word pieces the base splits into >= 3 of its pieces
-        assert ids == T.decompose(piece, base_dir / "tokenizer.model")
+        assert ids == E.decompose(piece, base_dir / "tokenizer.model")
         torch.testing.assert_close(model.model.embed_tokens.weight[new_id], old_emb[ids].mean(0))
         torch.testing.assert_close(model.lm_head.weight[new_id], old_head[ids].mean(0))
         checked += 1
@@ -126,12 +128,12 @@ def test_first_head_skips_the_bare_space_of_a_real_base(tmp_path):
     Llama(cfg).save_pretrained(tmp_path / "b")
     (tmp_path / "b" / "tokenizer.model").write_bytes(BASE_TOKENIZER.read_bytes())
     base_head = Llama.from_pretrained(tmp_path / "b").lm_head.weight
-    model = T.expand(tmp_path / "b", tmp_path / "tok", init="subword-first-head", out_dir=tmp_path / "x")
+    model = E.expand(tmp_path / "b", tmp_path / "tok", init="subword-first-head", out_dir=tmp_path / "x")
     sp = spm.SentencePieceProcessor(model_file=str(BASE_TOKENIZER))
     space = sp.piece_to_id("\u2581")
     pieces = [p.piece for p in T.load_proto(tmp_path / "tok").pieces]
     word_starts = [i for i in range(32000, len(pieces)) if pieces[i].startswith("\u2581") and len(pieces[i]) > 1]
-    decomps = T.decompositions(tmp_path / "tok", 32000)
+    decomps = E.decompositions(tmp_path / "tok", 32000)
     assert len(word_starts) > 200 and all(decomps[i][0] == space for i in word_starts)   # the degenerate case
     for i in word_starts:
         want = next(j for j in decomps[i] if j != space)        # the first sub-token after the bare "▁"
@@ -189,7 +191,7 @@ def test_expand_refuses_a_tokenizer_not_built_on_the_model_tokenizer(setup, tmp_
     other = train_spm(tmp_path / "other", korean_docs(2000)[::-1], vocab_size=2600)
     T.merge(other, train_spm(tmp_path / "ko", korean_docs(1500), vocab_size=2700), tmp_path / "tok")
     with pytest.raises(ValueError, match="not .*tokenizer.model's pieces"):
-        T.expand(base_dir, tmp_path / "tok", "subword", tmp_path / "out")
+        E.expand(base_dir, tmp_path / "tok", "subword", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -197,7 +199,7 @@ def test_expand_keeps_the_checkpoint_dtype(setup, tmp_path):
     base_dir, tok, report = setup
     Llama.from_pretrained(base_dir, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
     (tmp_path / "bf16" / "tokenizer.model").write_bytes((base_dir / "tokenizer.model").read_bytes())
-    model = T.expand(tmp_path / "bf16", tok, "subword", tmp_path / "out")
+    model = E.expand(tmp_path / "bf16", tok, "subword", tmp_path / "out")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     weights = dict(read_safetensors(tmp_path / "out" / "model.safetensors"))
     emb = weights["model.embed_tokens.weight"]
@@ -211,7 +213,7 @@ def test_expand_keeps_the_checkpoint_dtype(setup, tmp_path):
 def test_expanded_folder_loads_in_transformers_and_reloads(setup, tmp_path):
     transformers = pytest.importorskip("transformers")
     base_dir, tok, report = setup
-    T.main(["expand", "--model", str(base_dir), "--tokenizer", str(tok), "--init", "subword",
+    E.main(["--model", str(base_dir), "--tokenizer", str(tok), "--init", "subword",
             "--out", str(tmp_path / "out"), "--vocab-multiple", "64"])
     out = tmp_path / "out"
     assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json",

@@ -145,6 +145,33 @@ def test_kv_cache_generation_equals_full_recompute(tmp_path):
     assert m.generate(prompt, 20, eos_token_id=stop) == fast[:fast.index(stop) + 1]
 
 
+def test_positions_and_a_mask_let_one_row_hold_two_sequences(tmp_path):
+    """Two sequences side by side in one row, each with its own positions (0.., 0..) and a
+    block-causal mask, give each the logits it gets alone: the eval_kobest packing, in the model."""
+    _, folder = hf_model(tmp_path, num_key_value_heads=2)
+    m = Llama.from_pretrained(folder, dtype=torch.float64).eval()
+    a, b = torch.tensor([[1, 17, 42, 99, 7]]), torch.tensor([[1, 5, 250, 8]])
+    ids = torch.cat([a, b], dim=1)                                     # (1, 9)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]])
+    seq = torch.tensor([0] * 5 + [1] * 4)
+    order = torch.arange(9)
+    mask = ((order[:, None] >= order[None, :]) & (seq[:, None] == seq[None, :]))[None, None]  # (1, 1, 9, 9)
+    with torch.no_grad():
+        both, _ = m(ids, positions=positions, mask=mask)
+        alone_a, _ = m(a)
+        alone_b, _ = m(b)
+        # (positions 5..8 for b would give the same logits: RoPE only sees relative positions)
+        wrong, _ = m(ids, positions=positions)                         # no mask: b attends to a
+    assert torch.allclose(both[:, :5], alone_a, atol=1e-10) and torch.allclose(both[:, 5:], alone_b, atol=1e-10)
+    assert (wrong[:, 5:] - alone_b).abs().max() > 1e-3
+    # explicit positions 0..T-1 and the causal mask are the defaults
+    with torch.no_grad():
+        causal = (order[:, None] >= order[None, :])[None, None]
+        same, _ = m(ids, positions=order[None], mask=causal)
+        plain, _ = m(ids)
+    assert torch.allclose(same, plain, atol=1e-12)
+
+
 
 def test_rmsnorm_is_its_weight_times_x_over_root_mean_square_computed_in_fp32():
     """HF's LlamaRMSNorm: w * x / sqrt(mean(x^2) + eps), the statistic in fp32 whatever x's dtype

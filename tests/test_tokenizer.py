@@ -19,6 +19,7 @@ from conftest import (
 )
 from sentencepiece import sentencepiece_model_pb2 as pb
 
+import expand as E
 import tokenizer as T
 
 
@@ -198,11 +199,11 @@ def test_decompose_splits_text_as_the_base_does_inside_running_text(merged_tiny,
     out, report = merged_tiny
     base = spm.SentencePieceProcessor(model_file=str(base_spm))
     space = base.piece_to_id("▁")
-    word = T.decompose("▁대한민국", base_spm)
+    word = E.decompose("▁대한민국", base_spm)
     assert base.decode(word) == "대한민국" and base.id_to_piece(word[0]).startswith("▁")
-    suffix = T.decompose("니다", base_spm)
+    suffix = E.decompose("니다", base_spm)
     assert space not in suffix and base.decode(suffix) == "니다"  # no dummy-prefix "▁" for a suffix
-    decs = T.decompositions(out, report["base_size"])
+    decs = E.decompositions(out, report["base_size"])
     merged = pieces(out / "tokenizer.model")
     assert sorted(decs) == list(range(report["base_size"], report["final_size"]))
     for i, ids in decs.items():

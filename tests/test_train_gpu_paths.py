@@ -18,6 +18,7 @@ from conftest import ENV, RECIPE, ROOT, read_log, rows, run, sigterm_after, stat
 
 import checkpoint
 import lora
+import outputs
 import runtime
 import train
 from model import Llama, read_safetensors
@@ -218,7 +219,7 @@ def test_grad_clip_zero_means_off(train_setup, tmp_path):
 
 def test_checkpoint_files_are_fsynced_before_the_rename_and_loaded_memory_mapped(tmp_path, monkeypatch):
     events = []
-    monkeypatch.setattr(checkpoint, "_fsync", lambda p: events.append(("fsync", os.path.basename(p))))
+    monkeypatch.setattr(outputs, "fsync", lambda p: events.append(("fsync", os.path.basename(p))))
     real_replace = os.replace
     monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: (events.append(("rename", os.path.basename(b))),
                                                                 real_replace(a, b)))

@@ -1,0 +1,50 @@
+"""How long the new rows of a SOLAR-sized expansion take: expand.new_rows' plain mean over
+each piece's base rows, against F.embedding_bag (one fused kernel) side by side.
+
+    python bench/expand_bench.py                      # 32000 x 4096 base rows, 20000 new pieces
+    python bench/expand_bench.py --new 40000 --reps 5
+
+Prints seconds for each and the largest difference between their rows.
+"""
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from expand import new_rows  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--old", type=int, default=32000, help="base vocabulary rows")
+    p.add_argument("--hidden", type=int, default=4096)
+    p.add_argument("--new", type=int, default=20000, help="new pieces")
+    p.add_argument("--reps", type=int, default=3)
+    a = p.parse_args()
+    rng = random.Random(0)
+    old = torch.randn(a.old, a.hidden, generator=torch.Generator().manual_seed(0))
+    # a Korean piece decomposes into 1-6 base ids (byte-fallback pieces make the long ones)
+    groups = [[rng.randrange(a.old) for _ in range(rng.randint(1, 6))] for _ in range(a.new)]
+    ids = torch.tensor([j for g in groups for j in g])
+    offsets = torch.tensor([0] + [len(g) for g in groups[:-1]]).cumsum(0)
+    plain, bag = [], []
+    for _ in range(a.reps):                       # alternate, so that load falls on both alike
+        t = time.perf_counter()
+        rows = new_rows(old, "subword", groups, 0.02, None)
+        plain.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ref = F.embedding_bag(ids, old, offsets, mode="mean")
+        bag.append(time.perf_counter() - t)
+    print(f"{a.new} new rows from {a.old} x {a.hidden}, {torch.get_num_threads()} threads, best of {a.reps}")
+    print(f"plain mean (expand.new_rows): {min(plain):.3f} s")
+    print(f"F.embedding_bag:              {min(bag):.3f} s   ratio {min(plain) / min(bag):.1f}x")
+    print(f"largest difference between the two: {(rows - ref).abs().max().item():.2e}")
+
+
+if __name__ == "__main__":
+    main()
