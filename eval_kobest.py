@@ -489,14 +489,14 @@ def checkpoint_dtype(folder):
     transformers): config.json's dtype (transformers 5's name; else torch_dtype), else the dtype
     of the first floating-point weight by name, float8 skipped, as transformers picks it. A
     SOLAR-derived export is float16, on any device."""
-    from model import LlamaConfig, _checkpoint_files
-    from safetensors_io import DTYPES, read_header
+    from model import LlamaConfig
+    from safetensors_io import DTYPES, checkpoint_files, read_header
     cfg = LlamaConfig.from_pretrained(str(folder)).source_config       # one line for a bad config.json
     named = cfg.get("dtype") or cfg.get("torch_dtype")
     if named in ("float32", "bfloat16", "float16"):
         return named
     weights = []
-    for path in _checkpoint_files(str(folder)):
+    for path in checkpoint_files(str(folder)):
         with open(path, "rb") as f:
             weights += [(key, DTYPES[name]) for key, name, *_ in read_header(f, path, os.path.getsize(path))[1]]
     for _, dtype in sorted(weights, key=lambda kv: kv[0]):

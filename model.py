@@ -4,9 +4,9 @@ Module names are the Hugging Face names, so the state-dict keys *are* the checkp
 (`model.layers.3.self_attn.q_proj.weight`, ...) and RoPE uses HF's half-split layout: a
 checkpoint loads strictly with no key mapping and no q/k permutation, and what we save
 loads in `transformers` as it is. Covers Llama-1/2/3 and Mistral-style (no sliding window)
-configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/llama3. A key that
-config.json leaves out means what it means in transformers (HF_DEFAULTS), and save_pretrained
-writes back the config.json it was loaded from with only what changed (vocab_size, the dtype).
+configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/llama3. What a
+config.json means is config.py's business; save_pretrained writes back the config.json it was
+loaded from with only what changed (vocab_size, the dtype).
 
 From Python (generate.py is the command line):
 
@@ -14,193 +14,20 @@ From Python (generate.py is the command line):
     logits, loss = model(input_ids, targets)      # (B, T, V), scalar
     model.save_pretrained("out/", max_shard_size="5GB")
 """
-import copy
 import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-import cli
 import outputs
-from safetensors_io import read_safetensors, write_safetensors  # noqa: F401 (model.read_safetensors)
-
-# What transformers makes of a key that config.json leaves out (its LlamaConfig and MistralConfig;
-# tests/test_config_fidelity.py checks this table and the logits against transformers). A
-# checkpoint's missing key must mean here what it means to everyone else who loads that
-# checkpoint: a Llama-1 config has no num_key_value_heads, and that means one KV head per head.
-# None: num_key_value_heads = num_attention_heads, head_dim = hidden_size // num_attention_heads.
-HF_DEFAULTS = {
-    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu",
-                  rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=2048,
-                  tie_word_embeddings=False, attention_bias=False, mlp_bias=False, bos_token_id=1,
-                  eos_token_id=2, pad_token_id=None, initializer_range=0.02),
-}
-HF_DEFAULTS["mistral"] = {**HF_DEFAULTS["llama"], "intermediate_size": 14336, "num_key_value_heads": 8,
-                          "max_position_embeddings": 131072, "sliding_window": 4096}
-# the keys that may be null (transformers refuses null for the others): None is a value for the
-# token ids and sliding_window ("no window"), and "work it out" for num_key_value_heads and head_dim
-NULLABLE = ("num_key_value_heads", "head_dim", "bos_token_id", "eos_token_id", "pad_token_id", "sliding_window")
-
-
-@dataclass
-class LlamaConfig:
-    # Defaults: SOLAR-10.7B (the RedWhale base), for configs built in code. A config.json's
-    # missing keys take transformers' defaults instead (HF_DEFAULTS, in from_hf).
-    vocab_size: int = 32000
-    hidden_size: int = 4096
-    intermediate_size: int = 14336
-    num_hidden_layers: int = 48
-    num_attention_heads: int = 32
-    num_key_value_heads: int = 8
-    head_dim: int = 0                 # 0: hidden_size // num_attention_heads
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None  # {"rope_type": "linear" | "llama3", "factor": ..., ...}
-    max_position_embeddings: int = 4096
-    tie_word_embeddings: bool = False
-    attention_bias: bool = False
-    mlp_bias: bool = False
-    torch_dtype: str = "float32"
-    bos_token_id: int | None = 1
-    eos_token_id: int | list | None = 2
-    pad_token_id: int | None = None
-    initializer_range: float = 0.02
-    model_type: str = "llama"
-    vocab_multiple: int = field(default=1, metadata={"hf": False})  # pad rows for GPU matmuls
-    # the config.json dict this config was read from (None: built in code); to_hf writes it back
-    source_config: dict | None = field(default=None, repr=False, compare=False, metadata={"hf": False})
-
-    def __post_init__(self):
-        # a config.json from the internet is input like any other: sizes are checked before they
-        # size anything (Llama.from_pretrained then checks the whole model fits in memory)
-        for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                  "num_key_value_heads", "max_position_embeddings", "vocab_multiple"):
-            cli.check(k, getattr(self, k), int, lo=1, hi=1 << 31)
-        cli.check("head_dim", self.head_dim, int, lo=0, hi=1 << 16)
-        cli.check("rms_norm_eps", self.rms_norm_eps, float, lo=0, hi=1, lo_open=True)
-        cli.check("rope_theta", self.rope_theta, float, lo=0, lo_open=True)
-        if not self.head_dim and self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of "
-                             f"num_attention_heads={self.num_attention_heads} (and no head_dim is given)")
-        self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim={self.head_dim} is odd: rotary embeddings need pairs")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
-                             f"num_key_value_heads={self.num_key_value_heads}")
-        self.rope_theta = float(self.rope_theta)
-
-    def num_parameters(self):
-        """Parameters of the model this config describes (embedding rows unpadded)."""
-        H, I, L, D = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.head_dim
-        attn = H * D * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
-        per_layer = attn + 3 * H * I + 2 * H
-        return self.vocab_size * H * (1 if self.tie_word_embeddings else 2) + L * per_layer + H
-
-    @property
-    def padded_vocab_size(self):
-        m = self.vocab_multiple
-        return (self.vocab_size + m - 1) // m * m
-
-    @classmethod
-    def from_hf(cls, d, source="config.json"):
-        """Build from a checkpoint's config.json dict; refuse what we cannot honour. A key the
-        dict leaves out means what it means in transformers (HF_DEFAULTS); the dict itself is kept
-        (source_config) for to_hf."""
-        kind = d.get("model_type")
-        v = {**HF_DEFAULTS.get(kind, {}), **d}              # the settings transformers would use
-
-        def bad(key, why):
-            given = "" if key in d else f" (not given: transformers' default for {kind})"
-            return ValueError(f"{source}: {key}={v.get(key)!r}{given}: {why}")
-        if kind not in HF_DEFAULTS:
-            raise bad("model_type", "only llama and mistral (Llama architecture) are supported")
-        for k in HF_DEFAULTS[kind]:
-            if k in d and d[k] is None and k not in NULLABLE:
-                raise bad(k, "must not be null (transformers refuses it too)")
-        if v["hidden_act"] != "silu":
-            raise bad("hidden_act", "only silu (SwiGLU) is supported")
-        # transformers 5.x nests rope settings in rope_parameters; 4.x keeps them at top level
-        rope = dict(d.get("rope_parameters") or {})
-        theta = rope.pop("rope_theta", v["rope_theta"])
-        scaling = d.get("rope_scaling") or (rope if rope else None)
-        if scaling is not None:
-            rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-            if rope_type not in ("default", "linear", "llama3"):
-                raise ValueError(f"{source}: rope_scaling type {rope_type!r} is not supported "
-                                 "(default, linear, llama3 are)")
-            scaling = None if rope_type == "default" else {**scaling, "rope_type": rope_type}
-        known = {f.name for f in fields(cls) if f.metadata.get("hf", True)} - {"rope_theta", "rope_scaling",
-                                                                               "torch_dtype"}
-        kw = {k: v[k] for k in known}
-        if kind == "mistral":      # MistralForCausalLM has no biases, whatever config.json says
-            kw.update(attention_bias=False, mlp_bias=False)
-        if kw["num_key_value_heads"] is None:
-            kw["num_key_value_heads"] = kw["num_attention_heads"]
-        kw["head_dim"] = kw["head_dim"] or 0                # 0: worked out in __post_init__
-        dtype = d.get("dtype") or d.get("torch_dtype") or "float32"   # 5.x's name wins, as in transformers
-        try:
-            cfg = cls(**kw, rope_theta=theta, rope_scaling=scaling, torch_dtype=str(dtype),
-                      source_config=copy.deepcopy(d))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{source}: {e}") from None
-        # mistral's default window is 4096: a config that omits it slides one unless it is that short.
-        # (transformers' Llama ignores the key, so a Llama config's is ignored here too.)
-        window = v.get("sliding_window") if kind == "mistral" else None
-        if window is not None and not (isinstance(window, int) and window >= cfg.max_position_embeddings):
-            raise bad("sliding_window", f"a window shorter than max_position_embeddings={cfg.max_position_embeddings} "
-                      "is sliding-window attention, which is not implemented (it matches full attention only "
-                      "up to the window's length; Mistral v0.2 and later have sliding_window null)")
-        return cfg
-
-    @classmethod
-    def from_pretrained(cls, path):
-        path = os.path.join(path, "config.json") if os.path.isdir(path) else path
-        with open(path, encoding="utf-8") as f:
-            try:
-                d = json.load(f)
-            except ValueError as e:        # not JSON, or not even UTF-8 text (a weights file given by mistake)
-                raise ValueError(f"{path}: not a valid JSON config ({e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: not a config (a JSON object)")
-        return cls.from_hf(d, source=path)
-
-    def to_hf(self, dtype=None):
-        """The config.json dict, with torch_dtype `dtype` (default: self.torch_dtype). A config
-        read from a checkpoint writes that checkpoint's dict back and changes only what differs
-        in this model (vocab_size after expansion, the dtype): keys we do not model
-        (sliding_window: null, use_cache, ...) and keys the file left out stay as they were, so
-        transformers reads in our export exactly what it read in the base."""
-        dtype = dtype or self.torch_dtype
-        arch = "MistralForCausalLM" if self.model_type == "mistral" else "LlamaForCausalLM"
-        hf_keys = {f.name for f in fields(self) if f.metadata.get("hf", True)} - {"torch_dtype"}
-        ours = {k: v for k, v in asdict(self).items() if k in hf_keys}
-        if self.source_config is None:                      # built in code: say everything
-            d = {"architectures": [arch], "hidden_act": "silu", **ours, "torch_dtype": dtype}
-        else:
-            d = copy.deepcopy(self.source_config)
-            base = LlamaConfig.from_hf(d)
-            changed = {k: v for k, v in ours.items() if getattr(base, k) != v}
-            if changed.keys() & {"rope_theta", "rope_scaling"}:
-                # written 4.x style (5.x reads it too); 5.x would prefer a stale rope_parameters
-                d.pop("rope_parameters", None)
-                changed.update(rope_theta=self.rope_theta, rope_scaling=self.rope_scaling)
-            d.update(changed)
-            d.setdefault("architectures", [arch])
-            for k in [k for k in ("dtype", "torch_dtype") if k in d] or ["torch_dtype"]:
-                d[k] = dtype                                # under the name(s) the base used
-        window = d.get("sliding_window", HF_DEFAULTS["mistral"]["sliding_window"])
-        if self.model_type == "mistral" and window is not None and window < self.max_position_embeddings:
-            d["sliding_window"] = None      # we attend to every position: say so where transformers would not
-        return d
-
+import runtime
+from config import LlamaConfig
+from safetensors_io import checkpoint_files, read_safetensors, save_sharded
 
 # ---- rotary position embedding (HF half-split layout) ----
 
@@ -436,7 +263,7 @@ class Llama(nn.Module):
         cfg = LlamaConfig.from_pretrained(folder)
         cfg.vocab_multiple = vocab_multiple
         dtype = dtype or torch.float32
-        need, have = cfg.num_parameters() * dtype.itemsize, memory_bytes(device)
+        need, have = cfg.num_parameters() * dtype.itemsize, runtime.memory_bytes(device)
         if have and need > have:        # one line now, not an allocation failure deep in torch
             raise ValueError(f"{folder}/config.json: {cfg.num_parameters() / 1e9:.1f}B parameters (hidden_size="
                              f"{cfg.hidden_size}, num_hidden_layers={cfg.num_hidden_layers}, vocab_size="
@@ -446,7 +273,7 @@ class Llama(nn.Module):
             model = cls(cfg)
         expected = {k: v.shape for k, v in model.state_dict().items()}
         state, seen_in = {}, {}
-        for path in _checkpoint_files(folder):
+        for path in checkpoint_files(folder):
             for key, tensor in read_safetensors(path):
                 if key == "lm_head.weight" and cfg.tie_word_embeddings:
                     continue  # some tied checkpoints also store the (identical) head; HF ignores it
@@ -491,28 +318,10 @@ class Llama(nn.Module):
         V = self.config.vocab_size
         tensors = {k: (v[:V] if k in ("model.embed_tokens.weight", "lm_head.weight") else v).detach()
                    for k, v in self.state_dict().items()}                  # drop padded rows
-        limit = _parse_size(max_shard_size)
-        shards, cur, cur_size = [], {}, 0
-        for k, v in tensors.items():
-            n = v.numel() * v.element_size()
-            if cur and cur_size + n > limit:
-                shards.append(cur)
-                cur, cur_size = {}, 0
-            cur[k], cur_size = v, cur_size + n
-        shards.append(cur)
-        if len(shards) == 1:
-            write_safetensors(os.path.join(tmp, "model.safetensors"), shards[0])
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards):
-                name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-                write_safetensors(os.path.join(tmp, name), shard)
-                weight_map.update({k: name for k in shard})
-            total = sum(v.numel() * v.element_size() for v in tensors.values())
-            _write_json(os.path.join(tmp, "model.safetensors.index.json"),
-                        {"metadata": {"total_size": total}, "weight_map": weight_map})
+        save_sharded(tmp, tensors, max_shard_size)
         dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
-        _write_json(os.path.join(tmp, "config.json"), self.config.to_hf(dtype))
+        outputs.write_atomic(os.path.join(tmp, "config.json"), json.dumps(self.config.to_hf(dtype), indent=2,
+                                                                          ensure_ascii=False) + "\n")
         if os.path.exists(folder):  # keep everything else the folder had (e.g. tokenizer files)
             for name in os.listdir(folder):
                 if not name.endswith((".safetensors", ".index.json")) and name != "config.json":
@@ -526,55 +335,3 @@ def check_model_folder(folder, flag="--model"):
         raise SystemExit(f"error: {flag} {folder}: no such folder")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise SystemExit(f"error: {flag} {folder}: no config.json (give a Hugging Face model folder)")
-
-
-def memory_bytes(device):
-    """Total memory of a device (RAM for the CPU), or None when it cannot be told."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _checkpoint_files(folder):
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index, encoding="utf-8") as f:
-            try:
-                wmap = json.load(f)["weight_map"]
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{index}: not an index (a JSON object with a 'weight_map')") from None
-        names = sorted(set(wmap.values())) if isinstance(wmap, dict) else [None]
-        for n in names:     # plain file names in this folder: never a path that leads out of it
-            if not (isinstance(n, str) and n.endswith(".safetensors") and os.path.basename(n) == n
-                    and n not in (".", "..")):
-                raise ValueError(f"{index}: weight_map names {n!r}, not a .safetensors file in the folder")
-        files = [os.path.join(folder, n) for n in names]
-    else:
-        files = [os.path.join(folder, "model.safetensors")]
-    for p in files:
-        if not os.path.exists(p):
-            alt = " (found pytorch_model.bin: convert it to safetensors; we never unpickle)" \
-                if os.path.exists(os.path.join(folder, "pytorch_model.bin")) else ""
-            raise FileNotFoundError(f"{p}: checkpoint file not found{alt}")
-    return files
-
-
-def _parse_size(s):
-    if isinstance(s, int):
-        return s
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-    s = s.strip().upper()
-    for u, mult in sorted(units.items(), key=lambda kv: -len(kv[0])):
-        if s.endswith(u):
-            return int(float(s[:-len(u)]) * mult)
-    return int(s)
-
-
-def _write_json(path, obj):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")

@@ -190,3 +190,68 @@ def write_safetensors(path, tensors):
             f.write(v.detach().view(-1).view(torch.uint8).cpu().numpy().tobytes())
         f.flush()
         os.fsync(f.fileno())
+
+
+# ---- Hugging Face folders: one file, or shards and an index ----
+
+def checkpoint_files(folder):
+    """The .safetensors files of an HF folder: model.safetensors, or those its index names."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            try:
+                wmap = json.load(f)["weight_map"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{index}: not an index (a JSON object with a 'weight_map')") from None
+        names = sorted(set(wmap.values())) if isinstance(wmap, dict) else [None]
+        for n in names:     # plain file names in this folder: never a path that leads out of it
+            if not (isinstance(n, str) and n.endswith(".safetensors") and os.path.basename(n) == n
+                    and n not in (".", "..")):
+                raise ValueError(f"{index}: weight_map names {n!r}, not a .safetensors file in the folder")
+        files = [os.path.join(folder, n) for n in names]
+    else:
+        files = [os.path.join(folder, "model.safetensors")]
+    for p in files:
+        if not os.path.exists(p):
+            alt = " (found pytorch_model.bin: convert it to safetensors; we never unpickle)" \
+                if os.path.exists(os.path.join(folder, "pytorch_model.bin")) else ""
+            raise FileNotFoundError(f"{p}: checkpoint file not found{alt}")
+    return files
+
+
+def save_sharded(folder, tensors, max_shard_size="5GB"):
+    """tensors into folder as HF writes them: model.safetensors, or above max_shard_size the
+    files model-0000i-of-0000n.safetensors and model.safetensors.index.json naming each key's file."""
+    limit = parse_size(max_shard_size)
+    shards, cur, cur_size = [], {}, 0
+    for k, v in tensors.items():
+        n = v.numel() * v.element_size()
+        if cur and cur_size + n > limit:
+            shards.append(cur)
+            cur, cur_size = {}, 0
+        cur[k], cur_size = v, cur_size + n
+    shards.append(cur)
+    if len(shards) == 1:
+        write_safetensors(os.path.join(folder, "model.safetensors"), shards[0])
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(os.path.join(folder, name), shard)
+        weight_map.update({k: name for k in shard})
+    total = sum(v.numel() * v.element_size() for v in tensors.values())
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        f.write("\n")
+
+
+def parse_size(s):
+    """Bytes in "5GB", "200MiB", "1000" (an int passes through)."""
+    if isinstance(s, int):
+        return s
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    s = s.strip().upper()
+    for u, mult in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if s.endswith(u):
+            return int(float(s[:-len(u)]) * mult)
+    return int(s)

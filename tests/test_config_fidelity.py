@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import checkpoint
+from config import HF_DEFAULTS
 from expand import expand_vocab
-from model import HF_DEFAULTS, Llama, LlamaConfig
+from model import Llama, LlamaConfig
 
 transformers = pytest.importorskip("transformers", reason="transformers is the test-only reference")
 HF_CONFIG = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}

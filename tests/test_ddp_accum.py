@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from conftest import ENV, RECIPE, ROOT, read_log, run
 
-from model import read_safetensors
+from safetensors_io import read_safetensors
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),

@@ -14,7 +14,8 @@ from conftest import BASE_TOKENIZER, korean_docs, needs_base_tokenizer, train_sp
 import expand as E
 import tokenizer as T
 from expand import INIT_METHODS, expand_vocab
-from model import Llama, LlamaConfig, read_safetensors
+from model import Llama, LlamaConfig
+from safetensors_io import read_safetensors
 
 
 def tiny_config(vocab_size, **kw):

@@ -86,7 +86,7 @@ def test_fsdp_reducing_only_after_the_last_micro_step_trains_the_same(train_setu
 
 def test_fsdp_keeps_the_old_rows_of_sharded_embeddings_frozen(train_setup, runs):
     """Rows < 1000 of embed and head are split across the two ranks' shards; none of them moves."""
-    from model import read_safetensors
+    from safetensors_io import read_safetensors
     init = dict(read_safetensors(str(train_setup / "init" / "model.safetensors")))
     final = dict(read_safetensors(str(runs / "fsdp" / "final" / "model.safetensors")))
     for k in ("model.embed_tokens.weight", "lm_head.weight"):

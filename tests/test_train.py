@@ -20,7 +20,8 @@ from conftest import ENV, OLD_ROWS, RECIPE, ROOT, read_log, run, sigterm_after, 
 import outputs
 import train
 from lora import add_lora
-from model import Llama, read_safetensors
+from model import Llama
+from safetensors_io import read_safetensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,7 +21,8 @@ import lora
 import outputs
 import runtime
 import train
-from model import Llama, read_safetensors
+from model import Llama
+from safetensors_io import read_safetensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
