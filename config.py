@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-import cli
+from support import cli
 
 # What transformers makes of a key that config.json leaves out (its LlamaConfig and MistralConfig;
 # tests/test_config_fidelity.py checks this table and the logits against transformers). A

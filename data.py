@@ -11,20 +11,20 @@
 --shard-docs), DIR/report.json (documents and sizes in and out of every step, dropped
 documents by reason: docs_in == docs_out + sum(dropped)) and, with --keep-dropped,
 DIR/dropped.jsonl (each dropped document with its reason and source file:line).
-`tokenize` is shards.tokenize (shards.py owns the token-shard format, writing and reading);
+`tokenize` is shards.tokenize (corpus/shards.py owns the token-shard format, writing and reading);
 this file keeps its command line, and data.tokenize / data.load_tokens still work. Given a
 clean folder, tokenize reads exactly the files its report.json lists (never dropped.jsonl).
 
-Both write through outputs.py (corpus_io.staged_output): the output folder is built beside
+Both write through support/outputs.py (readers.staged_output): the output folder is built beside
 --out and replaces it whole only when the run succeeded, so it always holds exactly the
 files report.json (meta.json) lists, and a failed run (a bad input, a full disk, a worker
 killed by the OOM killer) leaves the previous output as it was. An existing --out is
 replaced only with --force, and only when this project wrote it; an --out that is, holds
 or is inside an input is refused. Every numeric flag is range-checked up front (RANGES).
 
-What lives where: reading raw files (folders, gzip, encodings, invalid bytes) is corpus_io.py;
-the per-document steps are textclean.py (normalize, rule filters), dedup.py (hashes, MinHash,
-LSH) and perplexity.py; this file runs them over a whole corpus and writes the report.
+What lives where: reading raw files (folders, gzip, encodings, invalid bytes) is corpus/readers.py;
+the per-document steps are corpus/textclean.py (normalize, rule filters), corpus/dedup.py (hashes, MinHash,
+LSH) and corpus/perplexity.py; this file runs them over a whole corpus and writes the report.
 
 It streams: pass 1 runs the per-document steps (decode, normalize, filter, hash, MinHash,
 n-gram perplexity) in --workers processes and spills the survivors to a hidden folder inside
@@ -46,13 +46,20 @@ from pathlib import Path
 
 import numpy as np
 
-import cli
-import outputs
-from corpus_io import DataError, ReadConfig, expand_inputs, missing_field_error, ordered_map, read_docs, staged_output
-from dedup import MinHasher, exact_duplicates, near_duplicates
-from perplexity import NgramLM, model_perplexities
-from shards import load_tokens, token_dtype, tokenize  # noqa: F401 (python data.py tokenize, data.tokenize)
-from textclean import RULE_DEFAULTS, filter_reason, normalize
+from corpus.dedup import MinHasher, exact_duplicates, near_duplicates
+from corpus.perplexity import NgramLM, model_perplexities
+from corpus.readers import (
+    DataError,
+    ReadConfig,
+    expand_inputs,
+    missing_field_error,
+    ordered_map,
+    read_docs,
+    staged_output,
+)
+from corpus.shards import load_tokens, token_dtype, tokenize  # noqa: F401 (python data.py tokenize, data.tokenize)
+from corpus.textclean import RULE_DEFAULTS, filter_reason, normalize
+from support import cli, outputs
 from tokenizer import load_proto
 
 
@@ -165,7 +172,7 @@ class CleanConfig(ReadConfig):
 
 # ----------------------------------------------------------------------------------------
 # Pass 1: the per-document steps, run in worker processes on batches, results in order
-# (corpus_io.ordered_map).
+# (readers.ordered_map).
 
 def _batches(files, cfg, file_stats, progress):
     """Batches of (file index, line, text, reason) across all files."""
@@ -228,7 +235,7 @@ def _process(batch):
 
 
 # ----------------------------------------------------------------------------------------
-# Between the passes: sampling to a size (dedup decisions are in dedup.py).
+# Between the passes: sampling to a size (dedup decisions are in corpus/dedup.py).
 
 def sample_to_target(sizes, alive, target, seed):
     """Random documents (seeded) whose total size stays within `target`; (n,) bool."""
@@ -239,7 +246,7 @@ def sample_to_target(sizes, alive, target, seed):
 
 
 # ----------------------------------------------------------------------------------------
-# clean(): the whole pipeline, built inside a staged output folder (corpus_io.staged_output).
+# clean(): the whole pipeline, built inside a staged output folder (readers.staged_output).
 
 STEPS = ("read", "normalize", "filter", "exact_dedup", "near_dedup", "perplexity", "sample")
 CODES = [None, "exact_dup", "near_dup", "perplexity", "sampled_out", "model_perplexity"]  # reason codes of pass 2
@@ -629,7 +636,8 @@ def _add_tokenize_args(p):
     p.add_argument("--seed", type=cli.number(int, 0), default=0, help="seed of the held-out choice")
     p.add_argument("--add-bos", action="store_true", help="start every document with BOS")
     p.add_argument("--val-text", action="store_true",
-                   help="also write val.jsonl, the held-out documents' text (to score with any tokenizer: score.py)")
+                   help="also write val.jsonl, the held-out documents' text (to score with any tokenizer: "
+                        "redwhale.py score)")
     p.add_argument("--workers", type=cli.number(int, 1), default=os.cpu_count() or 1, help="encoding processes")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

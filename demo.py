@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-import cli
-import outputs
+from support import cli, outputs
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = ROOT / "assets" / "korean_corpus.jsonl.gz"
@@ -119,8 +118,8 @@ def build_base(args, run):
 def held_out_loss(model_dir, tokens_dir, seq_len, max_windows=800):
     """Mean next-token loss over the held-out shards, measured as train.py measures eval loss."""
     import train
+    from corpus.shards import TokenShards
     from model import Llama
-    from shards import TokenShards
     model = Llama.from_pretrained(model_dir)
     data = TokenShards(str(tokens_dir), seq_len, model.config.vocab_size)
     with torch.no_grad():
@@ -128,13 +127,13 @@ def held_out_loss(model_dir, tokens_dir, seq_len, max_windows=800):
 
 
 def bits_per_char_table(run, base):
-    """Korean and English bits per character (score.py, exactly on the same characters) of the
+    """Korean and English bits per character (tools/score.py, exactly on the same characters) of the
     base model with its own tokenizer, right after expansion, and after each stage (its
     checkpoint, with the merged tokenizer)."""
-    import checkpoint
-    import score
     from model import Llama
     from tokenizer import processor
+    from tools import score
+    from training import checkpoint
     texts = {"korean": score.read_documents([run / "tokens" / "val.jsonl"]),
              "english": score.read_documents([run / "english_heldout.jsonl"])}
     texts = {k: [t for docs in v.values() for t in docs] for k, v in texts.items()}
@@ -167,7 +166,7 @@ def kobest_and_generate(model_dir, limit):
 
 def run_demo(args):
     """Every step in turn, each one timed, into the run folder and its report."""
-    import report
+    from tools import report
     run = Path(args.out)
     run.mkdir(parents=True, exist_ok=True)
     rep, t0 = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "timing_s": {}}, time.time()

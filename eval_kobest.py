@@ -32,8 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import cli
-import outputs
+from support import cli, outputs
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "assets" / "kobest_sample"
@@ -490,7 +489,7 @@ def checkpoint_dtype(folder):
     of the first floating-point weight by name, float8 skipped, as transformers picks it. A
     SOLAR-derived export is float16, on any device."""
     from model import LlamaConfig
-    from safetensors_io import DTYPES, checkpoint_files, read_header
+    from support.safetensors_io import DTYPES, checkpoint_files, read_header
     cfg = LlamaConfig.from_pretrained(str(folder)).source_config       # one line for a bad config.json
     named = cfg.get("dtype") or cfg.get("torch_dtype")
     if named in ("float32", "bfloat16", "float16"):
@@ -506,9 +505,9 @@ def checkpoint_dtype(folder):
 
 
 def run(args):
-    import runtime
     from model import Llama, check_model_folder
     from tokenizer import processor
+    from training import runtime
     device = runtime.check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_model_folder(args.model)
     if args.output:     # checked before minutes of scoring, not after

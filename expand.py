@@ -23,9 +23,8 @@ import torch
 import torch.nn as nn
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-import cli
-import outputs
 from model import Llama, LlamaConfig
+from support import cli, outputs
 from tokenizer import HF_FILES, SPACE, load_proto, processor
 
 # init method -> (rule for the new embedding rows, rule for the new LM-head rows)

@@ -8,7 +8,7 @@ configs: GQA, head_dim, tied or untied embeddings, rope scaling default/linear/l
 config.json means is config.py's business; save_pretrained writes back the config.json it was
 loaded from with only what changed (vocab_size, the dtype).
 
-From Python (generate.py is the command line):
+From Python (tools/generate.py is the command line):
 
     model = Llama.from_pretrained("path/to/SOLAR-10.7B", dtype=torch.bfloat16)
     logits, loss = model(input_ids, targets)      # (B, T, V), scalar
@@ -24,10 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-import outputs
-import runtime
 from config import LlamaConfig
-from safetensors_io import checkpoint_files, read_safetensors, save_sharded
+from support import outputs
+from support.safetensors_io import checkpoint_files, read_safetensors, save_sharded
+from training import runtime
 
 # ---- rotary position embedding (HF half-split layout) ----
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-import cli
 from lora import DEFAULT_TARGETS
+from support import cli
 
 # every number a recipe may hold: (kind, low, high, low excluded); a value outside is one line
 STAGE_RANGES = {"tokens": (float, 0, None, False), "steps": (int, 0, None, False), "lr": (float, 0, None, True),

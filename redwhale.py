@@ -18,7 +18,7 @@
 Each step is a thin call into the module that owns it (`python data.py ...` etc. work the
 same); `python redwhale.py STEP --help` lists its flags. No step writes into an input, and
 none replaces an existing output folder unless given --force, which only ever removes a
-folder this project wrote (outputs.py). Errors a user can make end with one line (set
+folder this project wrote (support/outputs.py). Errors a user can make end with one line (set
 REDWHALE_DEBUG=1 for the traceback), printed once under --nproc N.
 """
 import importlib
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-import cli  # noqa: E402 (after the path)
+from support import cli  # noqa: E402 (after the path)
 
 # subcommand -> (module, leading arguments, one-line help)
 STEPS = {
@@ -40,10 +40,10 @@ STEPS = {
     "expand": ("expand", [], "grow a base model to the merged vocabulary"),
     "plan": ("train", ["--plan"], "per-stage trainable parameters and GPU memory estimate"),
     "train": ("train", [], "the four RedWhale stages (add --nproc N for torchrun)"),
-    "export": ("checkpoint", [], "merge LoRA and write RUN_DIR/final"),
+    "export": ("training.checkpoint", [], "merge LoRA and write RUN_DIR/final"),
     "eval": ("eval_kobest", [], "KoBEST, scored as lm-evaluation-harness does"),
-    "score": ("score", [], "bits per character of any model on any text (compares tokenizers)"),
-    "generate": ("generate", [], "generate text from a model folder"),
+    "score": ("tools.score", [], "bits per character of any model on any text (compares tokenizers)"),
+    "generate": ("tools.generate", [], "generate text from a model folder"),
 }
 
 

@@ -31,8 +31,7 @@ from pathlib import Path
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-import cli
-import outputs
+from support import cli, outputs
 
 NORMAL = sp_pb2.ModelProto.SentencePiece.NORMAL
 SPACE = "\u2581"  # "▁", SentencePiece's visible whitespace

@@ -4,7 +4,7 @@ The default recipe never trains everything at once, to fit memory: (1) embedding
 (2) odd layers (0-based indices 1, 3, 5, ...), (3) even layers (0, 2, 4, ...), (4) LoRA r=32
 alpha=32 dropout=0.1 on every attention and MLP projection with embeddings + head trainable.
 The LoRA is merged into the weights at the end of its stage. A recipe is JSON or TOML (all
-keys in recipe.py's docstring; the data format in shards.py's):
+keys in recipe.py's docstring; the data format in corpus/shards.py's):
 
     {"seq_len": 2048, "micro_batch": 1, "old_vocab_size": "auto",
      "stages": [{"name": "embed", "train": ["embed", "head"], "tokens": 2.5e9, "lr": 2e-4,
@@ -14,15 +14,15 @@ keys in recipe.py's docstring; the data format in shards.py's):
 Each stage sets requires_grad, then builds fresh compiled blocks, a DDP wrapper and AdamW (fused;
 no weight decay on norms and biases). Gradient accumulation syncs only on the last micro-step;
 the loss is normalized by the target tokens of the whole global batch. How the model runs
-(runtime.py) is a flag each, and every choice runs on CPU too: --dtype bf16 (autocast; trained
+(training/runtime.py) is a flag each, and every choice runs on CPU too: --dtype bf16 (autocast; trained
 weights fp32, frozen ones stored bf16; the default on CUDA), --sdpa flash (the default, on both
 devices), --compile (per decoder block; the default on CUDA), --activation-checkpointing.
-Ranks hold a full replica each (DDP) or a shard (--fsdp, FSDP2: parallel.py). Checkpoints
-(checkpoint.py) are atomic, fsynced, and chosen by rank 0 for every rank. Commands:
+Ranks hold a full replica each (DDP) or a shard (--fsdp, FSDP2: training/parallel.py). Checkpoints
+(training/checkpoint.py) are atomic, fsynced, and chosen by rank 0 for every rank. Commands:
 
     python train.py --init-from EXPANDED_HF_DIR --data SHARD_DIR --out runs/x      # one process
     torchrun --standalone --nproc_per_node=8 train.py --init-from DIR --data DIR --out runs/x
-    torchrun --standalone --nproc_per_node=8 train.py --fsdp ...   # sharded (FSDP2, parallel.py)
+    torchrun --standalone --nproc_per_node=8 train.py --fsdp ...   # sharded (FSDP2, training/parallel.py)
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST0:29500 train.py ...  # and --node_rank=1 on the second node; --out on
                                                   # shared storage (global rank 0 writes it)
@@ -42,7 +42,7 @@ of (seed, stage, step, micro-batch), and a checkpoint holds model (in its traini
 position, so a resumed run reproduces the losses of an uninterrupted one bit for bit. --resume
 PATH --out NEW continues another run's checkpoint into NEW and never writes the source.
 SIGTERM/SIGINT checkpoint and exit cleanly (at 10B scale give torchrun --shutdown-timeout 900:
-checkpoint.py's docstring says why).
+training/checkpoint.py's docstring says why).
 """
 import argparse
 import contextlib
@@ -60,16 +60,12 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-import checkpoint
-import cli
-import outputs
-import parallel
-import plan
-import runtime
+from corpus.shards import TokenShards
 from lora import attach_lora, has_lora, merge_lora
 from model import Llama, LlamaConfig, check_model_folder
 from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
-from shards import TokenShards
+from support import cli, outputs
+from training import checkpoint, parallel, plan, runtime
 
 # ---------------------------------------------------------------- the trainer
 
@@ -132,7 +128,7 @@ class Trainer:
         """requires_grad, dtypes, then fresh compiled blocks + DDP wrapper + optimizer: changing
         requires_grad under an existing DDP wrapper fails with 'Expected to have finished
         reduction', and the optimizer must only hold this stage's parameters. With --fsdp a fresh
-        sharded model is built from rank 0's `state` (parallel.py; None: a checkpoint fills it)."""
+        sharded model is built from rank 0's `state` (training/parallel.py; None: a checkpoint fills it)."""
         st = self.recipe.stages[s]
         where = f"{self.args.recipe or 'default recipe'}: stage {s + 1} ({st.name})"
         if self.fsdp:
@@ -218,7 +214,7 @@ class Trainer:
         return parallel.rank0(functools.partial(parallel.merged, self.cfg, full, self.recipe.stages[s].lora),
                               True) or {}
 
-    # ---- checkpoints (checkpoint.py: rank 0 writes, atomically and durably)
+    # ---- checkpoints (training/checkpoint.py: rank 0 writes, atomically and durably)
 
     def save_checkpoint(self, model, s, step, tokens, loss):
         name = f"step-{self.global_step(s, step):08d}"

@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = r"""
 import json, sys, time, statistics
 sys.path.insert(0, {root!r})
-import torch, runtime
+import torch
+from training import runtime
 from model import Llama, LlamaConfig
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=2000, hidden_size=128, intermediate_size=352, num_hidden_layers={layers},

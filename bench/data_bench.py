@@ -32,8 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import dedup  # noqa: E402
-from textclean import normalize  # noqa: E402
+from corpus import dedup  # noqa: E402
+from corpus.textclean import normalize  # noqa: E402
 
 
 def build_corpus(path, mb, n_near, n_exact, seed):

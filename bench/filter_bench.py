@@ -42,9 +42,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import textclean  # noqa: E402
+from corpus import textclean  # noqa: E402
+from corpus.textclean import normalize  # noqa: E402
 from data import CleanConfig  # noqa: E402
-from textclean import normalize  # noqa: E402
 
 SAMPLE = ROOT / "assets" / "filter_sample.jsonl.gz"
 CORPUS = ROOT / "assets" / "korean_corpus.jsonl.gz"

@@ -43,11 +43,10 @@ sys.path.insert(0, ROOT)
 
 from train_bench import make_inputs  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
-import plan  # noqa: E402
-import runtime  # noqa: E402
 import train  # noqa: E402
 from model import LlamaConfig  # noqa: E402
 from recipe import default_recipe  # noqa: E402
+from training import plan, runtime  # noqa: E402
 
 
 def say(msg):

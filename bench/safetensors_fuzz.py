@@ -17,7 +17,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_hostile_files as T  # noqa: E402 (the mutations live with the test)
 
-from safetensors_io import read_safetensors  # noqa: E402
+from support.safetensors_io import read_safetensors  # noqa: E402
 
 
 def main():

@@ -34,10 +34,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import plan  # noqa: E402
 import train  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 from recipe import default_recipe  # noqa: E402
+from training import plan  # noqa: E402
 
 CLOCK = time.process_time
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from conftest import ENV, ROOT, korean_docs, train_spm, write_shards
 
-import cli
 import redwhale
 import tokenizer as T
+from support import cli
 
 
 @pytest.fixture(scope="module")

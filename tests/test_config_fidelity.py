@@ -14,10 +14,10 @@ import json
 import pytest
 import torch
 
-import checkpoint
 from config import HF_DEFAULTS
 from expand import expand_vocab
 from model import Llama, LlamaConfig
+from training import checkpoint
 
 transformers = pytest.importorskip("transformers", reason="transformers is the test-only reference")
 HF_CONFIG = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}

@@ -17,9 +17,9 @@ from conftest import ROOT, edit_words, long_docs, read_clean, shingle_jaccard, w
 from conftest import clean_cfg as cfg
 
 import data
-import textclean
+from corpus import textclean
+from corpus.textclean import normalize
 from data import DataError, clean
-from textclean import normalize
 
 # ---------------------------------------------------------------------------- clean()
 

@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, korean_docs
 
-import cli
 import data
-import outputs
-import shards
+from corpus import shards
+from corpus.textclean import normalize
 from data import CleanConfig, DataError, clean, tokenize
-from textclean import normalize
+from support import cli, outputs
 
 DATA = str(ROOT / "data.py")
 
@@ -268,7 +267,7 @@ def test_a_killed_worker_stops_the_run_with_one_line(tmp_path):
 
 def test_workers_keep_order_and_bounded_read_ahead(tmp_path):
     """Two workers give the same output as one, reading at most 4 batches per worker ahead."""
-    from corpus_io import ordered_map
+    from corpus.readers import ordered_map
     fed = []
 
     def items():
@@ -351,7 +350,7 @@ def test_a_file_mixing_utf8_and_cp949_lines_loses_nothing(tmp_path, major):
 
 
 def test_broken_utf8_is_not_mistaken_for_cp949():
-    from corpus_io import decode_line
+    from corpus.readers import decode_line
     good = "한국어 문장입니다 정말로".encode()
     assert decode_line(good[:7] + b"\xff" + good[7:], "utf-8", True) == (None, "bad")
     assert decode_line("한국어 문장".encode("cp949"), "utf-8", True) == ("한국어 문장", "mixed")

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from conftest import ENV, RECIPE, ROOT, read_log, run
 
-from safetensors_io import read_safetensors
+from support.safetensors_io import read_safetensors
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -41,7 +41,8 @@ DRIVER = """
 import json, os, sys
 sys.path.insert(0, {root!r})
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-import parallel, train
+import train
+from training import parallel
 
 counts = {{"wrappers": 0, "buckets": 0, "rounds": 0}}
 

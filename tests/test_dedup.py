@@ -1,4 +1,4 @@
-"""dedup.py: MinHash signatures, LSH parameters, exact and near duplicates.
+"""corpus/dedup.py: MinHash signatures, LSH parameters, exact and near duplicates.
 
     python -m pytest -q tests/test_dedup.py
 """
@@ -7,8 +7,8 @@ import random
 import numpy as np
 from conftest import edit_words, long_docs, shingle_jaccard
 
-import dedup
-from textclean import normalize
+from corpus import dedup
+from corpus.textclean import normalize
 
 
 def test_minhash_estimates_jaccard_with_binomial_error():

@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import SHARED_KOBEST, korean_docs, needs_shared_kobest, train_spm
 
-import cli
 import eval_kobest as ek
 from model import Llama, LlamaConfig
+from support import cli
 
 SAMPLE = ek.DEFAULT_DATA
 
@@ -410,7 +410,7 @@ def test_the_default_dtype_is_the_checkpoints_own_as_in_lm_eval(model, sp, tmp_p
     (tmp_path / "bf16" / "config.json").write_text(json.dumps({**cfg, "torch_dtype": "float16", "dtype": "float32"}))
     assert ek.checkpoint_dtype(tmp_path / "bf16") == "float32"
     (tmp_path / "bf16" / "config.json").write_text(json.dumps(cfg))
-    from safetensors_io import write_safetensors
+    from support.safetensors_io import write_safetensors
     write_safetensors(tmp_path / "bf16" / "model.safetensors",
                       {"z": torch.zeros(2, dtype=torch.bfloat16), "a": torch.zeros(2), "b": torch.zeros(2).half()})
     assert ek.checkpoint_dtype(tmp_path / "bf16") == "float32"          # "a" (float32) comes first by name

@@ -15,7 +15,7 @@ import expand as E
 import tokenizer as T
 from expand import INIT_METHODS, expand_vocab
 from model import Llama, LlamaConfig
-from safetensors_io import read_safetensors
+from support.safetensors_io import read_safetensors
 
 
 def tiny_config(vocab_size, **kw):

@@ -1,4 +1,4 @@
-"""train.py --fsdp (FSDP2, parallel.py) on CPU: 2 processes under torchrun with gloo, the default
+"""train.py --fsdp (FSDP2, training/parallel.py) on CPU: 2 processes under torchrun with gloo, the default
 four-stage recipe at tiny sizes, against the DDP path and against itself across interruptions
 and world sizes.
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import ENV, ROOT, read_log, rows, sigterm_after
 
-import plan
 import train
 from recipe import default_recipe
+from training import plan
 
 STEPS = 4          # per stage
 
@@ -25,7 +25,7 @@ STEPS = 4          # per stage
 def test_each_ranks_first_row_is_where_torch_chunk_puts_it():
     """FSDP2 shards dim 0 as torch.chunk does (ceil(rows / world) rows per rank, the last ones
     shorter or empty); the frozen-row masks find their rows by this offset."""
-    import parallel
+    from training import parallel
     for n_rows in range(1, 25):
         for world in range(1, 6):
             sizes = [len(c) for c in torch.arange(n_rows).chunk(world)] + [0] * world
@@ -86,7 +86,7 @@ def test_fsdp_reducing_only_after_the_last_micro_step_trains_the_same(train_setu
 
 def test_fsdp_keeps_the_old_rows_of_sharded_embeddings_frozen(train_setup, runs):
     """Rows < 1000 of embed and head are split across the two ranks' shards; none of them moves."""
-    from safetensors_io import read_safetensors
+    from support.safetensors_io import read_safetensors
     init = dict(read_safetensors(str(train_setup / "init" / "model.safetensors")))
     final = dict(read_safetensors(str(runs / "fsdp" / "final" / "model.safetensors")))
     for k in ("model.embed_tokens.weight", "lm_head.weight"):
@@ -164,7 +164,7 @@ SHARD_SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, {root!r})
 import torch, torch.distributed as dist
-import parallel, plan
+from training import parallel, plan
 from model import Llama, LlamaConfig
 from recipe import default_recipe
 dist.init_process_group("gloo")

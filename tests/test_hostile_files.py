@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as library_load
 from safetensors.torch import save as library_save
 
-from safetensors_io import read_safetensors, write_safetensors
+from support.safetensors_io import read_safetensors, write_safetensors
 
 
 def originals(tmp_path):
@@ -268,8 +268,8 @@ CORRUPT = {"truncated": lambda good: good[:len(good) // 3],
 @pytest.mark.parametrize("damage", list(CORRUPT))
 def test_a_corrupt_tokenizer_model_is_one_line_wherever_it_is_read(tmp_path, base_spm, damage, capsys):
     """merge, expand, tokenize, eval and generate: exit code 1, one line naming the file."""
-    import cli
     import redwhale
+    from support import cli
     folder = tiny_folder(tmp_path, base_spm)
     bad = folder / "tokenizer.model"
     bad.write_bytes(CORRUPT[damage](bad.read_bytes()))

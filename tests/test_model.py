@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from model import Llama, LlamaConfig
-from safetensors_io import read_safetensors
+from support.safetensors_io import read_safetensors
 
 transformers = pytest.importorskip("transformers", reason="transformers is the test-only reference")
 
@@ -231,7 +231,7 @@ def test_checkpoint_errors_name_key_and_file(tmp_path):
     good = st.read_bytes()
     tensors = dict(read_safetensors(st))
 
-    from safetensors_io import write_safetensors
+    from support.safetensors_io import write_safetensors
     write_safetensors(st, {**tensors, "model.extra.weight": torch.zeros(2)})
     with pytest.raises(KeyError, match=r"model\.extra\.weight.*|.*model\.safetensors"):
         Llama.from_pretrained(folder)

@@ -1,4 +1,4 @@
-"""The output guard (outputs.py) and the argument validator (cli.py), on their own.
+"""The output guard (support/outputs.py) and the argument validator (support/cli.py), on their own.
 
 These are the rules every command goes through, so each is pinned here once: what --force
 may delete, that a folder is replaced whole or not at all, that leftovers of a killed run are
@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-import cli
-import outputs
+from support import cli, outputs
 
 
 def make(folder, files):

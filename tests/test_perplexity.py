@@ -1,4 +1,4 @@
-"""perplexity.py's n-gram LM against a slow, obviously correct one, and data.py's perplexity cut.
+"""corpus/perplexity.py's n-gram LM against a slow, obviously correct one, and data.py's perplexity cut.
 
 The numpy model (sorted keys, searchsorted, one pass per order) is checked number for number
 against the same interpolated absolute-discounting model written with Python dicts:
@@ -21,9 +21,9 @@ import pytest
 from conftest import clean_cfg as cfg
 from conftest import korean_docs, long_docs, read_clean, write_jsonl
 
-import perplexity
+from corpus import perplexity
+from corpus.textclean import normalize
 from data import DataError, clean
-from textclean import normalize
 
 
 def slow_perplexities(train, test, order, D=0.75):

@@ -10,11 +10,11 @@ import json
 import pytest
 import torch
 
-import plan
 import train
 from lora import add_lora
 from model import Llama, LlamaConfig
 from recipe import default_recipe, select_params
+from training import plan
 
 SOLAR = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
          "intermediate_size": 14336, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 8,

@@ -1,8 +1,8 @@
-"""report.py: the demo report's tables say what the log and the scores say.
+"""tools/report.py: the demo report's tables say what the log and the scores say.
 
     python -m pytest -q tests/test_report.py
 """
-import report
+from tools import report
 
 LOG = [{"stage": 1, "stage_name": "embed", "step": 1, "loss": 9.0, "tokens": 100},
        {"stage": 1, "stage_name": "embed", "step": 2, "loss": 8.0, "tokens": 200, "eval_loss": 8.5},

@@ -1,4 +1,4 @@
-"""Bits per character (score.py): models with different tokenizers, measured on the same characters.
+"""Bits per character (tools/score.py): models with different tokenizers, measured on the same characters.
 
 Two tiny models, one with the English-ish base tokenizer and one with a Korean tokenizer, score
 the same documents. The characters counted must be the same for both, and each number must
@@ -13,10 +13,10 @@ import sentencepiece as spm
 import torch
 from conftest import english_docs, korean_docs, train_spm
 
-import cli
 import redwhale
-import score
 from model import Llama, LlamaConfig
+from support import cli
+from tools import score
 
 
 def tiny(vocab, seed):
@@ -125,7 +125,7 @@ def test_train_logs_every_named_held_out_set_in_bits_per_char(train_setup, base_
     """--eval-data ko=DIR en=DIR: each set's loss and bits per character at every eval and stage end."""
     from conftest import run
 
-    import shards
+    from corpus import shards
     ko_docs, en_docs = korean_docs(1600)[1500:], english_docs(60)
     shards.tokenize([_jsonl(tmp_path / "ko.jsonl", ko_docs)], base_spm, tmp_path / "ko", progress=False)
     shards.tokenize([_jsonl(tmp_path / "en.jsonl", en_docs)], base_spm, tmp_path / "en", progress=False)

@@ -1,4 +1,4 @@
-"""shards.py: which documents are held out, how shards fill, and what a training window is,
+"""corpus/shards.py: which documents are held out, how shards fill, and what a training window is,
 each checked against the rule written out in the test.
 
     python -m pytest -q tests/test_shards.py
@@ -11,9 +11,9 @@ import pytest
 from conftest import korean_docs, long_docs, write_jsonl, write_shards
 
 import data
-import shards
+from corpus import shards
+from corpus.shards import TokenShards, tokenize
 from data import DataError
-from shards import TokenShards, tokenize
 
 
 def coin(seed, i):

@@ -1,4 +1,4 @@
-"""textclean.py: normalization, and the rule filters on real Korean prose and on junk, each
+"""corpus/textclean.py: normalization, and the rule filters on real Korean prose and on junk, each
 threshold on both sides of its value, the repetition rules against a plain Gopher.
 
     python -m pytest -q tests/test_textclean.py
@@ -16,9 +16,9 @@ import unicodedata
 
 from conftest import ROOT, korean_docs, long_docs
 
-import textclean
+from corpus import textclean
+from corpus.textclean import filter_reason, normalize, repetition_reason
 from data import CleanConfig, clean
-from textclean import filter_reason, normalize, repetition_reason
 
 PROSE = [
     "2018년 3월 기준으로 서울의 인구는 1,000만 명을 넘었고 실업률은 4.5%였다. 같은 해 1인당 국내총생산은 "

@@ -17,11 +17,11 @@ import pytest
 import torch
 from conftest import ENV, OLD_ROWS, RECIPE, ROOT, read_log, run, sigterm_after, state
 
-import outputs
 import train
 from lora import add_lora
 from model import Llama
-from safetensors_io import read_safetensors
+from support import outputs
+from support.safetensors_io import read_safetensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,7 +112,7 @@ def test_export_merges_lora_and_loads_in_transformers_with_the_same_logits(train
     lora_model.eval()
     with torch.no_grad():
         want = lora_model(ids)[0]
-    # the HF files, and the marker that lets --force replace this folder (outputs.py)
+    # the HF files, and the marker that lets --force replace this folder (support/outputs.py)
     assert sorted(os.listdir(folder)) == [outputs.MARKER, "config.json", "model.safetensors", "tokenizer.model"]
     hf = LlamaForCausalLM.from_pretrained(folder).eval()
     with torch.no_grad():

@@ -16,13 +16,12 @@ import pytest
 import torch
 from conftest import ENV, RECIPE, ROOT, read_log, rows, run, sigterm_after, state
 
-import checkpoint
 import lora
-import outputs
-import runtime
 import train
 from model import Llama
-from safetensors_io import read_safetensors
+from support import outputs
+from support.safetensors_io import read_safetensors
+from training import checkpoint, runtime
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,8 +11,8 @@ import os
 import pytest
 from conftest import read_log, rows, run
 
-import checkpoint
-import outputs
+from support import outputs
+from training import checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FLAGS = ("--steps-per-stage", 3, "--eval-every", 0)

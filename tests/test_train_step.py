@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from conftest import OLD_ROWS, read_log
 
 import train
+from corpus.shards import TokenShards
 from model import Llama, LlamaConfig
-from shards import TokenShards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

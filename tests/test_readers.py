@@ -1,10 +1,10 @@
-"""corpus_io.py: how one raw line is decoded when a file mixes encodings.
+"""corpus/readers.py: how one raw line is decoded when a file mixes encodings.
 
     python -m pytest -q tests/test_corpus_io.py
 """
 import pytest
 
-from corpus_io import decode_line
+from corpus.readers import decode_line
 
 
 @pytest.mark.parametrize("raw, auto, want", [

@@ -33,8 +33,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lora import attach_lora, merge_lora
 from model import rope_inv_freq
-from plan import meta_model
 from recipe import select_params
+from training.plan import meta_model
 
 
 def rank0(fn, distributed, share=False):

@@ -7,7 +7,7 @@ A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
     optim.pt     AdamW's state dict
     state.json   stage, step, tokens, seed, the resolved plan and recipe, init_from, world size,
                  format ("torch"; "dcp" for --fsdp, where every rank writes its shards through
-                 torch.distributed.checkpoint instead of model.pt / optim.pt: parallel.py)
+                 torch.distributed.checkpoint instead of model.pt / optim.pt: training/parallel.py)
 
 It is written into `step-N.tmp/`; rank 0 then fsyncs every file and the folder and renames it
 into place: a crash at any moment leaves either the previous checkpoints or a `.tmp` folder
@@ -25,7 +25,7 @@ The export (`python train.py --export RUN`, and train.py at the end of a run) wr
 or a live model as a Hugging Face folder: LoRA merged in fp32, cast once to the base config's
 torch_dtype, the tokenizer files copied, atomically.
 
-    python -c "import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
+    python -c "from training import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
 """
 import argparse
 import functools
@@ -39,11 +39,10 @@ import time
 import torch
 import torch.distributed as dist
 
-import cli
-import outputs
-import parallel
 from lora import attach_lora, merge_lora
 from model import Llama
+from support import cli, outputs
+from training import parallel
 
 SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
                   "--shutdown-timeout 900 (default 30 s before SIGKILL) and SLURM an early signal "
@@ -249,7 +248,7 @@ def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="
     """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
     e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
     atomically. An existing folder is replaced only with `force` and only if this project wrote
-    it (outputs.py); a run's own final/ is, so training and a re-export replace it."""
+    it (support/outputs.py); a run's own final/ is, so training and a re-export replace it."""
     merge_lora(model)
     want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
             "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]

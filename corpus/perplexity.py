@@ -2,14 +2,14 @@
 or SentencePiece ids, trained on a reference text the user names) and, as an optional second
 stage, the perplexity of a model.py Llama.
 
-    python -c "import perplexity as p; lm = p.NgramLM(3).fit(['가나다라'] * 3); print(lm.perplexity('가나다'))"
+    python -c "from corpus import perplexity as p; print(p.NgramLM(3).fit(['가나다라'] * 3).perplexity('가나다'))"
 """
 import json
 from pathlib import Path
 
 import numpy as np
 
-from textclean import codepoints
+from corpus.textclean import codepoints
 
 # Perplexity: an interpolated absolute-discounting n-gram model over characters or
 # SentencePiece ids, trained on a reference text the user names, all in numpy.

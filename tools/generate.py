@@ -1,9 +1,9 @@
 """Generate text from a model folder, or check model.py end to end on a tiny random model.
 
-    python generate.py --model runs/ko/final --prompt "대한민국의 수도는" --max-new-tokens 32
-    python generate.py --model runs/ko/final --temperature 0.7 --top-p 0.9
-    python generate.py --smoke          # tiny random model: save, reload bit-identically, generate
-    python redwhale.py generate --model runs/ko/final    # the same, through the CLI
+    python redwhale.py generate --model runs/ko/final --prompt "대한민국의 수도는" --max-new-tokens 32
+    python redwhale.py generate --model runs/ko/final --temperature 0.7 --top-p 0.9
+    python redwhale.py generate --smoke   # tiny random model: save, reload bit-identically, generate
+    python -m tools.generate --smoke      # the same, as a module (from the project folder)
 
 Greedy at temperature 0 (the default), else nucleus sampling (model.next_token), with a KV
 cache (Llama.generate). The folder needs its tokenizer.model.
@@ -14,10 +14,10 @@ import tempfile
 
 import torch
 
-import cli
-import runtime
 from model import Llama, LlamaConfig, check_model_folder
+from support import cli
 from tokenizer import processor
+from training import runtime
 
 
 def smoke():

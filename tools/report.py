@@ -1,15 +1,15 @@
 """The demo's report: report.json (every number), report.md (the same, for people), loss.png
 and bpc.png (bits per character stage by stage).
 
-    python report.py runs/demo          # re-render report.md and loss.png from report.json
+    python -m tools.report runs/demo      # re-render report.md and loss.png from report.json
 
 matplotlib is optional: without it the report says so and keeps the numbers.
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
-import outputs
+from support import cli, outputs
 
 TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
 
@@ -59,8 +59,8 @@ def plot(run, rep):
 
 
 def bpc_table(rows, png):
-    """Held-out Korean and English bits per character, stage by stage (score.py)."""
-    L = ["### Bits per character on held-out text (score.py; the same characters for every model)", "",
+    """Held-out Korean and English bits per character, stage by stage (tools/score.py)."""
+    L = ["### Bits per character on held-out text (tools/score.py; the same characters for every model)", "",
          "| model | Korean bits/char | English bits/char |", "|---|---:|---:|"]
     L += [f"| {name} | {r['korean']:.3f} | {r['english']:.3f} |" for name, r in rows.items()]
     return L + ["", "![bits per character](bpc.png)" if png else "", ""]
@@ -107,7 +107,7 @@ def markdown(rep, png):
           "- dropped by rule: " + ", ".join(f"{k} {v}" for k, v in tk["dropped"].items()),
           "- token ratio (merged / base tokens, lower is better): " +
           ", ".join(f"{k} {v['ratio'] if isinstance(v, dict) else v:.3f}" for k, v in ratio.items()), ""]
-    L += ["## 4. Expansion and training (model.py, train.py)", "",
+    L += ["## 4. Expansion and training (expand.py, train.py)", "",
           f"- held-out Korean loss right after expansion: {rep['loss_after_expansion']:.3f}",
           f"- held-out Korean loss after the four stages: {rep['loss_after_training']:.3f}", "",
           "| stage | steps | first loss | last loss | eval loss |", "|---|---:|---:|---:|---:|"]
@@ -115,7 +115,7 @@ def markdown(rep, png):
         ev = f"{s['eval_loss']:.3f}" if "eval_loss" in s else "-"
         L.append(f"| {name} | {s['steps']} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {ev} |")
     L += ["", "![loss curves](loss.png)" if png else "(matplotlib is not installed: no plot; "
-          "`pip install matplotlib` and rerun `python report.py RUN_DIR`)", ""]
+          "`pip install matplotlib` and rerun `python -m tools.report RUN_DIR`)", ""]
     if rep.get("bits_per_char"):
         L += bpc_table(rep["bits_per_char"], png)
     L += ["## 5. KoBEST (shipped sample, lm-eval rules; a tiny model scores near chance)", "",
@@ -135,6 +135,18 @@ def write(run, rep):
     return run / "report.md"
 
 
+def main(argv=None):
+    p = argparse.ArgumentParser(description="re-render a demo run's report.md (and plots) from its report.json")
+    p.add_argument("run_dir", help="a demo output folder holding report.json (e.g. runs/demo)")
+    run = Path(p.parse_args(argv).run_dir)
+    if not (run / "report.json").is_file():
+        raise SystemExit(f"error: {run / 'report.json'} not found (give a demo output folder)")
+    try:
+        rep = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise SystemExit(f"error: {run / 'report.json'}: not valid JSON ({e})") from None
+    print(write(run, rep))
+
+
 if __name__ == "__main__":
-    run = Path(sys.argv[1])
-    print(write(run, json.loads((run / "report.json").read_text(encoding="utf-8"))))
+    cli.run(main)

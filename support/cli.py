@@ -16,7 +16,7 @@ import sys
 import time
 
 # what an ordinary mistake raises: a missing or unreadable file (OSError), a bad value
-# (ValueError, which corpus_io.DataError is), a missing key, and torch's own complaints
+# (ValueError, which readers.DataError is), a missing key, and torch's own complaints
 USER_ERRORS = (OSError, ValueError, KeyError, RuntimeError, MemoryError)
 
 

@@ -1,9 +1,9 @@
 """Bits per character of a Hugging Face model on any text: the one loss that compares models with
 different tokenizers (a base model with its own, the adapted model with the merged one).
 
-    python score.py --model BASE_DIR heldout_ko.txt heldout_en.jsonl
-    python score.py --model runs/ko/final heldout_ko.txt heldout_en.jsonl --output scores.json
-    python redwhale.py score --model runs/ko/final data.jsonl --text-field body
+    python redwhale.py score --model BASE_DIR heldout_ko.txt heldout_en.jsonl
+    python redwhale.py score --model runs/ko/final heldout_ko.txt heldout_en.jsonl --output scores.json
+    python -m tools.score --model runs/ko/final data.jsonl --text-field body   # from the project folder
 
 The convention. Documents: a .txt file is blank-line separated blocks, a .jsonl file one
 document per line (--text-field), either optionally .gz. Each document is BOS followed by its
@@ -26,9 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import cli
-import outputs
-from corpus_io import ReadConfig, expand_inputs, read_docs
+from corpus.readers import ReadConfig, expand_inputs, read_docs
+from support import cli, outputs
 
 
 def read_documents(paths, text_field="text"):
@@ -86,10 +85,10 @@ def _a_score(path):
 
 
 def main(argv=None):
-    import runtime
     from eval_kobest import checkpoint_dtype
     from model import Llama, check_model_folder
     from tokenizer import processor
+    from training import runtime
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="+", help=".txt (blank-line separated documents) or .jsonl files, .gz ok")

@@ -8,7 +8,7 @@ the decisions are sorts over arrays that data.py spills to disk.
 """
 import numpy as np
 
-from textclean import codepoints
+from corpus.textclean import codepoints
 
 # MinHash with LSH banding, in numpy. Shingles are character n-grams hashed by a rolling
 # polynomial and mixed by splitmix64 (no Python hash(): it changes per process); the top 32

@@ -17,7 +17,7 @@ torch.compile on CPU):
 A combination that cannot work (efficient attention on CPU, flash in fp32 on CUDA) is found by
 a tiny probe before the model is loaded and reported as one line.
 
-    python -c "import runtime; print(runtime.peak_tflops('NVIDIA H100 PCIe'))"
+    python -c "from training import runtime; print(runtime.peak_tflops('NVIDIA H100 PCIe'))"
 """
 import contextlib
 import os

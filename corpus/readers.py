@@ -1,6 +1,6 @@
 """Reading raw corpora: files, folders, gzip, encodings, invalid bytes.
 
-Shared by data.py clean (raw text in) and shards.py tokenize (cleaned text in); the tests
+Shared by data.py clean (raw text in) and corpus/shards.py tokenize (cleaned text in); the tests
 are in tests/test_data.py and tests/test_data_reliability.py. Inputs are .txt (documents are
 blank-line separated blocks, or lines) and .jsonl (one {"text": ...} per line), each
 optionally .gz, given as files or folders (searched recursively). The encoding is decided
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-import outputs
+from support import outputs
 
 
 class DataError(ValueError):
@@ -59,7 +59,7 @@ class ReadConfig:
 def expand_inputs(inputs, exclude=()):
     """Files and folders (searched recursively, sorted; hidden files and folders, and files
     named in `exclude`, left out) -> list of input files. An output is never inside an input
-    folder (outputs.py refuses it), so our own output is never read back."""
+    folder (support/outputs.py refuses it), so our own output is never read back."""
     out = []
     for p in map(Path, inputs):
         if p.is_dir():

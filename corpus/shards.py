@@ -9,14 +9,14 @@
                    (TokenShards needs only dtype, vocab_size and shards)
     DIR/<file>     raw little-endian token ids: train_NNNN.bin, val_NNNN.bin
 
-Writing: every document of the cleaned corpus (read by corpus_io.py) is encoded with the
+Writing: every document of the cleaned corpus (read by corpus/readers.py) is encoded with the
 SentencePiece model in --workers processes, in input order, and followed by EOS (optionally
 preceded by BOS). uint16 ids overflow above 65,536 pieces, so the dtype follows the vocabulary.
 A document goes to val by a seeded per-document coin (--val-fraction) or an exact seeded draw
 (--val-docs). A data.py clean folder given as input is read through its report.json: exactly
 the files it lists, never dropped.jsonl. A record that cannot be read (bad JSON, no text, a
 lone surrogate, the rest of a broken .gz) is skipped and counted. Shards are written into a
-staged folder (corpus_io.staged_output) that replaces DIR whole only when all succeeded, so DIR
+staged folder (readers.staged_output) that replaces DIR whole only when all succeeded, so DIR
 never mixes the shards of two runs, and a failed run leaves the previous DIR as it was.
 
 Reading: training samples are windows of T+1 tokens starting every T tokens inside one shard
@@ -38,9 +38,16 @@ from types import SimpleNamespace
 
 import numpy as np
 
-import cli
-import outputs
-from corpus_io import DataError, ReadConfig, expand_inputs, missing_field_error, ordered_map, read_docs, staged_output
+from corpus.readers import (
+    DataError,
+    ReadConfig,
+    expand_inputs,
+    missing_field_error,
+    ordered_map,
+    read_docs,
+    staged_output,
+)
+from support import cli, outputs
 
 # ----------------------------------------------------------------------------------------
 # Writing: tokenize() turns cleaned text into shards of token ids, each document followed by EOS.
@@ -142,7 +149,7 @@ def tokenize(inputs, tokenizer, out_dir, text_field="text", shard_tokens=100_000
     file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
     and out_dir/meta.json (with the characters of each split, for bits per character); with
     val_text also out_dir/val.jsonl, the held-out documents' text (to score them with any
-    tokenizer: score.py); returns the meta dict. out_dir is replaced whole when the run
+    tokenizer: tools/score.py); returns the meta dict. out_dir is replaced whole when the run
     succeeds (an existing one only with force=True, and only if this project wrote it)."""
     try:
         _check_args(shard_tokens, val_fraction, val_docs, seed, workers)
@@ -186,7 +193,7 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
 
     def write(split, ids, text):
         w = writers[split]
-        w["chars"] += len(text)                 # code points, as score.py counts them
+        w["chars"] += len(text)                 # code points, as tools/score.py counts them
         if split == "val" and val_texts:
             val_texts.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         if w["f"] is None or w["shards"][-1]["num_tokens"] >= o.shard_tokens:
@@ -353,7 +360,7 @@ class TokenShards:
         """Tokens per character of the held-out text, from meta.json's counts (None for shards
         made before the counts were kept): bits/char = loss per token x this / ln 2. The split's
         average ratio (the corpus' when there is no val split), so train.py's bits per character
-        are an estimate over the windows it evaluates; score.py counts exactly."""
+        are an estimate over the windows it evaluates; tools/score.py counts exactly."""
         split = "val_" if self.meta.get("val_shards") else ""
         tokens, chars = self.meta.get(f"{split}num_tokens"), self.meta.get(f"{split}num_chars")
         return tokens / chars if tokens and chars else None
