@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from model import Llama, LlamaConfig
+from model import Llama, LlamaConfig, check_model_folder
 from support import cli, outputs
 from tokenizer import HF_FILES, SPACE, load_proto, processor
 
@@ -183,6 +183,9 @@ def main(argv=None):
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype (auto: the checkpoint's torch_dtype; new rows are computed in fp32)")
     a = p.parse_args(argv)
+    check_model_folder(a.model)
+    if not Path(a.tokenizer).exists():
+        raise SystemExit(f"error: --tokenizer {a.tokenizer}: not found (give the merged tokenizer folder from `merge`)")
     with outputs.staged(a.out, [a.model, a.tokenizer], a.force, step="expand") as tmp:
         expand(a.model, a.tokenizer, a.init, tmp, vocab_multiple=a.vocab_multiple, dtype=a.dtype, seed=a.seed)
     print(f"wrote {a.out}")
