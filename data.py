@@ -11,11 +11,11 @@
 --shard-docs), DIR/report.json (documents and sizes in and out of every step, dropped
 documents by reason: docs_in == docs_out + sum(dropped)) and, with --keep-dropped,
 DIR/dropped.jsonl (each dropped document with its reason and source file:line).
-`tokenize` is shards.tokenize (corpus/shards.py owns the token-shard format, writing and reading);
+`tokenize` is corpus.shards.tokenize (corpus/shards.py owns the token-shard format, writing and reading);
 this file keeps its command line, and data.tokenize / data.load_tokens still work. Given a
 clean folder, tokenize reads exactly the files its report.json lists (never dropped.jsonl).
 
-Both write through support/outputs.py (readers.staged_output): the output folder is built beside
+Both write through support/outputs.py (corpus.readers.staged_output): the output folder is built beside
 --out and replaces it whole only when the run succeeded, so it always holds exactly the
 files report.json (meta.json) lists, and a failed run (a bad input, a full disk, a worker
 killed by the OOM killer) leaves the previous output as it was. An existing --out is
@@ -78,8 +78,8 @@ def _parse_ngram_thresholds(spec, flag="--top-ngram"):
 
 
 # ----------------------------------------------------------------------------------------
-# Settings. The first four (text_field, txt_mode, encoding, on_invalid) are corpus_io's
-# ReadConfig: how each raw file is read and decoded.
+# Settings. The first four (text_field, txt_mode, encoding, on_invalid) are
+# corpus.readers.ReadConfig: how each raw file is read and decoded.
 
 # the range of every numeric setting, (kind, lo, hi, lo_open): the command line checks its
 # flags with cli.number, CleanConfig checks API users' values with cli.check
@@ -246,7 +246,7 @@ def sample_to_target(sizes, alive, target, seed):
 
 
 # ----------------------------------------------------------------------------------------
-# clean(): the whole pipeline, built inside a staged output folder (readers.staged_output).
+# clean(): the whole pipeline, built inside a staged output folder (corpus.readers.staged_output).
 
 STEPS = ("read", "normalize", "filter", "exact_dedup", "near_dedup", "perplexity", "sample")
 CODES = [None, "exact_dup", "near_dup", "perplexity", "sampled_out", "model_perplexity"]  # reason codes of pass 2

@@ -83,7 +83,8 @@ def build_base(args, run):
     """Tokenizer + tiny Llama trained on mostly-English text: a stand-in for SOLAR/Llama-2."""
     import data
     import tokenizer as tok
-    from model import Llama, LlamaConfig
+    from config import LlamaConfig
+    from model import Llama
     base = run / "base"
     korean_bit = read_texts(args.corpus[:1], limit=300)    # SOLAR saw a little Korean
     english, _ = english_docs()                            # without the held-out topics
@@ -266,7 +267,7 @@ def add_args(p):
     p.add_argument("--quick", action="store_true", help="the smallest settings (what the test runs)")
     p.add_argument("--base", help="a real HF base model folder with tokenizer.model (default: build a tiny one)")
     p.add_argument("--corpus", nargs="+", default=None, help="Korean corpus files (default: the embedded one)")
-    p.add_argument("--init", default="subword", help="initialization of the new rows (see tokenizer.py expand)")
+    p.add_argument("--init", default="subword", help="initialization of the new rows (see python expand.py --help)")
     p.add_argument("--nproc", type=cli.number(int, lo=0), default=0,
                    help="training processes (default: 2 when there are 2 cores)")
     p.add_argument("--val-docs", type=cli.number(int, lo=1), default=300, help="held-out documents for the eval loss")

@@ -488,7 +488,7 @@ def checkpoint_dtype(folder):
     transformers): config.json's dtype (transformers 5's name; else torch_dtype), else the dtype
     of the first floating-point weight by name, float8 skipped, as transformers picks it. A
     SOLAR-derived export is float16, on any device."""
-    from model import LlamaConfig
+    from config import LlamaConfig
     from support.safetensors_io import DTYPES, checkpoint_files, read_header
     cfg = LlamaConfig.from_pretrained(str(folder)).source_config       # one line for a bad config.json
     named = cfg.get("dtype") or cfg.get("torch_dtype")

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from model import Llama, LlamaConfig, check_model_folder
+from config import LlamaConfig
+from model import Llama, check_model_folder
 from support import cli, outputs
 from tokenizer import HF_FILES, SPACE, load_proto, processor
 
@@ -31,7 +32,7 @@ from tokenizer import HF_FILES, SPACE, load_proto, processor
 INIT_RULES = {
     "random": ("random", "random"),               # normal(0, initializer_range)
     "mean": ("mean", "mean"),                     # the mean of all old rows
-    "subword-embed": ("subword", "mean"),
+    "subword-embed": ("subword", "mean"),         # embedding from the pieces, head from all rows
     "subword": ("subword", "subword"),            # the mean of the piece's base rows (the paper's best)
     "subword-first-head": ("subword", "first"),   # head: the first meaningful base row (EEVE)
 }
@@ -70,17 +71,18 @@ def check_decompositions(decomps, old_v, new_v, init):
         raise ValueError(f"decompositions of ids {bad[:5]} use ids outside the old vocabulary 0..{old_v - 1}")
 
 
-def new_rows(old, rule, groups, std, gen):
-    """(len(groups), C) fp32 rows for the new pieces from the old rows (old V, C), by `rule`;
-    groups[k] is the k-th new piece's list of base ids."""
-    n, C = len(groups), old.size(1)
+def new_rows(old, rule, n, groups, std, gen, skip_first=()):
+    """(n, C) fp32 rows for the new pieces from the old rows (old V, C), by `rule`; groups[k]
+    is the k-th new piece's list of base ids (the subword rules only)."""
     if rule == "random":
-        return torch.randn(n, C, generator=gen) * std
+        return torch.randn(n, old.size(1), generator=gen) * std
     if rule == "mean":
         return old.mean(0, keepdim=True).expand(n, -1)
-    if rule == "first":
-        return old[[g[0] for g in groups]]
-    return torch.stack([old[g].mean(0) for g in groups]) if n else old[:0]    # "subword"
+    if rule == "subword":                       # the mean of each piece's base rows
+        return torch.stack([old[g].mean(0) for g in groups]) if n else old[:0]
+    if rule == "first":                         # the first base id not skipped (else the first)
+        return old[[next((j for j in g if j not in skip_first), g[0]) for g in groups]]
+    raise ValueError(f"unknown rule {rule!r}")
 
 
 @torch.no_grad()
@@ -99,7 +101,8 @@ def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, voc
         raise ValueError(f"init {init!r}: choose one of {', '.join(INIT_METHODS)}")
     if new_vocab_size < old_v:
         raise ValueError(f"new_vocab_size {new_vocab_size} is smaller than vocab_size {old_v}")
-    groups = [[] for _ in range(old_v, new_vocab_size)]
+    n = new_vocab_size - old_v
+    groups = None
     if init.startswith("subword"):
         check_decompositions(decompositions, old_v, new_vocab_size, init)
         groups = [decompositions[i] for i in range(old_v, new_vocab_size)]
@@ -107,11 +110,7 @@ def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, voc
     rows = (new_vocab_size + vocab_multiple - 1) // vocab_multiple * vocab_multiple
 
     def grow(old, rule):
-        if rule == "first":     # the first base id that is not skipped (else the first)
-            use = [[next((j for j in g if j not in skip_first), g[0])] for g in groups]
-        else:
-            use = groups
-        new = new_rows(old[:old_v].float(), rule, use, cfg.initializer_range, gen)
+        new = new_rows(old[:old_v].float(), rule, n, groups, cfg.initializer_range, gen, skip_first)
         w = old.new_zeros(rows, old.size(1))                                   # (rows, C)
         w[:old_v] = old[:old_v]
         w[old_v:new_vocab_size] = new.to(device=w.device, dtype=w.dtype)

@@ -27,7 +27,6 @@ from torch.utils.checkpoint import checkpoint
 from config import LlamaConfig
 from support import outputs
 from support.safetensors_io import checkpoint_files, read_safetensors, save_sharded
-from training import runtime
 
 # ---- rotary position embedding (HF half-split layout) ----
 
@@ -195,7 +194,7 @@ class Llama(nn.Module):
     def output_weight(self):
         return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def hidden(self, input_ids, positions=None, mask=None, kv_caches=None, pos=0):
+    def hidden(self, input_ids, *, positions=None, mask=None, kv_caches=None, pos=0):
         """The final-normed hidden states (B, T, C). positions (B, T): each token's position
         (default pos..pos+T-1 in every row); mask (B, 1, T, T) bool, True where a query may see
         a key (default causal). The two let one row hold a prompt and several continuations."""
@@ -222,8 +221,8 @@ class Llama(nn.Module):
             # (sliced only when padded: the slice's backward writes a zero-filled full-size gradient)
         return logits
 
-    def forward(self, input_ids, targets=None, reduction="mean", kv_caches=None, pos=0, positions=None, mask=None):
-        logits = self.head(self.hidden(input_ids, positions, mask, kv_caches, pos))  # (B, T, V)
+    def forward(self, input_ids, targets=None, reduction="mean", *, positions=None, mask=None, kv_caches=None, pos=0):
+        logits = self.head(self.hidden(input_ids, positions=positions, mask=mask, kv_caches=kv_caches, pos=pos))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -263,7 +262,7 @@ class Llama(nn.Module):
         cfg = LlamaConfig.from_pretrained(folder)
         cfg.vocab_multiple = vocab_multiple
         dtype = dtype or torch.float32
-        need, have = cfg.num_parameters() * dtype.itemsize, runtime.memory_bytes(device)
+        need, have = cfg.num_parameters() * dtype.itemsize, memory_bytes(device)
         if have and need > have:        # one line now, not an allocation failure deep in torch
             raise ValueError(f"{folder}/config.json: {cfg.num_parameters() / 1e9:.1f}B parameters (hidden_size="
                              f"{cfg.hidden_size}, num_hidden_layers={cfg.num_hidden_layers}, vocab_size="
@@ -306,8 +305,9 @@ class Llama(nn.Module):
         a temp folder that is renamed into place, so a crash never leaves a complete-looking
         half-written folder."""
         folder = os.path.abspath(os.fspath(folder))
-        os.makedirs(os.path.dirname(folder), exist_ok=True)
-        tmp = str(outputs.fresh_sibling(folder))
+        tmp = folder + ".tmp-save"          # a fixed name: a save killed half way is removed by the next one
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
         try:
             self._save_into(tmp, folder, max_shard_size)
             outputs.replace_dir(tmp, folder)
@@ -315,6 +315,8 @@ class Llama(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _save_into(self, tmp, folder, max_shard_size):
+        """Write the weights (padded rows dropped) and config.json into tmp, plus every other file
+        `folder` already holds (tokenizer files and the like), so the swap loses nothing."""
         V = self.config.vocab_size
         tensors = {k: (v[:V] if k in ("model.embed_tokens.weight", "lm_head.weight") else v).detach()
                    for k, v in self.state_dict().items()}                  # drop padded rows
@@ -335,3 +337,19 @@ def check_model_folder(folder, flag="--model"):
         raise SystemExit(f"error: {flag} {folder}: no such folder")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise SystemExit(f"error: {flag} {folder}: no config.json (give a Hugging Face model folder)")
+
+
+def memory_bytes(device):
+    """Total memory of a device (RAM for the CPU), or None when it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+if __name__ == "__main__":
+    raise SystemExit("error: model.py is the network, not a command: generate with "
+                     "python redwhale.py generate --model FOLDER (or --smoke)")

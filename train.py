@@ -60,9 +60,10 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
+from config import LlamaConfig
 from corpus.shards import TokenShards
 from lora import attach_lora, has_lora, merge_lora
-from model import Llama, LlamaConfig, check_model_folder
+from model import Llama, check_model_folder
 from recipe import load_recipe, lr_at, old_rows, resolve, select_params, step_seed
 from support import cli, outputs
 from training import checkpoint, parallel, plan, runtime
@@ -136,7 +137,7 @@ class Trainer:
         else:
             names = self.prepare_replica(model, s, where)
         params = [(n, p) for n, p in model.named_parameters() if n in names]
-        self.freeze_old_rows(st, params, where)
+        self.set_frozen_rows(st, params, where)
         self.params = [p for _, p in params]
         self.opt = self.build_optimizer(st, params)
         self.fwd = parallel.wrap_ddp(model, self.device, self.local_rank) if self.ddp and not self.fsdp else model
@@ -184,7 +185,7 @@ class Trainer:
             runtime.compile_blocks(model)   # in place, before the DDP wrapper: compile, then wrap
         return names
 
-    def freeze_old_rows(self, st, params, where):
+    def set_frozen_rows(self, st, params, where):
         """freeze_old_rows: note the embed / head rows of the base vocabulary, and keep a copy of them."""
         self.frozen_rows = []
         if st.freeze_old_rows:
@@ -489,10 +490,10 @@ class Trainer:
         args = self.args
         if not args.init_from:
             raise SystemExit("error: give --init-from HF_DIR (or --resume auto with existing checkpoints)")
-        # an attention backend that cannot run here is one line now, not a crash after loading 20 GB
         check_model_folder(args.init_from, "--init-from")
         cfg = LlamaConfig.from_pretrained(args.init_from)
         check_seq_len(self.plan[0]["T"], cfg, args.init_from)
+        # an attention backend that cannot run here is one line, not a crash after loading 20 GB
         runtime.check_attention(args.sdpa, self.device, self.dtype, cfg)
         return cfg
 

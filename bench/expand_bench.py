@@ -28,8 +28,10 @@ def main():
     a = p.parse_args()
     rng = random.Random(0)
     old = torch.randn(a.old, a.hidden, generator=torch.Generator().manual_seed(0))
-    # a Korean piece decomposes into 1-6 base ids (byte-fallback pieces make the long ones)
-    groups = [[rng.randrange(a.old) for _ in range(rng.randint(1, 6))] for _ in range(a.new)]
+    # a Korean piece decomposes into 1-6 base ids mostly; one the base spells in byte-fallback
+    # pieces takes 3 per syllable, up to 24 for --max-piece-chars 8: a tenth of them here
+    groups = [[rng.randrange(a.old) for _ in range(rng.randint(1, 6) if rng.random() < 0.9 else rng.randint(7, 24))]
+              for _ in range(a.new)]
     ids = torch.tensor([j for g in groups for j in g])
     offsets = torch.tensor([0] + [len(g) for g in groups[:-1]]).cumsum(0)
     plain, bag = [], []
@@ -43,7 +45,12 @@ def main():
     print(f"{a.new} new rows from {a.old} x {a.hidden}, {torch.get_num_threads()} threads, best of {a.reps}")
     print(f"plain mean (expand.new_rows): {min(plain):.3f} s")
     print(f"F.embedding_bag:              {min(bag):.3f} s   ratio {min(plain) / min(bag):.1f}x")
-    print(f"largest difference between the two: {(rows - ref).abs().max().item():.2e}")
+    diff = (rows - ref).abs()
+    long = torch.tensor([len(g) >= 18 for g in groups])
+    print(f"largest difference between the two: {diff.max().item():.2e} (relative "
+          f"{(diff / ref.abs().clamp_min(1e-30)).max().item():.1e}); rows that differ: "
+          f"{int((diff.amax(1) > 0).sum())} of {a.new}, of which {int(((diff.amax(1) > 0) & long).sum())} "
+          f"have 18 or more ids ({int(long.sum())} such rows)")
 
 
 if __name__ == "__main__":

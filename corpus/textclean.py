@@ -1,6 +1,6 @@
 """Korean text normalization and rule filters: the per-document half of data.py clean.
 
-    python -c "from textclean import normalize; print(normalize('ＡＢＣ　ㅋㅋㅋ\u200b한국어'))"
+    python -c "from corpus.textclean import normalize; print(normalize('ＡＢＣ　ㅋㅋㅋ\u200b한국어'))"
 
 Pure functions of one text (no I/O), used by data.py's workers; tested in tests/test_data.py
 and tests/test_textclean.py, measured on real prose and junk by bench/filter_bench.py.

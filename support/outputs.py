@@ -141,10 +141,10 @@ def fsync(path):
         os.close(fd)
 
 
-def fresh_sibling(out, kind="partial"):
-    """A new, empty hidden folder `.NAME.KIND-HOST-PID` beside `out`, to build `out` in."""
+def fresh_sibling(out):
+    """A new, empty hidden folder `.NAME.partial-HOST-PID` beside `out`, to build `out` in."""
     out = Path(out)
-    tmp = out.parent / f".{out.name}.{kind}-{_tag()}"
+    tmp = out.parent / f".{out.name}.partial-{_tag()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -166,8 +166,7 @@ def replace_dir(tmp, out, durable=False):
     os.replace(tmp, out)
     if durable:
         fsync(out.parent)
-    if old.exists():
-        shutil.rmtree(old)
+    shutil.rmtree(old, ignore_errors=True)     # the new folder is in place: a stray old one is no error
 
 
 @contextmanager

@@ -221,7 +221,7 @@ def test_checkpoint_files_are_fsynced_before_the_rename_and_loaded_memory_mapped
     events = []
     monkeypatch.setattr(outputs, "fsync", lambda p: events.append(("fsync", os.path.basename(p))))
     real_replace = os.replace
-    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: (events.append(("rename", os.path.basename(b))),
+    monkeypatch.setattr(outputs.os, "replace", lambda a, b: (events.append(("rename", os.path.basename(b))),
                                                                 real_replace(a, b)))
     ck = tmp_path / "checkpoints"
     ck.mkdir()

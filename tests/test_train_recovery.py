@@ -54,9 +54,15 @@ def test_a_half_written_checkpoint_is_removed_and_reported(train_setup, tmp_path
     tmp = tmp_path / "a" / "checkpoints" / "step-00000003.tmp"        # a kill during the next write
     tmp.mkdir()
     (tmp / "model.pt").write_bytes(b"half")
+    # a kill between the two renames that replace a checkpoint of the same name leaves the old one hidden
+    old = tmp_path / "a" / "checkpoints" / ".step-00000002.old-host-123"
+    old.mkdir()
+    (old / "model.pt").write_bytes(b"replaced")
     capsys.readouterr()
     log = run(train_setup, tmp_path / "a", *FLAGS, "--resume", "auto", "--max-steps", 1)
-    assert f"removed {tmp}" in capsys.readouterr().out and not tmp.exists()
+    out = capsys.readouterr().out
+    assert f"removed {tmp}" in out and not tmp.exists()
+    assert f"removed {old}" in out and not old.exists()
     assert [r["global_step"] for r in log] == [1, 2, 3]
 
 

@@ -10,14 +10,20 @@ cache (Llama.generate). The folder needs its tokenizer.model.
 """
 import argparse
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import torch
 
-from model import Llama, LlamaConfig, check_model_folder
-from support import cli
-from tokenizer import processor
-from training import runtime
+if __package__ in (None, ""):     # run as a file (python tools/NAME.py): import from the project folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from config import LlamaConfig  # noqa: E402
+from model import Llama, check_model_folder  # noqa: E402
+from support import cli  # noqa: E402
+from tokenizer import processor  # noqa: E402
+from training import runtime  # noqa: E402
 
 
 def smoke():

@@ -7,9 +7,13 @@ matplotlib is optional: without it the report says so and keeps the numbers.
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from support import cli, outputs
+if __package__ in (None, ""):     # run as a file (python tools/NAME.py): import from the project folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from support import cli, outputs  # noqa: E402
 
 TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
 

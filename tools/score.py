@@ -21,13 +21,17 @@ once, from at least half a context of preceding tokens (all of them while the do
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from corpus.readers import ReadConfig, expand_inputs, read_docs
-from support import cli, outputs
+if __package__ in (None, ""):     # run as a file (python tools/NAME.py): import from the project folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corpus.readers import ReadConfig, expand_inputs, read_docs  # noqa: E402
+from support import cli, outputs  # noqa: E402
 
 
 def read_documents(paths, text_field="text"):

@@ -11,10 +11,13 @@ A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
 
 It is written into `step-N.tmp/`; rank 0 then fsyncs every file and the folder and renames it
 into place: a crash at any moment leaves either the previous checkpoints or a `.tmp` folder
-that is never picked. Resuming: rank 0 alone decides which checkpoint (newest in --out, or the one
---resume names) and broadcasts the choice; every rank then checks it can read that folder, so
-a node that cannot see --out stops the job with one line instead of starting at step 0 and
-hanging at the first collective. Checkpoints are loaded on the CPU with mmap=True: a rank pages
+that is never picked (and, if it was replacing a checkpoint of the same name, a hidden
+`.step-N.old-*`; the next run removes both).
+
+Resuming: rank 0 alone decides which checkpoint (newest in --out, or the one --resume names)
+and broadcasts the choice; every rank then checks it can read that folder, so a node that
+cannot see --out stops the job with one line instead of starting at step 0 and hanging at the
+first collective. Checkpoints are loaded on the CPU with mmap=True: a rank pages
 in what it copies instead of holding a second whole copy of the optimizer state.
 
 Time: a 10B model's checkpoint (fp32 trained weights + AdamW moments) is tens of GB. torchrun
@@ -192,11 +195,12 @@ def _unreadable(path):
 
 
 def sweep_partial(ckdir):
-    """Remove the `step-N.tmp` folders a killed run left (never a checkpoint); say so."""
+    """Remove what a killed run left (never a checkpoint); say so: `step-N.tmp` folders, and a
+    `.step-N.old-*` (a checkpoint being replaced by a new one of the same name when it died)."""
     if not os.path.isdir(ckdir):
         return
     for d in sorted(os.listdir(ckdir)):
-        if d.startswith("step-") and d.endswith(".tmp"):
+        if (d.startswith("step-") and d.endswith(".tmp")) or (d.startswith(".step-") and ".old-" in d):
             shutil.rmtree(os.path.join(ckdir, d), ignore_errors=True)
             print(f"note: removed {os.path.join(ckdir, d)}, a checkpoint an interrupted run did not finish",
                   flush=True)
@@ -306,7 +310,3 @@ def main(argv=None):
     cli.add_force(p)
     a = p.parse_args(argv)
     print(f"exported {export_run(a.run_dir, a.to, a.dtype, a.force)}")
-
-
-if __name__ == "__main__":
-    cli.run(main)

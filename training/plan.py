@@ -25,8 +25,9 @@ import contextlib
 
 import torch
 
+from config import LlamaConfig
 from lora import attach_lora
-from model import Llama, LlamaConfig
+from model import Llama
 from recipe import old_rows, resolve, select_params
 
 OVERHEAD = 1.5e9

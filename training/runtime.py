@@ -141,14 +141,3 @@ def cpu_peak_bytes():
             return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM"))
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def memory_bytes(device):
-    """Total memory of a device (RAM for the CPU), or None when it cannot be told."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
