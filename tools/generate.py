@@ -3,7 +3,7 @@
     python redwhale.py generate --model runs/ko/final --prompt "대한민국의 수도는" --max-new-tokens 32
     python redwhale.py generate --model runs/ko/final --temperature 0.7 --top-p 0.9
     python redwhale.py generate --smoke   # tiny random model: save, reload bit-identically, generate
-    python -m tools.generate --smoke      # the same, as a module (from the project folder)
+    python tools/generate.py --smoke      # the same, run as a file
 
 Greedy at temperature 0 (the default), else nucleus sampling (model.next_token), with a KV
 cache (Llama.generate). The folder needs its tokenizer.model.

@@ -1,7 +1,7 @@
 """The demo's report: report.json (every number), report.md (the same, for people), loss.png
 and bpc.png (bits per character stage by stage).
 
-    python -m tools.report runs/demo      # re-render report.md and loss.png from report.json
+    python tools/report.py runs/demo      # re-render report.md and loss.png from report.json
 
 matplotlib is optional: without it the report says so and keeps the numbers.
 """
@@ -119,7 +119,7 @@ def markdown(rep, png):
         ev = f"{s['eval_loss']:.3f}" if "eval_loss" in s else "-"
         L.append(f"| {name} | {s['steps']} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {ev} |")
     L += ["", "![loss curves](loss.png)" if png else "(matplotlib is not installed: no plot; "
-          "`pip install matplotlib` and rerun `python -m tools.report RUN_DIR`)", ""]
+          "`pip install matplotlib` and rerun `python tools/report.py RUN_DIR`)", ""]
     if rep.get("bits_per_char"):
         L += bpc_table(rep["bits_per_char"], png)
     L += ["## 5. KoBEST (shipped sample, lm-eval rules; a tiny model scores near chance)", "",

@@ -3,7 +3,7 @@ different tokenizers (a base model with its own, the adapted model with the merg
 
     python redwhale.py score --model BASE_DIR heldout_ko.txt heldout_en.jsonl
     python redwhale.py score --model runs/ko/final heldout_ko.txt heldout_en.jsonl --output scores.json
-    python -m tools.score --model runs/ko/final data.jsonl --text-field body   # from the project folder
+    python tools/score.py --model runs/ko/final data.jsonl --text-field body   # the same, run as a file
 
 The convention. Documents: a .txt file is blank-line separated blocks, a .jsonl file one
 document per line (--text-field), either optionally .gz. Each document is BOS followed by its
