@@ -249,7 +249,9 @@ def sample_to_target(sizes, alive, target, seed):
 # clean(): the whole pipeline, built inside a staged output folder (corpus.readers.staged_output).
 
 STEPS = ("read", "normalize", "filter", "exact_dedup", "near_dedup", "perplexity", "sample")
-CODES = [None, "exact_dup", "near_dup", "perplexity", "sampled_out", "model_perplexity"]  # reason codes of pass 2
+# pass 2's decision per document: kept, or the reason it is dropped (an index into CODES)
+KEPT, EXACT_DUP, NEAR_DUP, PERPLEXITY, SAMPLED_OUT, MODEL_PERPLEXITY = range(6)
+CODES = [None, "exact_dup", "near_dup", "perplexity", "sampled_out", "model_perplexity"]  # the report's names
 
 
 def load_ppl_model(cfg):
@@ -348,7 +350,7 @@ def _check_readable(cfg, steps, file_stats):
 
 def _decide(spill, n, cfg, lm, steps):
     """Exact dedup, near dedup, perplexity and sampling over the spilled arrays: (n,) reason
-    codes (an index into CODES, 0 kept), the index each duplicate duplicates, and the cutoffs."""
+    codes (KEPT, EXACT_DUP, ...), the index each duplicate duplicates, and the cutoffs."""
     def spilled(name, dtype):   # one spilled array, by its file name
         return np.fromfile(spill / name, dtype=dtype)
 
@@ -357,32 +359,33 @@ def _decide(spill, n, cfg, lm, steps):
     t0 = time.process_time()  # CPU seconds, like the workers' timings: robust to a busy machine
     if cfg.exact_dedup:
         d = exact_duplicates(spilled("hash", np.uint64))
-        reason[d >= 0], dup_of[d >= 0] = 1, d[d >= 0]
+        reason[d >= 0], dup_of[d >= 0] = EXACT_DUP, d[d >= 0]
     t1 = time.process_time()
     if cfg.near_dedup and n:
         keys = np.memmap(spill / "keys", dtype=np.uint64, mode="r").reshape(n, -1)
         sig = np.memmap(spill / "sig", dtype=np.uint32, mode="r").reshape(n, -1)
-        d = near_duplicates(keys, reason == 0, sig, cfg.jaccard)
-        reason[d >= 0], dup_of[d >= 0] = 2, d[d >= 0]
+        d = near_duplicates(keys, reason == KEPT, sig, cfg.jaccard)
+        reason[d >= 0], dup_of[d >= 0] = NEAR_DUP, d[d >= 0]
         del keys, sig
     t2 = time.process_time()
     ppl = spilled("ppl", np.float32)
     ppl_cut = None
-    if lm is not None and (cfg.ppl_percentile or cfg.ppl_max) and (reason == 0).any():
+    if lm is not None and (cfg.ppl_percentile or cfg.ppl_max) and (reason == KEPT).any():
         cuts = [cfg.ppl_max] if cfg.ppl_max else []
         if cfg.ppl_percentile:
-            cuts.append(float(np.percentile(ppl[reason == 0], cfg.ppl_percentile)))
+            cuts.append(float(np.percentile(ppl[reason == KEPT], cfg.ppl_percentile)))
         ppl_cut = min(cuts)
-        reason[(reason == 0) & (ppl > ppl_cut)] = 3
-    model_cut = _model_perplexity(spill, cfg, reason) if cfg.ppl_model and (reason == 0).any() else None
+        reason[(reason == KEPT) & (ppl > ppl_cut)] = PERPLEXITY
+    model_cut = _model_perplexity(spill, cfg, reason) if cfg.ppl_model and (reason == KEPT).any() else None
     t3 = time.process_time()
     for unit, target in (("docs", cfg.target_docs), ("chars", cfg.target_chars), ("bytes", cfg.target_bytes)):
         if target:
             sizes = np.ones(n, np.int64) if unit == "docs" else spilled(unit, np.int64)
-            reason[(reason == 0) & ~sample_to_target(sizes, reason == 0, target, cfg.seed)] = 4
+            alive = reason == KEPT
+            reason[alive & ~sample_to_target(sizes, alive, target, cfg.seed)] = SAMPLED_OUT
     t4 = time.process_time()
-    for s, sec, codes in (("exact_dedup", t1 - t0, [1]), ("near_dedup", t2 - t1, [2]),
-                          ("perplexity", t3 - t2, [3, 5]), ("sample", t4 - t3, [4])):
+    for s, sec, codes in (("exact_dedup", t1 - t0, [EXACT_DUP]), ("near_dedup", t2 - t1, [NEAR_DUP]),
+                          ("perplexity", t3 - t2, [PERPLEXITY, MODEL_PERPLEXITY]), ("sample", t4 - t3, [SAMPLED_OUT])):
         steps[s]["cpu_seconds"] += sec
         for code in codes:
             k = int((reason == code).sum())
@@ -393,7 +396,7 @@ def _decide(spill, n, cfg, lm, steps):
 
 def _model_perplexity(spill, cfg, reason):
     """Second stage: score the survivors under a real model; mark those above the cut (5)."""
-    alive = reason == 0
+    alive = reason == KEPT
 
     def alive_texts():
         with open(spill / "stage.jsonl", encoding="utf-8") as f:
@@ -414,7 +417,7 @@ def _model_perplexity(spill, cfg, reason):
     if not cuts:
         return None
     idx = np.flatnonzero(alive)
-    reason[idx[mp > min(cuts)]] = 5
+    reason[idx[mp > min(cuts)]] = MODEL_PERPLEXITY
     return min(cuts)
 
 
@@ -426,7 +429,7 @@ def _pass2(spill, out, reason, dup_of, cfg, drops):
     src_file, src_line = np.fromfile(spill / "file", np.int32), np.fromfile(spill / "line", np.int64)
     with open(spill / "stage.jsonl", encoding="utf-8") as stage:
         for i, line in enumerate(stage):
-            if reason[i]:
+            if reason[i] != KEPT:
                 if drops.f:
                     dup = (src_file[dup_of[i]], src_line[dup_of[i]]) if dup_of[i] >= 0 else None
                     drops.record(src_file[i], src_line[i], json.loads(line)["text"], CODES[reason[i]], dup)
