@@ -51,6 +51,7 @@ from corpus.perplexity import NgramLM, model_perplexities
 from corpus.readers import (
     DataError,
     ReadConfig,
+    chunked,
     expand_inputs,
     missing_field_error,
     ordered_map,
@@ -174,19 +175,13 @@ class CleanConfig(ReadConfig):
 # Pass 1: the per-document steps, run in worker processes on batches, results in order
 # (readers.ordered_map).
 
-def _batches(files, cfg, file_stats, progress):
-    """Batches of (file index, line, text, reason) across all files."""
-    batch = []
+def _docs(files, cfg, file_stats, progress):
+    """(file index, line, text, reason) of every document of every file, in order."""
     for fi, path in enumerate(files):
         stats = {}
         file_stats.append(stats)
         for ln, text, reason in read_docs(path, cfg, stats, progress):
-            batch.append((fi, ln, text, reason))
-            if len(batch) >= cfg.batch_docs:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+            yield fi, ln, text, reason
 
 
 _W = {}
@@ -295,7 +290,8 @@ def _pass1(files, cfg, lm, spill, drops):
     file_stats, n_stage, sizes_in = [], 0, {"chars": 0, "bytes": 0}
     bar = cli.progress(total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True, desc="clean",
                        disable=not cfg.progress)
-    results = ordered_map(_process, _batches(files, cfg, file_stats, bar), cfg.workers, _init_worker, (cfg, lm))
+    batches = chunked(_docs(files, cfg, file_stats, bar), cfg.batch_docs)
+    results = ordered_map(_process, batches, cfg.workers, _init_worker, (cfg, lm))
     with closing(results):  # an error here stops the workers now, not when its traceback is freed
         for batch, res in results:
             n_stage += _spill(batch, res, drops, stage, arrays, sizes_in)

@@ -392,11 +392,12 @@ class Trainer:
 
     def eval_held_out(self, model, data, s, step, done, rec):
         """Every --eval-every steps and at the stage's end: the held-out losses into the step's record."""
-        B = self.plan[s]["B"]
-        if self.args.eval_every and ((step + 1) % self.args.eval_every == 0 or done):
+        B, every = self.plan[s]["B"], self.args.eval_every
+        due = done or (every and (step + 1) % every == 0)
+        if every and due:
             rec["eval_loss"] = self.evaluate(model, data, B)
             rec["eval_bpc"] = bits_per_char(rec["eval_loss"], data)
-        if self.eval_sets and (done or (self.args.eval_every and (step + 1) % self.args.eval_every == 0)):
+        if self.eval_sets and due:
             for name, held_out in self.eval_sets:       # e.g. Korean and English kept apart
                 rec[f"eval_{name}_loss"] = loss = self.evaluate(model, held_out, B)
                 rec[f"eval_{name}_bpc"] = bits_per_char(loss, held_out)

@@ -265,6 +265,18 @@ def _first_fields(first):
 # ----------------------------------------------------------------------------------------
 # Streaming through worker processes, and writing output folders whole.
 
+def chunked(items, size):
+    """Lists of `size` items in order (the last one shorter): a worker's unit of work."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def ordered_map(fn, items, workers, init, initargs):
     """Yield (item, fn(item)) in input order from `workers` processes, with at most 4 items
     per worker in flight (Pool.imap reads all of its input ahead, a 100 GB corpus included).

@@ -41,6 +41,7 @@ import numpy as np
 from corpus.readers import (
     DataError,
     ReadConfig,
+    chunked,
     expand_inputs,
     missing_field_error,
     ordered_map,
@@ -208,7 +209,7 @@ def _write_shards(files, cfg, out, tok, proto, sp, val_set, o):
 
     bar = cli.progress(desc="tokenize", unit=" docs", disable=not o.progress)
     try:
-        batches = _batches(_readable_texts(files, cfg, file_stats, skipped), o.batch_docs)
+        batches = chunked(_readable_texts(files, cfg, file_stats, skipped), o.batch_docs)
         with closing(ordered_map(_tok_batch, batches, o.workers, _tok_init, (proto,))) as results:
             for batch, (flat, lengths) in results:
                 if len(flat) and (flat.max() >= vocab or flat.min() < 0):
@@ -252,18 +253,6 @@ def _readable_texts(files, cfg, file_stats, skipped):
                 skipped.append(f"{p}:{ln}: {r}")
         if "error" in stats:  # a broken .gz: the rest of that file is one skip
             skipped.append(stats["error"])
-
-
-def _batches(texts, size):
-    """Lists of `size` texts (the last one shorter): a worker's unit of work."""
-    b = []
-    for t in texts:
-        b.append(t)
-        if len(b) == size:
-            yield b
-            b = []
-    if b:
-        yield b
 
 
 # ----------------------------------------------------------------------------------------

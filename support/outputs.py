@@ -141,16 +141,6 @@ def fsync(path):
         os.close(fd)
 
 
-def fresh_sibling(out):
-    """A new, empty hidden folder `.NAME.partial-HOST-PID` beside `out`, to build `out` in."""
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.partial-{_tag()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
 def replace_dir(tmp, out, durable=False):
     """Rename the finished folder `tmp` to `out`; an existing `out` goes away only after. With
     `durable`, every file and the folder reach the disk before the rename, and the rename after
@@ -175,9 +165,12 @@ def staged(out, inputs=(), force=False, step="", flag="--out"):
     given, out = out, Path(out).resolve()
     sweep_leftovers(out)            # first: it may put back a previous output caught between renames
     check_output_dir(given, inputs, force, flag, step)      # (messages name the folder as the user did)
+    tmp = out.parent / f".{out.name}.partial-{_tag()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fresh_sibling(out)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
     except OSError as e:            # a read-only or missing place: name the flag, not the hidden folder
         raise OSError(f"{flag} {out}: cannot write there ({e.strerror or e})") from None
     try:
