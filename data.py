@@ -20,7 +20,7 @@ Both write through support/outputs.py (corpus.readers.staged_output): the output
 files report.json (meta.json) lists, and a failed run (a bad input, a full disk, a worker
 killed by the OOM killer) leaves the previous output as it was. An existing --out is
 replaced only with --force, and only when this project wrote it; an --out that is, holds
-or is inside an input is refused. Every numeric flag is range-checked up front (RANGES).
+or is inside an input is refused. Every numeric flag is range-checked up front (CleanConfig).
 
 What lives where: reading raw files (folders, gzip, encodings, invalid bytes) is corpus/readers.py;
 the per-document steps are corpus/textclean.py (normalize, rule filters), corpus/dedup.py (hashes, MinHash,
@@ -41,7 +41,7 @@ import os
 import shutil
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,20 +51,43 @@ from corpus.perplexity import NgramLM, model_perplexities
 from corpus.readers import (
     DataError,
     ReadConfig,
+    add_flags,
     chunked,
     expand_inputs,
+    flag_name,
     missing_field_error,
     ordered_map,
     read_docs,
+    setting,
     staged_output,
 )
 from corpus.shards import load_tokens, token_dtype, tokenize  # noqa: F401 (python data.py tokenize, data.tokenize)
-from corpus.textclean import RULE_DEFAULTS, filter_reason, normalize
+from corpus.textclean import filter_reason, normalize
 from support import cli, outputs
-from tokenizer import load_proto
+from support.tokenizer_io import Tokenizer
+
+# ----------------------------------------------------------------------------------------
+# Settings: CleanConfig declares each one once (readers.setting), with its default, its
+# --help line and its range; the flags (readers.add_flags), the check of an API user's
+# values (readers.check_settings) and the report's "config" all follow from it.
+
+def _size(lo=0):
+    """An argparse type: '40G', '1.5M', '1000' -> int (decimal units: K=1e3, M=1e6, G=1e9,
+    T=1e12), at least `lo`."""
+    def parse(text):
+        s = str(text).strip().upper()
+        mult = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(s[-1:], 1)
+        try:
+            value = int(float(s[:-1] if mult > 1 else s) * mult)
+        except (ValueError, OverflowError):  # OverflowError: "inf"
+            value = None
+        if value is None or value < lo:
+            raise argparse.ArgumentTypeError(f"must be a size >= {lo} (e.g. 5000, 20M, 40G), got {text!r}")
+        return value
+    return parse
 
 
-def _parse_ngram_thresholds(spec, flag="--top-ngram"):
+def _parse_ngram_thresholds(spec):
     """"2:0.20,3:0.18" -> {2: 0.2, 3: 0.18}; "" -> {}."""
     out = {}
     for part in filter(None, (spec or "").split(",")):
@@ -72,98 +95,90 @@ def _parse_ngram_thresholds(spec, flag="--top-ngram"):
             n, v = part.split(":")
             out[int(n)] = float(v)
         except ValueError:
-            raise DataError(f"{flag}: bad n-gram threshold {part!r} in {spec!r}: expected N:FRACTION,...") from None
+            raise ValueError(f"bad n-gram threshold {part!r} in {spec!r}: expected N:FRACTION,...") from None
         if out[int(n)] != out[int(n)] or not (int(n) >= 2 and 0 <= out[int(n)] <= 1):
-            raise DataError(f"{flag}: {part!r} in {spec!r}: N must be >= 2 and FRACTION in [0, 1]")
+            raise ValueError(f"{part!r} in {spec!r}: N must be >= 2 and FRACTION in [0, 1]")
     return out
 
 
-# ----------------------------------------------------------------------------------------
-# Settings. The first four (text_field, txt_mode, encoding, on_invalid) are
-# corpus.readers.ReadConfig: how each raw file is read and decoded.
-
-# the range of every numeric setting, (kind, lo, hi, lo_open): the command line checks its
-# flags with cli.number, CleanConfig checks API users' values with cli.check
-RANGES = {
-    "max_repeat": (int, 0, None, False), "min_chars": (int, 0, None, False), "max_chars": (int, 0, None, False),
-    "min_hangul_frac": (float, 0, 1, False), "max_symbol_frac": (float, 0, 1, False),
-    "max_dup_line_frac": (float, 0, 1, False), "max_dup_line_char_frac": (float, 0, 1, False),
-    "rep_min_words": (int, 0, None, False), "max_digit_frac": (float, 0, 1, False),
-    "rep_full_words": (int, 0, None, False), "min_sentence_frac": (float, 0, 1, False),
-    "sentence_min_lines": (int, 1, None, False), "max_sentence_chars": (int, 1, None, False),
-    "jaccard": (float, 0, 1, True), "num_perm": (int, 1, None, False),
-    "shingle": (int, 1, None, False), "lsh_bands": (int, 0, None, False), "lsh_rows": (int, 0, None, False),
-    "ppl_order": (int, 1, None, False), "ppl_percentile": (float, 0, 100, False), "ppl_max": (float, 0, None, False),
-    "ppl_model_percentile": (float, 0, 100, False), "ppl_model_max": (float, 0, None, False),
-    "ppl_model_tokens": (int, 1, None, False), "ppl_model_batch": (int, 1, None, False),
-    "target_docs": (int, 0, None, False), "target_chars": (int, 0, None, False), "target_bytes": (int, 0, None, False),
-    "seed": (int, 0, None, False), "workers": (int, 1, None, False), "batch_docs": (int, 1, None, False),
-    "shard_docs": (int, 0, None, False),
-}
-
-
-def _flag(name):
-    return "--" + name.replace("_", "-")
+def _ngram_spec(text):
+    """The argparse type of --top-ngram and --dup-ngram: the text, once it parses."""
+    try:
+        _parse_ngram_thresholds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 @dataclass
 class CleanConfig(ReadConfig):
-    normalize: bool = True
-    max_repeat: int = 5             # cap runs of one character at this length (0: off)
-    filter: bool = True
-    min_chars: int = 20
-    max_chars: int = 200_000
-    min_hangul_frac: float = 0.4    # Hangul share of letters (Latin, Hanja, kana... count as letters)
-    max_symbol_frac: float = 0.3    # share of non-space characters that are punctuation or symbols (digits
-                                    # count only outside sentences: "2018년 4.5%" in prose is prose)
-    max_dup_line_frac: float = 0.3
-    max_dup_line_char_frac: float = 0.2
-    top_ngram: str = "2:0.20,3:0.18,4:0.16"  # Gopher: chars in the most frequent word n-gram
-    dup_ngram: str = "5:0.15,6:0.14,7:0.13,8:0.12,9:0.11,10:0.10"  # chars in repeated n-grams
-    rep_min_words: int = 50         # the n-gram checks apply to documents of this many words or more
-    max_digit_frac: float = RULE_DEFAULTS["max_digit_frac"]       # share of non-space characters that are digits
-    rep_full_words: int = RULE_DEFAULTS["rep_full_words"]         # shorter documents judged as if this long (0: Gopher)
-    min_sentence_frac: float = RULE_DEFAULTS["min_sentence_frac"]  # share of the text in sentences, for documents
-    sentence_min_lines: int = RULE_DEFAULTS["sentence_min_lines"]  # of this many lines or more (menus, listings)
-    max_sentence_chars: int = RULE_DEFAULTS["max_sentence_chars"]  # a longer stretch to a sentence end is none
-    exact_dedup: bool = True
-    near_dedup: bool = True
-    jaccard: float = 0.8
-    num_perm: int = 128
-    shingle: int = 5                # character n-gram size of MinHash shingles
-    lsh_bands: int = 0              # 0: chosen from --jaccard and --num-perm
-    lsh_rows: int = 0
-    ppl_ref: list = field(default_factory=list)  # reference texts (or a saved .npz model)
-    ppl_tokenizer: str = ""         # SentencePiece model for the n-gram LM ("" = characters)
-    ppl_order: int = 3
-    ppl_percentile: float = 0.0     # drop documents above this perplexity percentile (0: off)
-    ppl_max: float = 0.0            # drop documents above this perplexity (0: off)
-    ppl_model: str = ""             # second stage: a model.py (HF-format) folder scoring survivors
-    ppl_model_tokenizer: str = ""   # its SentencePiece model (default: PPL_MODEL/tokenizer.model)
-    ppl_model_percentile: float = 90.0  # drop documents above this percentile of model perplexity
-    ppl_model_max: float = 0.0      # ... or above this model perplexity (0: off)
-    ppl_model_tokens: int = 512     # score the first this many tokens of each document
-    ppl_model_batch: int = 8
-    ppl_model_device: str = "cpu"
-    target_docs: int = 0            # random selection to a size (0: keep all)
-    target_chars: int = 0
-    target_bytes: int = 0
-    seed: int = 0
-    workers: int = 1
-    batch_docs: int = 256
-    shard_docs: int = 0             # >0: clean_NNNNN.jsonl files of this many documents
-    keep_dropped: bool = False
-    progress: bool = True
+    """Every setting of `data.py clean`, each with its default, --help line and range (a
+    bool's help is its flag's: --no-NAME when on by default, else --NAME). The first four, how
+    each raw file is read, are ReadConfig's (text_field, txt_mode, encoding, on_invalid)."""
+    normalize: bool = setting(True, "skip normalization")
+    max_repeat: int = setting(5, "cap character runs (0: off)", lo=0)
+    filter: bool = setting(True, "skip the rule filters")
+    min_chars: int = setting(20, "drop shorter documents", lo=0)
+    max_chars: int = setting(200_000, "drop longer documents (0: no limit)", lo=0)
+    min_hangul_frac: float = setting(0.4, "min Hangul share of letters", lo=0, hi=1)  # Latin, Hanja, kana... too
+    max_symbol_frac: float = setting(0.3, "max share of non-space characters that are punctuation or symbols "
+                                     "(digits count only outside sentences)", lo=0, hi=1)
+    max_dup_line_frac: float = setting(0.3, "max share of repeated lines", lo=0, hi=1)
+    max_dup_line_char_frac: float = setting(0.2, "max share of characters in repeated lines", lo=0, hi=1)
+    # Gopher's (Rae et al. 2021) n-gram repetition thresholds
+    top_ngram: str = setting("2:0.20,3:0.18,4:0.16", "N:FRAC,... max char share of the top word n-gram",
+                             type=_ngram_spec)
+    dup_ngram: str = setting("5:0.15,6:0.14,7:0.13,8:0.12,9:0.11,10:0.10",
+                             "N:FRAC,... max char share in repeated word n-grams", type=_ngram_spec)
+    rep_min_words: int = setting(50, "apply the n-gram repetition checks to documents of at least this many words",
+                                 lo=0)
+    # real prose stays under 0.35 (bench/filter_bench.py)
+    max_digit_frac: float = setting(0.5, "max share of non-space characters that are digits (1: off)", lo=0, hi=1)
+    rep_full_words: int = setting(150, "the n-gram checks judge a shorter document as if it had this many words "
+                                  "(0: Gopher as is)", lo=0)
+    # tables, price lists, menus and listings are lines with (almost) no sentences
+    min_sentence_frac: float = setting(0.2, "min share of the text in sentences, for documents of "
+                                       "--sentence-min-lines lines (0: off)", lo=0, hi=1)
+    sentence_min_lines: int = setting(3, "lines from which --min-sentence-frac applies", lo=1)
+    # real sentences stay under 320 characters
+    max_sentence_chars: int = setting(500, "a longer stretch up to a sentence end is no sentence", lo=1)
+    exact_dedup: bool = setting(True, "skip exact dedup")
+    near_dedup: bool = setting(True, "skip MinHash dedup")
+    jaccard: float = setting(0.8, "near-duplicate Jaccard threshold", lo=0, hi=1, lo_open=True)
+    num_perm: int = setting(128, "MinHash permutations", lo=1)
+    shingle: int = setting(5, "character n-gram size of shingles", lo=1)
+    lsh_bands: int = setting(0, "LSH bands (0: chosen from --jaccard)", lo=0)
+    lsh_rows: int = setting(0, "LSH rows per band (with --lsh-bands)", lo=0)
+    ppl_ref: list = setting([], "reference text files (or a saved .npz n-gram model)", nargs="+")
+    ppl_tokenizer: str = setting("", "SentencePiece model for the n-gram LM (default: characters)")
+    ppl_order: int = setting(3, "n-gram order", lo=1)
+    ppl_percentile: float = setting(0.0, "drop documents above this percentile", lo=0, hi=100)  # 0: off
+    ppl_max: float = setting(0.0, "drop documents above this perplexity", lo=0)  # 0: off
+    ppl_model: str = setting("", "second stage: a model folder (config.json + safetensors)")
+    ppl_model_tokenizer: str = setting("", "its tokenizer.model (default: in the folder)")
+    ppl_model_percentile: float = setting(90.0, "drop above this model percentile", lo=0, hi=100)
+    ppl_model_max: float = setting(0.0, "drop above this model perplexity", lo=0)  # 0: off
+    ppl_model_tokens: int = setting(512, "tokens scored per document", lo=1)
+    ppl_model_batch: int = setting(8, "documents per forward pass", lo=1)
+    ppl_model_device: str = setting("cpu", "cpu, cuda, cuda:1, ...")
+    target_docs: int = setting(0, "random selection to this many documents", lo=0, type=_size())  # 0: keep all
+    target_chars: int = setting(0, "... or characters (e.g. 500M)", lo=0, type=_size())
+    target_bytes: int = setting(0, "... or UTF-8 bytes (e.g. 40G)", lo=0, type=_size())
+    seed: int = setting(0, "seed of the random selection", lo=0)
+    # the command line uses every core; an API user asks for more than one
+    workers: int = setting(1, "processes for per-document steps", lo=1, cli_default=os.cpu_count() or 1)
+    batch_docs: int = setting(256, None, lo=1)  # documents per worker task (no flag)
+    shard_docs: int = setting(0, "write clean_NNNNN.jsonl of this many documents", lo=0)
+    keep_dropped: bool = setting(False, "also write dropped.jsonl with reasons")
+    progress: bool = setting(True, "no progress bar")
 
     def __post_init__(self):
-        for name, (kind, lo, hi, lo_open) in RANGES.items():  # the flags' ranges, for API users too
+        super().__post_init__()  # every range and choice above
+        for name in ("top_ngram", "dup_ngram"):  # -> top_ngrams, dup_ngrams: {n: share}
             try:
-                cli.check(_flag(name), getattr(self, name), kind, lo, hi, lo_open)
+                setattr(self, name + "s", _parse_ngram_thresholds(getattr(self, name)))
             except ValueError as e:
-                raise DataError(str(e)) from None
-        self.top_ngrams = _parse_ngram_thresholds(self.top_ngram, "--top-ngram")
-        self.dup_ngrams = _parse_ngram_thresholds(self.dup_ngram, "--dup-ngram")
-        super().__post_init__()  # --txt-mode, --encoding, --on-invalid
+                raise DataError(f"{flag_name(name)}: {e}") from None
         if bool(self.lsh_bands) != bool(self.lsh_rows):
             raise DataError("--lsh-bands and --lsh-rows go together: give both, or neither")
         if self.lsh_bands * self.lsh_rows > self.num_perm:
@@ -257,9 +272,8 @@ def load_ppl_model(cfg):
     ref_cfg = ReadConfig(text_field=cfg.text_field, txt_mode=cfg.txt_mode, encoding=cfg.encoding)
     texts = [normalize(t, cfg.max_repeat) if cfg.normalize else t
              for p in expand_inputs(cfg.ppl_ref) for _, t, r in read_docs(p, ref_cfg, {}) if r is None]
-    # load_proto checks the bytes first: a corrupt file is one line naming it, not a SentencePiece abort
-    sp = load_proto(cfg.ppl_tokenizer).SerializeToString() if cfg.ppl_tokenizer else None
-    return NgramLM(cfg.ppl_order, sp_model=sp).fit(t for t in texts if t)
+    tok = Tokenizer(cfg.ppl_tokenizer) if cfg.ppl_tokenizer else None  # a corrupt file: one line naming it
+    return NgramLM(cfg.ppl_order, tokenizer=tok).fit(t for t in texts if t)
 
 
 class _Drops:
@@ -284,24 +298,24 @@ class _Drops:
 
 def _pass1(files, cfg, lm, spill, drops):
     """The per-document steps in the workers; survivors' text to spill/stage.jsonl and their
-    numbers to spill/<array>. Returns (survivors, input sizes, per-file read stats)."""
+    numbers to spill/<array>. Returns (survivors, what was read: per-file stats and sizes)."""
     stage = open(spill / "stage.jsonl", "w", encoding="utf-8")
     arrays = {k: open(spill / k, "wb") for k in ("hash", "keys", "sig", "ppl", "chars", "bytes", "file", "line")}
-    file_stats, n_stage, sizes_in = [], 0, {"chars": 0, "bytes": 0}
+    n_stage, read = 0, {"files": [], "chars": 0, "bytes": 0}
     bar = cli.progress(total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True, desc="clean",
                        disable=not cfg.progress)
-    batches = chunked(_docs(files, cfg, file_stats, bar), cfg.batch_docs)
+    batches = chunked(_docs(files, cfg, read["files"], bar), cfg.batch_docs)
     results = ordered_map(_process, batches, cfg.workers, _init_worker, (cfg, lm))
     with closing(results):  # an error here stops the workers now, not when its traceback is freed
         for batch, res in results:
-            n_stage += _spill(batch, res, drops, stage, arrays, sizes_in)
+            n_stage += _spill(batch, res, drops, stage, arrays, read)
     bar.close()
     for f in (stage, *arrays.values()):
         f.close()
-    return n_stage, sizes_in, file_stats
+    return n_stage, read
 
 
-def _spill(batch, res, drops, stage, arrays, sizes_in):
+def _spill(batch, res, drops, stage, arrays, read):
     """Count and record one batch's drops; spill its survivors' text and numbers; returns
     how many survived."""
     steps = drops.steps
@@ -321,8 +335,8 @@ def _spill(batch, res, drops, stage, arrays, sizes_in):
         stage.write(json.dumps({"text": norm}, ensure_ascii=False) + "\n")
         fis.append(fi)
         lns.append(ln)
-    sizes_in["chars"] += res["in_chars"]
-    sizes_in["bytes"] += res["in_bytes"]
+    read["chars"] += res["in_chars"]
+    read["bytes"] += res["in_bytes"]
     arrays["file"].write(np.asarray(fis, np.int32).tobytes())
     arrays["line"].write(np.asarray(lns, np.int64).tobytes())
     for k in ("hash", "keys", "sig", "ppl", "chars", "bytes"):
@@ -419,8 +433,9 @@ def _model_perplexity(spill, cfg, reason):
 
 def _pass2(spill, out, reason, dup_of, cfg, drops):
     """Copy the kept lines of spill/stage.jsonl to out/clean.jsonl (or clean_NNNNN.jsonl
-    shards), the dropped ones to dropped.jsonl; returns (file names, documents, sizes)."""
-    names, out_f, n_out, sizes_out = [], None, 0, {"chars": 0, "bytes": 0}
+    shards), the dropped ones to dropped.jsonl; returns the files written and what they hold."""
+    names, out_f = [], None
+    written = {"outputs": names, "docs": 0, "chars": 0, "bytes": 0}
     chars, nbytes = np.fromfile(spill / "chars", np.int64), np.fromfile(spill / "bytes", np.int64)
     src_file, src_line = np.fromfile(spill / "file", np.int32), np.fromfile(spill / "line", np.int64)
     with open(spill / "stage.jsonl", encoding="utf-8") as stage:
@@ -430,26 +445,26 @@ def _pass2(spill, out, reason, dup_of, cfg, drops):
                     dup = (src_file[dup_of[i]], src_line[dup_of[i]]) if dup_of[i] >= 0 else None
                     drops.record(src_file[i], src_line[i], json.loads(line)["text"], CODES[reason[i]], dup)
                 continue
-            if out_f is None or (cfg.shard_docs and n_out % cfg.shard_docs == 0):
+            if out_f is None or (cfg.shard_docs and written["docs"] % cfg.shard_docs == 0):
                 if out_f:
                     out_f.close()
                 name = f"clean_{len(names):05d}.jsonl" if cfg.shard_docs else "clean.jsonl"
                 names.append(name)
                 out_f = open(out / name, "w", encoding="utf-8")
             out_f.write(line)
-            n_out += 1
-            sizes_out["chars"] += int(chars[i])
-            sizes_out["bytes"] += int(nbytes[i])
+            written["docs"] += 1
+            written["chars"] += int(chars[i])
+            written["bytes"] += int(nbytes[i])
     if out_f is None:  # nothing kept: still write an (empty) clean.jsonl
         names.append("clean_00000.jsonl" if cfg.shard_docs else "clean.jsonl")
         open(out / names[0], "w").close()
     else:
         out_f.close()
-    return names, n_out, sizes_out
+    return written
 
 
-def _report(cfg, steps, file_stats, sizes_in, names, n_out, sizes_out, cuts, notes, t_start):
-    # the counts reconcile: each step's docs_out is the next step's docs_in
+def _report(cfg, steps, read, written, cuts, notes, t_start):
+    """report.json. The counts reconcile: each step's docs_out is the next step's docs_in."""
     flow = steps["read"]["docs_in"]
     for s in steps.values():
         s["docs_in"] = flow
@@ -460,16 +475,16 @@ def _report(cfg, steps, file_stats, sizes_in, names, n_out, sizes_out, cuts, not
     for s in steps.values():
         for r, k in s["dropped"].items():
             dropped[r] = dropped.get(r, 0) + k
-    assert flow == n_out, (flow, n_out)
-    if n_out == 0:
+    assert flow == written["docs"], (flow, written["docs"])
+    if written["docs"] == 0:
         notes.append("every document was dropped: see 'dropped' for why")
-    for s in file_stats:
+    for s in read["files"]:
         notes += [s[k] for k in ("warning", "error") if k in s]
-    return {"docs_in": steps["read"]["docs_in"], "docs_out": n_out, "dropped": dropped,
-            "chars_in": sizes_in["chars"], "bytes_in": sizes_in["bytes"],
-            "chars_out": sizes_out["chars"], "bytes_out": sizes_out["bytes"],
-            "steps": steps, "files": file_stats, "outputs": names, "notes": notes,
-            "read_errors": sum("error" in s for s in file_stats),  # files cut short (a broken .gz)
+    return {"docs_in": steps["read"]["docs_in"], "docs_out": written["docs"], "dropped": dropped,
+            "chars_in": read["chars"], "bytes_in": read["bytes"],
+            "chars_out": written["chars"], "bytes_out": written["bytes"],
+            "steps": steps, "files": read["files"], "outputs": written["outputs"], "notes": notes,
+            "read_errors": sum("error" in s for s in read["files"]),  # files cut short (a broken .gz)
             "perplexity_cutoff": cuts[0], "model_perplexity_cutoff": cuts[1],
             "seconds": round(time.time() - t_start, 3),
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}
@@ -497,15 +512,15 @@ def clean(inputs, out_dir, cfg=None, force=False):
         spill = out / ".spill"  # inside the staged folder: a killed run's leftovers go with it
         spill.mkdir()
         drops = _Drops(files, out / "dropped.jsonl" if cfg.keep_dropped else None)
-        n, sizes_in, file_stats = _pass1(files, cfg, lm, spill, drops)
-        _check_readable(cfg, drops.steps, file_stats)
+        n, read = _pass1(files, cfg, lm, spill, drops)
+        _check_readable(cfg, drops.steps, read["files"])
         reason, dup_of, *cuts = _decide(spill, n, cfg, lm, drops.steps)
-        names, n_out, sizes_out = _pass2(spill, out, reason, dup_of, cfg, drops)
+        written = _pass2(spill, out, reason, dup_of, cfg, drops)
         if drops.f:
             drops.f.close()
-            names.append("dropped.jsonl")
+            written["outputs"].append("dropped.jsonl")
         shutil.rmtree(spill)
-        report = _report(cfg, drops.steps, file_stats, sizes_in, names, n_out, sizes_out, cuts, notes, t_start)
+        report = _report(cfg, drops.steps, read, written, cuts, notes, t_start)
         outputs.write_atomic(out / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     return report
 
@@ -513,112 +528,11 @@ def clean(inputs, out_dir, cfg=None, force=False):
 # ----------------------------------------------------------------------------------------
 # Command line
 
-def _size(lo=0):
-    """An argparse type: '40G', '1.5M', '1000' -> int (decimal units: K=1e3, M=1e6, G=1e9,
-    T=1e12), at least `lo`."""
-    def parse(text):
-        s = str(text).strip().upper()
-        mult = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(s[-1:], 1)
-        try:
-            value = int(float(s[:-1] if mult > 1 else s) * mult)
-        except (ValueError, OverflowError):  # OverflowError: "inf"
-            value = None
-        if value is None or value < lo:
-            raise argparse.ArgumentTypeError(f"must be a size >= {lo} (e.g. 5000, 20M, 40G), got {text!r}")
-        return value
-    return parse
-
-
-def _number(name):
-    return cli.number(*RANGES[name])
-
-
-def _ngram_spec(flag):
-    def parse(text):
-        try:
-            _parse_ngram_thresholds(text, flag)
-        except DataError as e:
-            raise argparse.ArgumentTypeError(str(e).removeprefix(flag + ": ")) from None
-        return text
-    return parse
-
-
 def _add_clean_args(p):
-    d = CleanConfig()
     p.add_argument("inputs", nargs="+", help=".txt/.jsonl files (optionally .gz) or folders of them")
     p.add_argument("--out", required=True, help="output folder: clean.jsonl, report.json")
     cli.add_force(p)
-    p.add_argument("--text-field", default=d.text_field, help="JSONL field holding the text")
-    p.add_argument("--txt-mode", default=d.txt_mode, choices=["blocks", "lines"],
-                   help=".txt documents: blank-line separated blocks, or one per line")
-    p.add_argument("--encoding", default=d.encoding, choices=["auto", "utf-8", "cp949", "euc-kr"],
-                   help="input encoding; auto tries UTF-8 then CP949 per file, and per line where a line fails")
-    p.add_argument("--on-invalid", default=d.on_invalid, choices=["replace", "drop"],
-                   help="a line with undecodable bytes: replace them with U+FFFD, or drop the line")
-    p.add_argument("--no-normalize", dest="normalize", action="store_false", help="skip normalization")
-    p.add_argument("--max-repeat", type=_number("max_repeat"), default=d.max_repeat, help="cap character runs (0: off)")
-    p.add_argument("--no-filter", dest="filter", action="store_false", help="skip the rule filters")
-    p.add_argument("--min-chars", type=_number("min_chars"), default=d.min_chars, help="drop shorter documents")
-    p.add_argument("--max-chars", type=_number("max_chars"), default=d.max_chars,
-                   help="drop longer documents (0: no limit)")
-    p.add_argument("--min-hangul-frac", type=_number("min_hangul_frac"), default=d.min_hangul_frac,
-                   help="min Hangul share of letters")
-    p.add_argument("--max-symbol-frac", type=_number("max_symbol_frac"), default=d.max_symbol_frac,
-                   help="max share of non-space characters that are punctuation or symbols (digits count only "
-                        "outside sentences)")
-    p.add_argument("--max-dup-line-frac", type=_number("max_dup_line_frac"), default=d.max_dup_line_frac,
-                   help="max share of repeated lines")
-    p.add_argument("--max-dup-line-char-frac", type=_number("max_dup_line_char_frac"),
-                   default=d.max_dup_line_char_frac, help="max share of characters in repeated lines")
-    p.add_argument("--top-ngram", type=_ngram_spec("--top-ngram"), default=d.top_ngram,
-                   help="N:FRAC,... max char share of the top word n-gram")
-    p.add_argument("--dup-ngram", type=_ngram_spec("--dup-ngram"), default=d.dup_ngram,
-                   help="N:FRAC,... max char share in repeated word n-grams")
-    p.add_argument("--rep-min-words", type=_number("rep_min_words"), default=d.rep_min_words,
-                   help="apply the n-gram repetition checks to documents of at least this many words")
-    p.add_argument("--max-digit-frac", type=_number("max_digit_frac"), default=d.max_digit_frac,
-                   help="max share of non-space characters that are digits (1: off)")
-    p.add_argument("--rep-full-words", type=_number("rep_full_words"), default=d.rep_full_words,
-                   help="the n-gram checks judge a shorter document as if it had this many words (0: Gopher as is)")
-    p.add_argument("--min-sentence-frac", type=_number("min_sentence_frac"), default=d.min_sentence_frac,
-                   help="min share of the text in sentences, for documents of --sentence-min-lines lines (0: off)")
-    p.add_argument("--sentence-min-lines", type=_number("sentence_min_lines"), default=d.sentence_min_lines,
-                   help="lines from which --min-sentence-frac applies")
-    p.add_argument("--max-sentence-chars", type=_number("max_sentence_chars"), default=d.max_sentence_chars,
-                   help="a longer stretch up to a sentence end is no sentence")
-    p.add_argument("--no-exact-dedup", dest="exact_dedup", action="store_false", help="skip exact dedup")
-    p.add_argument("--no-near-dedup", dest="near_dedup", action="store_false", help="skip MinHash dedup")
-    p.add_argument("--jaccard", type=_number("jaccard"), default=d.jaccard, help="near-duplicate Jaccard threshold")
-    p.add_argument("--num-perm", type=_number("num_perm"), default=d.num_perm, help="MinHash permutations")
-    p.add_argument("--shingle", type=_number("shingle"), default=d.shingle, help="character n-gram size of shingles")
-    p.add_argument("--lsh-bands", type=_number("lsh_bands"), default=0, help="LSH bands (0: chosen from --jaccard)")
-    p.add_argument("--lsh-rows", type=_number("lsh_rows"), default=0, help="LSH rows per band (with --lsh-bands)")
-    p.add_argument("--ppl-ref", nargs="+", default=[], help="reference text files (or a saved .npz n-gram model)")
-    p.add_argument("--ppl-tokenizer", default="", help="SentencePiece model for the n-gram LM (default: characters)")
-    p.add_argument("--ppl-order", type=_number("ppl_order"), default=d.ppl_order, help="n-gram order")
-    p.add_argument("--ppl-percentile", type=_number("ppl_percentile"), default=0.0,
-                   help="drop documents above this percentile")
-    p.add_argument("--ppl-max", type=_number("ppl_max"), default=0.0, help="drop documents above this perplexity")
-    p.add_argument("--ppl-model", default="", help="second stage: a model folder (config.json + safetensors)")
-    p.add_argument("--ppl-model-tokenizer", default="", help="its tokenizer.model (default: in the folder)")
-    p.add_argument("--ppl-model-percentile", type=_number("ppl_model_percentile"), default=90.0,
-                   help="drop above this model percentile")
-    p.add_argument("--ppl-model-max", type=_number("ppl_model_max"), default=0.0,
-                   help="drop above this model perplexity")
-    p.add_argument("--ppl-model-tokens", type=_number("ppl_model_tokens"), default=512,
-                   help="tokens scored per document")
-    p.add_argument("--ppl-model-batch", type=_number("ppl_model_batch"), default=8, help="documents per forward pass")
-    p.add_argument("--ppl-model-device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--target-docs", type=_size(), default=0, help="random selection to this many documents")
-    p.add_argument("--target-chars", type=_size(), default=0, help="... or characters (e.g. 500M)")
-    p.add_argument("--target-bytes", type=_size(), default=0, help="... or UTF-8 bytes (e.g. 40G)")
-    p.add_argument("--seed", type=_number("seed"), default=0, help="seed of the random selection")
-    p.add_argument("--workers", type=_number("workers"), default=os.cpu_count() or 1,
-                   help="processes for per-document steps")
-    p.add_argument("--shard-docs", type=_number("shard_docs"), default=0,
-                   help="write clean_NNNNN.jsonl of this many documents")
-    p.add_argument("--keep-dropped", action="store_true", help="also write dropped.jsonl with reasons")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_flags(p, CleanConfig)  # --text-field ... --no-progress: every setting, in CleanConfig's order
 
 
 def _add_tokenize_args(p):
@@ -658,9 +572,8 @@ def main(argv=None):
             print("note:", note)
         print(f"wrote {', '.join(rep['outputs'])} and report.json to {args.out}")
     else:
-        meta = tokenize(args.inputs, args.tokenizer, args.out, args.text_field, args.shard_tokens, args.val_fraction,
-                        args.val_docs, args.seed, args.workers, args.add_bos, args.progress, force=args.force,
-                        val_text=args.val_text)
+        kw = {k: v for k, v in vars(args).items() if k not in ("cmd", "inputs", "tokenizer", "out")}
+        meta = tokenize(args.inputs, args.tokenizer, args.out, **kw)
         print(f"{meta['num_tokens']} train tokens in {len(meta['shards'])} shard(s), {meta['val_num_tokens']} val "
               f"tokens, dtype {meta['dtype']}, vocab {meta['vocab_size']} -> {args.out}/meta.json")
     return 0

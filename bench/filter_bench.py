@@ -23,7 +23,7 @@ Data (all normalized as data.py clean does, then filtered one document at a time
 "old" is the rule set before issue 13 (digits and every script outside Latin, Greek,
 Cyrillic, kana and Hanja counted as symbols; no digit or sentence rule; Gopher's n-gram
 thresholds as they are for 50+ words), reproduced in old_filter_reason; "new" is
-textclean.filter_reason with CleanConfig's defaults, textclean.RULE_DEFAULTS and any --set.
+textclean.filter_reason with CleanConfig's defaults and any --set.
 """
 import argparse
 import glob
@@ -348,7 +348,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kobest", help="folder of the full KoBEST sets: adds every BoolQ paragraph (all splits)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a CleanConfig or textclean.RULE_DEFAULTS setting (the old rules use the former)")
+                   help="a CleanConfig setting (the old rules read only those they had)")
     p.add_argument("--make-sample", action="store_true", help=f"rebuild {SAMPLE.relative_to(ROOT)} and stop")
     p.add_argument("--n-prose", type=int, default=800)
     p.add_argument("--n-junk", type=int, default=660)
@@ -363,13 +363,10 @@ def main(argv=None):
     kw = dict(progress=False)
     for item in a.set:
         name, value = item.split("=", 1)
-        default = textclean.RULE_DEFAULTS.get(name, getattr(CleanConfig, name, None))
+        default = getattr(CleanConfig, name, None)
         kw[name] = value if isinstance(default, str) else type(default)(value)
-    extra = {k: kw.pop(k) for k in list(kw) if k in textclean.RULE_DEFAULTS}
     cfg = CleanConfig(**kw)
-    for k, v in extra.items():
-        setattr(cfg, k, v)
-    print("settings:", ", ".join(f"{k}={v}" for k, v in {**kw, **extra}.items() if k != "progress") or "defaults")
+    print("settings:", ", ".join(f"{k}={v}" for k, v in kw.items() if k != "progress") or "defaults")
 
     sample = load_sample()
     junk = [s for s in sample if s["label"] == "junk"]

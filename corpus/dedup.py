@@ -113,7 +113,6 @@ class MinHasher:
         return _mix64((rows.astype(np.uint64) * self.band_mult).sum(axis=-1, dtype=np.uint64))
 
 
-
 # Decisions over per-document arrays (sorts; Python runs only for the few documents that
 # share an LSH bucket).
 

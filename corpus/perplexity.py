@@ -10,26 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from corpus.textclean import codepoints
+from support.tokenizer_io import Tokenizer
 
-# Perplexity: an interpolated absolute-discounting n-gram model over characters or
-# SentencePiece ids, trained on a reference text the user names, all in numpy.
+# Perplexity: an interpolated absolute-discounting n-gram model over characters or the ids
+# of a tokenizer (support.tokenizer_io.Tokenizer), trained on a reference text the user names,
+# all in numpy. It pickles to the worker processes whole (a Tokenizer pickles as its bytes).
 
 class NgramLM:
-    def __init__(self, order=3, discount=0.75, sp_model=None):
-        self.order, self.discount, self.sp_model, self._sp = order, discount, sp_model, None
-
-    def __getstate__(self):  # the SentencePiece processor is rebuilt from bytes in each worker
-        return {k: v for k, v in self.__dict__.items() if k != "_sp"} | {"_sp": None}
+    def __init__(self, order=3, discount=0.75, tokenizer=None):
+        self.order, self.discount, self.tokenizer = order, discount, tokenizer
 
     def encode(self, text):  # ids in [0, V-1); V-1 is the document boundary
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts):
-        if self.sp_model is not None:
-            if self._sp is None:
-                import sentencepiece as spm
-                self._sp = spm.SentencePieceProcessor(model_proto=self.sp_model)
-            return [np.asarray(x, dtype=np.int64) for x in self._sp.encode(list(texts))]
+        if self.tokenizer is not None:
+            return [np.asarray(x, dtype=np.int64) for x in self.tokenizer.encode(list(texts))]
         lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
         cp = codepoints("".join(texts))
         ids = self.char_ids[np.minimum(cp, len(self.char_ids) - 1)].astype(np.int64)
@@ -39,9 +35,8 @@ class NgramLM:
         texts = list(texts)
         if not texts:
             raise ValueError("perplexity reference text is empty")
-        if self.sp_model is not None:
-            import sentencepiece as spm
-            self.V = spm.SentencePieceProcessor(model_proto=self.sp_model).get_piece_size() + 1
+        if self.tokenizer is not None:
+            self.V = self.tokenizer.vocab_size + 1
         else:  # characters of the reference get ids 1..K, anything else 0 (unknown)
             chars = np.unique(np.concatenate([codepoints(t) for t in texts]))
             self.char_ids = np.zeros(int(chars.max()) + 2, np.int32)
@@ -128,7 +123,8 @@ class NgramLM:
 
     def save(self, path):
         np.savez(path, meta=json.dumps({"order": self.order, "discount": self.discount, "V": self.V}),
-                 sp_model=np.frombuffer(self.sp_model or b"", np.uint8), unigram=self.unigram,
+                 sp_model=np.frombuffer(self.tokenizer.model_bytes if self.tokenizer else b"", np.uint8),
+                 unigram=self.unigram,
                  char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)), hist1_tot=self.hist1[0],
                  hist1_typ=self.hist1[1],
                  **{f"t{k}_{i}": a for k, t in enumerate(self.tables) for i, a in enumerate(t)})
@@ -137,7 +133,7 @@ class NgramLM:
     def load(cls, path):
         z = np.load(path)
         m = json.loads(str(z["meta"]))
-        lm = cls(m["order"], m["discount"], bytes(z["sp_model"]) or None)
+        lm = cls(m["order"], m["discount"], Tokenizer(bytes(z["sp_model"])) if len(z["sp_model"]) else None)
         lm.V, lm.unigram, lm.char_ids = m["V"], z["unigram"], z["char_ids"]
         lm.hist1 = (z["hist1_tot"], z["hist1_typ"])
         lm.tables = [tuple(z[f"t{k}_{i}"] for i in range(4)) for k in range(m["order"] - 1)]
@@ -152,19 +148,18 @@ def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, 
     import torch.nn.functional as F
 
     from model import Llama
-    from tokenizer import processor
-    tok = Path(tokenizer or Path(model_dir) / "tokenizer.model")
-    if not tok.is_file():
-        raise ValueError(f"{tok}: no tokenizer for --ppl-model (give --ppl-model-tokenizer)")
-    sp = processor(tok)         # a corrupt tokenizer.model is one line naming it
+    path = Path(tokenizer or Path(model_dir) / "tokenizer.model")
+    if not path.is_file():
+        raise ValueError(f"{path}: no tokenizer for --ppl-model (give --ppl-model-tokenizer)")
+    tok = Tokenizer(path)         # a corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(model_dir, device=device).eval()
-    if sp.get_piece_size() > model.config.vocab_size:
-        raise ValueError(f"{tok}: {sp.get_piece_size()} pieces, but {model_dir} has {model.config.vocab_size} rows")
-    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{path}: {tok.vocab_size} pieces, but {model_dir} has {model.config.vocab_size} rows")
+    bos = [tok.bos_id] if tok.bos_id is not None else []
     chunk = []
 
     def score(chunk):
-        ids = [bos + x[:max_tokens] for x in sp.encode(chunk)]
+        ids = [bos + x[:max_tokens] for x in tok.encode(chunk)]
         x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
         y = torch.full_like(x, -100)  # padding and the last position predict nothing
         for r, s in enumerate(ids):

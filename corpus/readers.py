@@ -15,7 +15,9 @@ has the --text-field is reported with the fields its first record has.
 Also here, because both readers need them: ordered_map, which streams documents through
 worker processes without reading a whole corpus ahead (a worker that dies stops the run
 with one line, never a hang), and staged_output: outputs.staged, the output guard and
-whole-folder replacement every command shares, with its refusals raised as DataError.
+whole-folder replacement every command shares, with its refusals raised as DataError. And
+setting(): a setting declared once, as a dataclass field holding its default, --help line and
+range, from which add_flags makes its flag and check_settings checks an API user's value.
 """
 import codecs
 import gzip
@@ -25,12 +27,12 @@ import re
 import sys
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from support import outputs
+from support import cli, outputs
 
 
 class DataError(ValueError):
@@ -41,19 +43,69 @@ class WorkerDied(RuntimeError):
     """A worker process of ordered_map died (killed, or out of memory): the run stopped."""
 
 
+# ----------------------------------------------------------------------------------------
+# Settings, each declared once: its default, --help line and range in one dataclass field.
+
+def setting(default, help, lo=None, hi=None, lo_open=False, cli_default=None, **flag):
+    """A dataclass field for one setting: its default; its --help line (None: no flag, an API
+    setting); for a number, its range [lo, hi] ((lo, hi] with lo_open), of the field's type;
+    the command line's own default where it differs; and add_argument keywords its flag
+    needs (choices, nargs, type). A bool is a switch: --no-NAME when on by default, else --NAME,
+    and its help is that flag's."""
+    meta = {"help": help, "flag": flag, "cli_default": cli_default}
+    if lo is not None or hi is not None:
+        meta["range"] = (lo, hi, lo_open)
+    if isinstance(default, list):  # a mutable default: each config gets its own
+        return field(default_factory=default.copy, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag_name(name):
+    return "--" + name.replace("_", "-")
+
+
+def add_flags(parser, config):
+    """A flag for each setting of the dataclass `config` that has a --help line, in field order;
+    a number's is checked by cli.number, so a bad value is argparse's one-line error."""
+    for f in fields(config):
+        m = f.metadata
+        if m.get("help") is None:
+            continue
+        default = f.default_factory() if f.default is MISSING else f.default
+        if f.type is bool:
+            parser.add_argument(flag_name("no_" + f.name if default else f.name), dest=f.name, help=m["help"],
+                                action="store_false" if default else "store_true")
+            continue
+        kw = {"default": default if m["cli_default"] is None else m["cli_default"], **m["flag"]}
+        if "range" in m:
+            kw.setdefault("type", cli.number(f.type, *m["range"]))
+        parser.add_argument(flag_name(f.name), help=m["help"], **kw)
+
+
+def check_settings(cfg):
+    """The flags' ranges and choices, for API users too: DataError naming the first setting outside them."""
+    for f in fields(cfg):
+        value, m = getattr(cfg, f.name), f.metadata
+        choices = m.get("flag", {}).get("choices")
+        why = cli.problem(value, f.type, *m["range"]) if "range" in m else None
+        why = why or (f"must be one of {choices}" if choices and value not in choices else None)
+        if why:
+            raise DataError(f"{flag_name(f.name)} {why}, got {value!r}")
+
+
 @dataclass
 class ReadConfig:
     """How read_docs reads a file; data.py's CleanConfig adds the cleaning settings."""
-    text_field: str = "text"        # JSONL field holding the document
-    txt_mode: str = "blocks"        # .txt documents: "blocks" (blank-line separated) or "lines"
-    encoding: str = "auto"          # auto (UTF-8, else CP949) | utf-8 | cp949 | euc-kr
-    on_invalid: str = "replace"     # undecodable line: "replace" bytes with U+FFFD, or "drop" it
+    text_field: str = setting("text", "JSONL field holding the text")
+    txt_mode: str = setting("blocks", ".txt documents: blank-line separated blocks, or one per line",
+                            choices=("blocks", "lines"))
+    encoding: str = setting("auto", "input encoding; auto tries UTF-8 then CP949 per file, and per line where a "
+                            "line fails", choices=("auto", "utf-8", "cp949", "euc-kr"))
+    on_invalid: str = setting("replace", "a line with undecodable bytes: replace them with U+FFFD, or drop the line",
+                              choices=("replace", "drop"))
 
     def __post_init__(self):
-        for name, choices in (("txt_mode", ("blocks", "lines")), ("on_invalid", ("replace", "drop")),
-                              ("encoding", ("auto", "utf-8", "cp949", "euc-kr"))):
-            if getattr(self, name) not in choices:
-                raise DataError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
+        check_settings(self)
 
 
 def expand_inputs(inputs, exclude=()):

@@ -83,22 +83,6 @@ def codepoints(text):  # (len,) uint32 Unicode code points
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-# Settings that filter_reason reads from the config and that a config made before them may
-# lack (data.py's CleanConfig, an API user's object): their defaults live here, so the rules
-# work without a flag, and a config that does carry one overrides it.
-RULE_DEFAULTS = {
-    "max_digit_frac": 0.5,      # share of non-space characters that are digits (real prose: <= 0.35)
-    "rep_full_words": 150,      # the n-gram checks judge a shorter document as if it had this many words
-    "min_sentence_frac": 0.2,   # share of the text in sentences, for documents of...
-    "sentence_min_lines": 3,    # ...this many lines or more (tables, lists, menus, listings)
-    "max_sentence_chars": 500,  # a longer stretch up to a sentence end is no sentence (real: <= 320)
-}
-
-
-def setting(cfg, name):
-    return getattr(cfg, name, RULE_DEFAULTS[name])
-
-
 SPACE, SYMBOL, LETTER, HANGUL, DIGIT = range(5)  # character classes
 
 
@@ -210,7 +194,7 @@ def short_text_scale(text, cfg):
     encyclopedia paragraphs were dropped for that. So a document of fewer than rep_full_words words is
     judged as if it had that many (the missing words not repeating); a paragraph pasted twice
     is still far over (bench/filter_bench.py)."""
-    return max(1.0, setting(cfg, "rep_full_words") / max(1, len(text.split())))
+    return max(1.0, cfg.rep_full_words / max(1, len(text.split())))
 
 
 # A sentence ends with . ! ? … 。 (then closing quotes or brackets, maybe a citation mark [2])
@@ -249,14 +233,15 @@ def sentence_reason(text, cfg):
     sentences. (One line is not judged: a one-line review often has no period, and a
     flattened listing is caught by its digits outside sentences.)"""
     lines = sum(1 for ln in text.split("\n") if ln.strip())     # blank lines do not make a listing
-    if setting(cfg, "min_sentence_frac") <= 0 or lines < setting(cfg, "sentence_min_lines"):
+    if cfg.min_sentence_frac <= 0 or lines < cfg.sentence_min_lines:
         return None
-    in_sentences = sum(b - a for a, b in sentence_spans(text, setting(cfg, "max_sentence_chars")))
-    return "no_sentences" if in_sentences / len(text) < setting(cfg, "min_sentence_frac") else None
+    in_sentences = sum(b - a for a, b in sentence_spans(text, cfg.max_sentence_chars))
+    return "no_sentences" if in_sentences / len(text) < cfg.min_sentence_frac else None
 
 
 def filter_reason(text, cfg):
-    """The first rule the (normalized) text breaks, or None."""
+    """The first rule the (normalized) text breaks, or None. cfg: data.CleanConfig, whose
+    fields declare each threshold's default and meaning."""
     if not text:
         return "empty"
     if len(text) < cfg.min_chars:
@@ -270,11 +255,11 @@ def filter_reason(text, cfg):
     if digits and (symbols + digits) / nonspace > cfg.max_symbol_frac:
         # digits count as symbols outside sentences only: 2018년, 1,000만 명 and 4.5% are prose
         # in a sentence, and a price list, listing or table when they stand alone
-        spans = sentence_spans(text, setting(cfg, "max_sentence_chars"))
+        spans = sentence_spans(text, cfg.max_sentence_chars)
         symbols += char_stats(outside(text, spans))[2]
     if cfg.max_symbol_frac < 1 and nonspace and symbols / nonspace > cfg.max_symbol_frac:
         return "symbols"
-    max_digit = setting(cfg, "max_digit_frac")  # a document of mostly digits, sentences or not
+    max_digit = cfg.max_digit_frac  # a document of mostly digits, sentences or not
     if max_digit < 1 and nonspace and digits / nonspace > max_digit:
         return "digits"
     reason = repetition_reason(text, cfg, short_text_scale(text, cfg))

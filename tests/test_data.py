@@ -1,7 +1,7 @@
 """data.py's clean pipeline as a whole: planted duplicates, the report, seeds and workers,
 sampling to a size, encodings, failures that keep the previous output, folders and gzip,
 and the command line (clean, then tokenize). The steps inside have their own files:
-test_textclean.py, test_dedup.py, test_perplexity.py, test_corpus_io.py, test_shards.py.
+test_textclean.py, test_dedup.py, test_perplexity.py, test_readers.py, test_shards.py.
 
     python -m pytest -q tests/test_data.py
 

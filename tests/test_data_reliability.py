@@ -6,6 +6,7 @@ Every input is built in the test's temp folder. A failing command must end with 
 != 0 and one `error:` line naming the culprit, never a traceback, and leave every input and
 every earlier output byte for byte as it was.
 """
+import argparse
 import errno
 import gzip
 import hashlib
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import zlib
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -455,13 +457,40 @@ def test_tokenize_flags_are_range_checked_up_front(flag, value, tmp_path, capsys
 def test_api_settings_are_range_checked(tmp_path, base_spm):
     for kw, flag in [(dict(workers=0), "--workers"), (dict(jaccard=1.5), "--jaccard"),
                      (dict(min_hangul_frac=-1), "--min-hangul-frac"), (dict(num_perm=2.5), "--num-perm"),
-                     (dict(lsh_bands=4), "--lsh-bands and --lsh-rows"), (dict(top_ngram="1:0.2"), "--top-ngram")]:
+                     (dict(lsh_bands=4), "--lsh-bands and --lsh-rows"), (dict(top_ngram="1:0.2"), "--top-ngram"),
+                     (dict(encoding="latin-1"), "--encoding must be one of")]:
         with pytest.raises(DataError, match=flag):
             CleanConfig(**kw)
     for kw, flag in [(dict(val_fraction=1.0), "--val-fraction"), (dict(shard_tokens=0), "--shard-tokens"),
                      (dict(workers=0), "--workers")]:
         with pytest.raises(DataError, match=flag):
             tokenize([tmp_path / "x.jsonl"], base_spm, tmp_path / "o", **kw)
+
+
+def test_each_setting_is_declared_once_for_its_flag_and_its_check(tmp_path, capsys):
+    """The flags' defaults are CleanConfig's (but --workers: every core), and a value just outside
+    a setting's range is refused both by its flag (argparse, exit 2) and by CleanConfig."""
+    p = argparse.ArgumentParser()
+    data._add_clean_args(p)
+    flags = vars(p.parse_args(["x.jsonl", "--out", "o"]))
+    want = {k: v for k, v in asdict(CleanConfig()).items() if k != "batch_docs"}  # the one setting with no flag
+    assert {k: flags[k] for k in want} == {**want, "workers": os.cpu_count() or 1}
+    assert sorted(flags) == sorted([*want, "inputs", "out", "force"])
+    checked = 0
+    for f in fields(CleanConfig):
+        if "range" not in f.metadata:
+            continue
+        lo, hi, lo_open = f.metadata["range"]
+        flag = "--" + f.name.replace("_", "-")
+        for bad in [lo if lo_open else lo - 1] + ([hi * 1.5] if hi is not None else []):
+            with pytest.raises(DataError, match=flag):
+                CleanConfig(**{f.name: bad})
+            if f.metadata["help"]:
+                with pytest.raises(SystemExit):
+                    p.parse_args(["x.jsonl", "--out", "o", f"{flag}={bad}"])
+                assert f"argument {flag}: " in capsys.readouterr().err
+            checked += 1
+    assert checked >= 40
 
 
 # ------------------------------------------------------------------ 9. every bad input, one line each

@@ -24,6 +24,7 @@ from conftest import korean_docs, long_docs, read_clean, write_jsonl
 from corpus import perplexity
 from corpus.textclean import normalize
 from data import DataError, clean
+from support.tokenizer_io import Tokenizer
 
 
 def slow_perplexities(train, test, order, D=0.75):
@@ -148,7 +149,7 @@ def test_ngram_lm_is_a_distribution_and_prefers_real_text(tmp_path):
 
 
 def test_ngram_lm_over_sentencepiece_ids(base_spm):
-    lm = perplexity.NgramLM(order=3, sp_model=base_spm.read_bytes()).fit(korean_docs(1000))
+    lm = perplexity.NgramLM(order=3, tokenizer=Tokenizer(base_spm)).fit(korean_docs(1000))
     real = long_docs(10)
     shuffled = [" ".join(random.Random(0).sample(t.split(), len(t.split()))) for t in real]
     assert lm.perplexities(real).mean() < lm.perplexities(shuffled).mean()

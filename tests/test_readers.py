@@ -1,6 +1,6 @@
 """corpus/readers.py: how one raw line is decoded when a file mixes encodings.
 
-    python -m pytest -q tests/test_corpus_io.py
+    python -m pytest -q tests/test_readers.py
 """
 import pytest
 

@@ -15,10 +15,11 @@ import textwrap
 import unicodedata
 
 from conftest import ROOT, korean_docs, long_docs
+from conftest import clean_cfg as cfg
 
 from corpus import textclean
 from corpus.textclean import filter_reason, normalize, repetition_reason
-from data import CleanConfig, clean
+from data import clean
 
 PROSE = [
     "2018년 3월 기준으로 서울의 인구는 1,000만 명을 넘었고 실업률은 4.5%였다. 같은 해 1인당 국내총생산은 "
@@ -57,16 +58,6 @@ FOOTER = ("상호: (주)바른식품 | 대표: 김민준 | 사업자등록번호
           "주소: 서울특별시 강남구 테헤란로 123, 4층 | 전화: 02-1234-5678 | 팩스: 02-1234-5679\n"
           "이용약관 | 개인정보처리방침 | 이메일무단수집거부 | 청소년보호정책")
 COMMENTS = "\n".join(["좋아요 0 댓글 0 공유하기", "답글 | 신고"] * 5)
-
-
-def cfg(**kw):
-    """CleanConfig's defaults; a setting it does not carry (textclean's own) as an attribute."""
-    fields = {k: v for k, v in kw.items() if k in CleanConfig.__dataclass_fields__}
-    c = CleanConfig(progress=False, **fields)
-    for k, v in kw.items():
-        if k not in fields:
-            setattr(c, k, v)
-    return c
 
 
 def reason(text, **kw):
@@ -145,14 +136,6 @@ def test_clean_keeps_prose_with_numbers_and_drops_junk(tmp_path):
     kept = [json.loads(line)["text"] for line in open(tmp_path / "out" / "clean.jsonl", encoding="utf-8")]
     assert kept == [normalize(t) for t in PROSE + [REPEATED_PHRASE]]
     assert rep["dropped"] == {"no_sentences": 1, "symbols": 3}
-
-
-def test_rule_settings_default_in_textclean():
-    # a config without the issue-13 settings (data.py's, an API user's) gets textclean's defaults
-    c = cfg()
-    for name, value in textclean.RULE_DEFAULTS.items():
-        assert textclean.setting(c, name) == getattr(c, name, value)
-    assert textclean.setting(cfg(max_digit_frac=0.7), "max_digit_frac") == 0.7
 
 
 # ---- every threshold on both sides of its boundary ----
