@@ -109,8 +109,11 @@ def attach_lora(model, spec, dropout=None):
                     tuple(spec["targets"]))
 
 
-def has_lora(model):
-    return any(isinstance(m, LoRALinear) for m in model.modules())
+def has_lora(model_or_state):
+    """Whether a model, or a state dict (its keys), holds LoRA adapters."""
+    if isinstance(model_or_state, dict):
+        return any("lora_A" in k for k in model_or_state)
+    return any(isinstance(m, LoRALinear) for m in model_or_state.modules())
 
 
 def merge_lora(model):

@@ -16,17 +16,19 @@ Parameter groups: embed, head (= embed when tied), norm (the final RMSNorm), lay
 (0-based indices 1, 3, 5, ...), even_layers (0, 2, 4, ...), layers.N, lora (the adapters), all
 (everything but adapters). A layer group trains the whole decoder layer, its norms included.
 
-    python -c "import recipe; print(recipe.default_recipe())"
+    python recipe.py > my.json          # the default recipe as a file to edit (python redwhale.py recipe)
 """
+import argparse
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from lora import DEFAULT_TARGETS
 from support import cli
+from support.cli import UserError
 
 # every number a recipe may hold: (kind, low, high, low excluded); a value outside is one line
 STAGE_RANGES = {"tokens": (float, 0, None, False), "steps": (int, 0, None, False), "lr": (float, 0, None, True),
@@ -90,20 +92,33 @@ def load_recipe(path):
     d = _read_recipe_file(path)
     top = {f.name for f in fields(Recipe)}
     if not isinstance(d, dict) or not isinstance(d.get("stages"), list) or not d["stages"]:
-        raise SystemExit(f"error: {path}: needs a non-empty list 'stages'")
+        raise UserError(f"{path}: needs a non-empty list 'stages'")
     for k in d:
         if k not in top:
-            raise SystemExit(f"error: {path}: unknown key {k!r} (known: {sorted(top)})")
+            raise UserError(f"{path}: unknown key {k!r} (known: {sorted(top)})")
     stages = [_load_stage(path, i, s) for i, s in enumerate(d["stages"])]
     _check_numbers(path, d, TOP_RANGES)
     betas = d.get("betas", [0.9, 0.95])
     if not (isinstance(betas, list) and len(betas) == 2 and all(cli.problem(b, float, 0, 1) is None and b < 1
                                                                   for b in betas)):
-        raise SystemExit(f"error: {path}: betas must be two numbers in [0, 1), got {betas!r}")
+        raise UserError(f"{path}: betas must be two numbers in [0, 1), got {betas!r}")
     ovs = d.get("old_vocab_size", 0)
     if ovs != "auto":
         _check_numbers(path, {"old_vocab_size": ovs}, {"old_vocab_size": (int, 0, None, False)})
     return Recipe(**{**d, "stages": stages})
+
+
+def recipe_from_flags(args):
+    """The --recipe file (or the default), with the flags that override it applied (--grad-clip,
+    --freeze-old-rows): how train.py and the planner both read a recipe."""
+    recipe = load_recipe(args.recipe)
+    if args.grad_clip is not None:
+        recipe.grad_clip = args.grad_clip
+    if args.freeze_old_rows is not None:
+        recipe.old_vocab_size = args.freeze_old_rows
+        for st in recipe.stages:
+            st.freeze_old_rows = True
+    return recipe
 
 
 def _read_recipe_file(path):
@@ -116,9 +131,9 @@ def _read_recipe_file(path):
             return tomllib.loads(raw.decode("utf-8"))
         return json.loads(raw)
     except FileNotFoundError:
-        raise SystemExit(f"error: recipe {path} not found") from None
+        raise UserError(f"recipe {path} not found") from None
     except ValueError as e:
-        raise SystemExit(f"error: recipe {path} is not valid JSON/TOML: {e}") from None
+        raise UserError(f"recipe {path} is not valid JSON/TOML: {e}") from None
 
 
 def _load_stage(path, i, s):
@@ -126,35 +141,35 @@ def _load_stage(path, i, s):
     where = f"{path}: stage {i + 1}"
     known = {f.name for f in fields(Stage)}
     if not isinstance(s, dict) or not s.get("train") or not isinstance(s["train"], (list, str)):
-        raise SystemExit(f"error: {where}: needs a non-empty 'train' list of parameter groups")
+        raise UserError(f"{where}: needs a non-empty 'train' list of parameter groups")
     for k in s:
         if k not in known:
-            raise SystemExit(f"error: {where}: unknown key {k!r} (known: {sorted(known)})")
+            raise UserError(f"{where}: unknown key {k!r} (known: {sorted(known)})")
     s = {"name": f"stage{i + 1}", **s}
     if isinstance(s["train"], str):
         s["train"] = [s["train"]]
     for g in s["train"]:
         if not isinstance(g, str) or (g not in GROUPS and not (g.startswith("layers.") and g[7:].isdigit())):
-            raise SystemExit(f"error: {where} ({s['name']}): unknown parameter group {g!r} "
+            raise UserError(f"{where} ({s['name']}): unknown parameter group {g!r} "
                              f"(known: {', '.join(GROUPS)}, layers.N)")
     if s.get("schedule", "cosine") not in ("cosine", "wsd"):
-        raise SystemExit(f"error: {where}: schedule {s['schedule']!r} is not cosine or wsd")
+        raise UserError(f"{where}: schedule {s['schedule']!r} is not cosine or wsd")
     if s.get("lora") is not None and not isinstance(s["lora"], dict):
-        raise SystemExit(f"error: {where}: lora must be an object like {json.dumps(LORA_DEFAULTS)}")
+        raise UserError(f"{where}: lora must be an object like {json.dumps(LORA_DEFAULTS)}")
     if "lora" in s["train"]:
         extra = set(s.get("lora") or {}) - set(LORA_DEFAULTS)
         if extra:
-            raise SystemExit(f"error: {where}: unknown lora keys {sorted(extra)}")
+            raise UserError(f"{where}: unknown lora keys {sorted(extra)}")
         s["lora"] = {**LORA_DEFAULTS, **(s.get("lora") or {})}
     _check_numbers(where, s, STAGE_RANGES)
     if "lora" in s["train"]:
         _check_numbers(f"{where}: lora", s["lora"], LORA_RANGES)
         targets = s["lora"]["targets"]
         if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
-            raise SystemExit(f"error: {where}: lora targets must be a list of module names, e.g. "
+            raise UserError(f"{where}: lora targets must be a list of module names, e.g. "
                              f"{LORA_DEFAULTS['targets'][:2]}, got {targets!r}")
     if not (s.get("tokens") or s.get("steps")):
-        raise SystemExit(f"error: {where}: give 'tokens' or 'steps' (> 0)")
+        raise UserError(f"{where}: give 'tokens' or 'steps' (> 0)")
     return Stage(**s)
 
 
@@ -165,7 +180,7 @@ def _check_numbers(where, d, ranges):
             continue
         why = cli.problem(d[k], kind, lo, hi, lo_open)
         if why:
-            raise SystemExit(f"error: {where}: {k} {why}, got {d[k]!r}")
+            raise UserError(f"{where}: {k} {why}, got {d[k]!r}")
 
 
 def resolve(recipe, args, world):
@@ -181,7 +196,7 @@ def resolve(recipe, args, world):
         else:
             G, rem = divmod(int(st.batch_tokens), B * T * world)
             if rem or G < 1:
-                raise SystemExit(f"error: stage {i + 1} ({st.name}): batch_tokens {int(st.batch_tokens)} is not "
+                raise UserError(f"stage {i + 1} ({st.name}): batch_tokens {int(st.batch_tokens)} is not "
                                  f"a multiple of batch-size {B} x seq-len {T} x {world} ranks; "
                                  "change the recipe or pass --grad-accum")
         batch_tokens = B * T * G * world
@@ -242,12 +257,12 @@ def select_params(model, groups, where="recipe"):
                 pick = [n for n in base if layer_of(n) is not None and layer_of(n) % 2 == r]
             elif g.startswith("layers.") and g[7:].isdigit():
                 if int(g[7:]) >= L:
-                    raise SystemExit(f"error: {where}: group {g!r}, but the model has {L} layers")
+                    raise UserError(f"{where}: group {g!r}, but the model has {L} layers")
                 pick = [n for n in base if layer_of(n) == int(g[7:])]
             else:
-                raise SystemExit(f"error: {where}: unknown parameter group {g!r}")
+                raise UserError(f"{where}: unknown parameter group {g!r}")
         if not pick:
-            raise SystemExit(f"error: {where}: group {g!r} selects no parameters (the model has {L} layers)")
+            raise UserError(f"{where}: group {g!r} selects no parameters (the model has {L} layers)")
         out.update(pick)
     return out
 
@@ -257,9 +272,21 @@ def old_rows(recipe, init_from):
     if n == "auto":
         path = os.path.join(init_from, "expand_report.json")
         if not os.path.exists(path):
-            raise SystemExit(f"error: old_vocab_size 'auto' needs {path}; give --freeze-old-rows N instead")
+            raise UserError(f"old_vocab_size 'auto' needs {path}; give --freeze-old-rows N instead")
         with open(path, encoding="utf-8") as f:
             n = json.load(f).get("old_vocab_size")
         if not isinstance(n, int):
-            raise SystemExit(f"error: {path}: no integer 'old_vocab_size'")
+            raise UserError(f"{path}: no integer 'old_vocab_size'")
     return int(n or 0)
+
+
+def main(argv=None):
+    """`python redwhale.py recipe [--recipe FILE]`: the recipe as JSON, a file to edit."""
+    p = argparse.ArgumentParser(prog="redwhale.py recipe", description="Print the recipe (default: RedWhale's "
+                                "four stages) as JSON, every key filled in: a file to edit and pass to --recipe.")
+    p.add_argument("--recipe", help="a JSON/TOML recipe to check and print in full")
+    print(json.dumps(asdict(load_recipe(p.parse_args(argv).recipe)), indent=1))
+
+
+if __name__ == "__main__":
+    cli.run(main)

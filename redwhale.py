@@ -8,6 +8,7 @@
     python redwhale.py ratio --tokenizer merged/ --base BASE/tokenizer.model TEXT...
     python redwhale.py sweep clean/clean.jsonl --base BASE/tokenizer.model --eval TEXT...
     python redwhale.py expand --model BASE/ --tokenizer merged/ --init subword --out expanded/
+    python redwhale.py recipe > my.json                      # the default recipe, to edit
     python redwhale.py plan --init-from expanded/ [--recipe FILE]
     python redwhale.py train --init-from expanded/ --data tokens/ --out runs/ko [--nproc 8] [--resume auto]
     python redwhale.py export runs/ko                        # merged LoRA -> runs/ko/final
@@ -38,7 +39,8 @@ STEPS = {
     "ratio": ("tokenizer", ["ratio"], "token ratio of a merged tokenizer against the base"),
     "sweep": ("tokenizer", ["sweep"], "train + merge at several Korean vocabulary sizes"),
     "expand": ("expand", [], "grow a base model to the merged vocabulary"),
-    "plan": ("train", ["--plan"], "per-stage trainable parameters and GPU memory estimate"),
+    "recipe": ("recipe", [], "print the training recipe (default: RedWhale's four stages) as JSON"),
+    "plan": ("training.plan", [], "per-stage trainable parameters and GPU memory estimate"),
     "train": ("train", [], "the four RedWhale stages (add --nproc N for torchrun)"),
     "export": ("training.checkpoint", [], "merge LoRA and write RUN_DIR/final"),
     "eval": ("eval_kobest", [], "KoBEST, scored as lm-evaluation-harness does"),
@@ -59,12 +61,13 @@ def run_train(argv):
     import argparse
 
     import train
+    from training import options
     p = argparse.ArgumentParser(prog="redwhale.py train", add_help=False)
     p.add_argument("--nproc", type=cli.number(int, lo=1), default=1, help="processes (GPUs) on this node")
     known, argv = p.parse_known_args(argv)
     nproc = known.nproc
     if nproc > 1 and "-h" not in argv and "--help" not in argv:
-        train.prepare(argv, nproc)         # a user error is one line here, not one per rank
+        options.prepare(argv, nproc)         # a user error is one line here, not one per rank
         # torchrun in this process, so that a rank's failure ends as one line here instead of
         # torchrun's own traceback (the rank has already printed what went wrong)
         from torch.distributed import run as torchrun

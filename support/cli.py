@@ -20,6 +20,11 @@ import time
 USER_ERRORS = (OSError, ValueError, KeyError, RuntimeError, MemoryError)
 
 
+class UserError(ValueError):
+    """A mistake the message fully explains (a flag, a file, a recipe key): library code raises it,
+    the command prints it as one line. Passed between ranks as it is, never re-labelled."""
+
+
 def _describe(kind, lo, hi, lo_open, hi_open=False):
     what = "an integer" if kind is int else "a number"
     if lo is not None and hi is not None:

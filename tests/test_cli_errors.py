@@ -215,7 +215,7 @@ def test_every_step_calls_its_modules_main_with_its_leading_arguments(step, monk
 # each step reaches its own module's parser: a flag its help shows (and its siblings' do not)
 STEP_FLAGS = {"clean": "--txt-mode", "tokenize": "--shard-tokens", "tokenizer-train": "--vocab-size",
               "merge": "--korean", "ratio": "--tokenizer TOKENIZER --base BASE", "sweep": "--sizes",
-              "expand": "--vocab-multiple", "train": "--steps-per-stage", "plan": "--steps-per-stage",
+              "expand": "--vocab-multiple", "train": "--steps-per-stage", "plan": "--gpu-mem-gb", "recipe": "--recipe",
               "export": "run_dir", "eval": "--num-fewshot", "score": "--context", "generate": "--top-p"}
 
 

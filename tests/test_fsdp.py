@@ -17,7 +17,7 @@ from conftest import ENV, ROOT, read_log, rows, sigterm_after
 
 import train
 from recipe import default_recipe
-from training import plan
+from training import checkpoint, plan
 
 STEPS = 4          # per stage
 
@@ -112,11 +112,11 @@ def test_fsdp_sigterm_then_resume_with_async_checkpoints_is_exact(train_setup, r
 def test_a_two_rank_fsdp_checkpoint_resumes_on_one_process(train_setup, runs, tmp_path):
     """DCP reshards on load: 2 ranks write, 1 rank (twice the accumulation, the same global batch)
     continues; the LoRA dropout masks follow the micro-batch, not the rank, so even stage 4 agrees.
-    The mid-LoRA checkpoint also exports as an HF folder (train.py --export reads DCP)."""
+    The mid-LoRA checkpoint also exports as an HF folder (redwhale.py export reads DCP)."""
     out = tmp_path / "o"
     launch(train_setup, out, "--fsdp", "--max-steps", 3 * STEPS + 2)
     assert sorted(os.listdir(out / "checkpoints"))[-1] == f"step-{3 * STEPS + 2:08d}"   # mid-LoRA
-    train.main(["--export", str(out), "--export-to", str(tmp_path / "mid")])
+    checkpoint.main([str(out), "--to", str(tmp_path / "mid")])
     from transformers import LlamaForCausalLM
     LlamaForCausalLM.from_pretrained(str(tmp_path / "mid"))          # plain HF keys, adapters merged
     launch(train_setup, out, "--fsdp", "--resume", "auto", procs=1)
@@ -193,7 +193,7 @@ json.dump(out, open(os.path.join({d!r}, f"rank{{dist.get_rank()}}.json"), "w"))
 
 
 def test_fsdp_plan_matches_what_each_rank_holds(tmp_path):
-    """--plan --fsdp --world-size 2 against the bytes of the local shards of weights, gradients and
+    """plan --fsdp --world-size 2 against the bytes of the local shards of weights, gradients and
     AdamW state on each of 2 real ranks, stage by stage (bf16 storage for frozen weights)."""
     script = tmp_path / "shards.py"
     script.write_text(SHARD_SCRIPT.format(root=str(ROOT), d=str(tmp_path)))
@@ -216,7 +216,7 @@ def test_plan_shows_solar_fits_eight_80gb_gpus_with_fsdp(tmp_path, capsys):
     from test_plan import SOLAR
     (tmp_path / "config.json").write_text(json.dumps(SOLAR))
     for extra in ([], ["--activation-checkpointing"]):
-        train.main(["--plan", "--init-from", str(tmp_path), "--seq-len", "4096", "--fsdp", "--world-size", "8",
+        plan.main(["--init-from", str(tmp_path), "--seq-len", "4096", "--fsdp", "--world-size", "8",
                     *extra])
         out = capsys.readouterr().out
         assert "FSDP2 (weights, grads, AdamW sharded 8 ways)" in out

@@ -1,16 +1,16 @@
-"""train.py --plan: trainable parameters and memory per GPU per stage, from a config alone.
+"""redwhale.py plan: trainable parameters and memory per GPU per stage, from a config alone.
 
 The activation estimate is checked against what autograd really saves (saved-tensor hooks) on
 a tiny model, in fp32 and under bf16 autocast, for every stage of the default recipe.
 
     python -m pytest -q tests/test_plan.py
 """
+import contextlib
 import json
 
 import pytest
 import torch
 
-import train
 from lora import add_lora
 from model import Llama, LlamaConfig
 from recipe import default_recipe, select_params
@@ -23,6 +23,24 @@ SOLAR = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_s
 TINY = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
 
+
+
+def measure_saved_bytes(model, ids, autocast=contextlib.nullcontext()):
+    """What autograd really saves for backward in one forward (parameters excluded): the
+    ground truth for activation_bytes. Tensors sharing a storage are counted once."""
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    def unpack(t):          # backward gets back the very tensor that was saved
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack), autocast:
+        model(ids, ids)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params)
 
 def real_stage_model(st, mixed):
     """A real tiny model set up for a stage the way train.py's setup_stage does it."""
@@ -55,7 +73,7 @@ def test_memory_plan_matches_a_real_model(mixed):
         # activations: the estimate against the bytes autograd really keeps (CPU's dropout mask is a
         # float tensor, 4 bytes, where CUDA keeps a 1-byte bool one)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed)
-        got = plan.measure_saved_bytes(m, ids, autocast)
+        got = measure_saved_bytes(m, ids, autocast)
         est = plan.activation_bytes(TINY, 2, 128, plan.layer_kinds(m), mixed, lora_r=32 if st.lora else 0,
                                     mask_bytes=4, backward_temps=False) + copies
         assert est == pytest.approx(got, rel=0.12), (st.name, est, got)
@@ -71,7 +89,7 @@ def test_layer_kinds_follow_the_lowest_trained_layer():
 
 def test_plan_command_for_solar_on_one_80gb_gpu(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(SOLAR))
-    train.main(["--plan", "--init-from", str(tmp_path), "--seq-len", "4096"])
+    plan.main(["--init-from", str(tmp_path), "--seq-len", "4096"])
     out = capsys.readouterr().out
     lines = {ln.split()[1]: ln.split() for ln in out.splitlines() if ln[:2] in ("1 ", "2 ", "3 ", "4 ")}
     assert list(lines) == ["embed", "odd_layers", "even_layers", "lora"]
@@ -81,7 +99,7 @@ def test_plan_command_for_solar_on_one_80gb_gpu(tmp_path, capsys):
     assert float(lines["odd_layers"][-2]) > 100
     assert 3.0 < float(lines["lora"][3].rstrip("%")) < 5.0        # the paper: about 4.6% with its larger vocab
     assert "do not fit" in out
-    train.main(["--plan", "--init-from", str(tmp_path / "config.json"), "--seq-len", "4096",
+    plan.main(["--init-from", str(tmp_path / "config.json"), "--seq-len", "4096",
                 "--activation-checkpointing", "--gpu-mem-gb", "141"])
     out = capsys.readouterr().out
     assert "do not fit" not in out and out.count(" yes") == 4

@@ -22,6 +22,7 @@ from lora import add_lora
 from model import Llama
 from support import outputs
 from support.safetensors_io import read_safetensors
+from training import checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,7 +39,7 @@ def test_every_stage_lowers_the_eval_loss(train_setup, reference):
     out, log = reference
     data = train.TokenShards(str(train_setup / "data"), 64, 2000, seed=1234)
     model = Llama.from_pretrained(str(train_setup / "init"))
-    before = train.evaluate(model, data, 4, 4)          # the same held-out windows the run scores
+    before = train.held_out_loss(model, data, 4, 4)          # the same held-out windows the run scores
     ends = [r["eval_loss"] for r in log if r["step"] == 8]
     assert len(ends) == 4 and len(log) == 32
     losses = [before] + ends
@@ -87,7 +88,7 @@ def chain(train_setup):
         assert len(log) == 4 * (i + 1)
         if len(log) == 28:               # stage 4 step 4: the newest checkpoint holds live adapters
             lora_state = state(out / "checkpoints" / "step-00000028")
-            train.main(["--export", str(out), "--export-to", str(train_setup / "mid_lora")])   # the export command
+            checkpoint.main([str(out), "--to", str(train_setup / "mid_lora")])   # the export command
             mid_lora = str(train_setup / "mid_lora")
     return out, log, lora_state, mid_lora
 
@@ -176,7 +177,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(train_setup, t
         {"name": "boom", "train": ["all"], "steps": 20, "lr": 1e30, "warmup": 0, "batch_tokens": 256}]}
     with open(tmp_path / "r.json", "w") as f:
         json.dump(recipe, f)
-    with pytest.raises(SystemExit, match="non-finite loss .* stage 1 \\(boom\\) step 2.*step-00000001"):
+    with pytest.raises(ValueError, match="non-finite loss .* stage 1 \\(boom\\) step 2.*step-00000001"):
         run(train_setup, tmp_path / "o", "--ckpt-every", 1, recipe=tmp_path / "r.json")
     assert os.listdir(tmp_path / "o" / "checkpoints") == ["step-00000001"]
     good = state(tmp_path / "o" / "checkpoints" / "step-00000001")
@@ -233,7 +234,7 @@ def test_bad_input_is_a_clear_error(train_setup, tmp_path, case):
     else:
         extra = ["--batch-size", 3]
         want = "batch_tokens 256 is not a multiple of batch-size 3 x seq-len 64"
-    with pytest.raises(SystemExit, match=want):
+    with pytest.raises(ValueError, match=want):
         train.main(["--init-from", str(train_setup / "init"), "--data", str(data), "--out", str(tmp_path / "o"),
                     "--recipe", str(recipe), *map(str, extra)])
 

@@ -75,7 +75,7 @@ def test_sdpa_flag_selects_the_kernel_on_cpu_through_every_micro_step(train_setu
 
 
 def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_setup, tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="^error: --sdpa efficient has no CPU kernel"):
+    with pytest.raises(ValueError, match="^--sdpa efficient has no CPU kernel"):
         run(train_setup, tmp_path / "o", "--sdpa", "efficient")
     assert not os.path.exists(tmp_path / "o")          # nothing written
     # CUDA's flash kernel refuses fp32; CPU's takes anything, so the refusal is simulated here to
@@ -83,7 +83,7 @@ def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_
     def refuse(*a, **k):
         raise RuntimeError("No available kernel. Aborting execution.\n(details)")
     monkeypatch.setattr(runtime.F, "scaled_dot_product_attention", refuse)
-    with pytest.raises(SystemExit, match="^error: --sdpa flash cannot run on cpu in fp32 with 4/2 heads of dim 16 "
+    with pytest.raises(ValueError, match="^--sdpa flash cannot run on cpu in fp32 with 4/2 heads of dim 16 "
                                          "\\(No available kernel. Aborting execution.\\); use --sdpa auto"):
         run(train_setup, tmp_path / "o", "--sdpa", "flash")
     assert not os.path.exists(tmp_path / "o")
@@ -165,14 +165,14 @@ def test_bad_resume_is_one_line(train_setup, tmp_path, case):
         target, want = tmp_path / "a", "--resume .*: not a checkpoint folder \\(no state.json\\)"
     elif case == "older_than_the_newest":      # continuing step 1 in place would leave step 2 to be picked later
         run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--max-steps", 1, "--resume", "auto")
-        with pytest.raises(SystemExit, match="this run has newer checkpoints \\(step-00000002\\)"):
+        with pytest.raises(ValueError, match="this run has newer checkpoints \\(step-00000002\\)"):
             run(train_setup, tmp_path / "a", "--steps-per-stage", 3, "--resume", tmp_path / "a" / "checkpoints" /
                 "step-00000001")
         return
     else:
         run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--max-steps", 1)
         target, want = tmp_path / "a" / "checkpoints" / "step-00000001", "is from another run, but .* already has"
-    with pytest.raises(SystemExit, match=want):
+    with pytest.raises(ValueError, match=want):
         run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--resume", target)
 
 
@@ -183,7 +183,7 @@ def test_rank_zero_decides_the_resume_and_a_rank_that_cannot_read_it_stops_the_j
     shim = tmp_path / "shim.py"
     shim.write_text(f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\nargv = sys.argv[1:]\n"
                     "if os.environ['RANK'] == '1':\n    argv[argv.index('--out') + 1] += '-elsewhere'\n"
-                    "train.main(argv)\n")
+                    "from support import cli\ncli.run(train.main, argv)\n")       # as train.py runs it
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(shim),
            "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--out", str(tmp_path / "o"),
            "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "3", "--resume", "auto",
@@ -210,7 +210,7 @@ def test_grad_clip_zero_means_off(train_setup, tmp_path):
     assert off[-1]["loss"] != tight[-1]["loss"]
     flag = run(train_setup, tmp_path / "flag", "--grad-clip", 0, "--steps-per-stage", 2, "--max-steps", 3)
     assert rows(flag) == rows(off)
-    with pytest.raises(SystemExit, match="off.json: grad_clip must be a number >= 0, got -0.5"):
+    with pytest.raises(ValueError, match="off.json: grad_clip must be a number >= 0, got -0.5"):
         with_clip("off", -0.5)
     with pytest.raises(SystemExit):     # argparse: "argument --grad-clip: must be a number >= 0, got '-1'"
         run(train_setup, tmp_path / "neg", "--grad-clip", -1)

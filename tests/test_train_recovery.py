@@ -38,7 +38,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_skipped(train_setup, tmp_path,
 def test_every_checkpoint_damaged_is_one_error(train_setup, tmp_path):
     run(train_setup, tmp_path / "a", *FLAGS, "--max-steps", 2)
     (tmp_path / "a" / "checkpoints" / "step-00000002" / "optim.pt").write_bytes(b"not a torch archive")
-    with pytest.raises(SystemExit, match="every checkpoint in .* is damaged"):
+    with pytest.raises(ValueError, match="every checkpoint in .* is damaged"):
         run(train_setup, tmp_path / "a", *FLAGS, "--resume", "auto")
 
 
@@ -68,14 +68,14 @@ def test_a_half_written_checkpoint_is_removed_and_reported(train_setup, tmp_path
 
 def test_a_finished_run_is_refused_then_replaced_with_force(train_setup, tmp_path):
     run(train_setup, tmp_path / "a", *FLAGS, "--max-steps", 2)
-    with pytest.raises(SystemExit, match="already has checkpoints: pass --resume auto"):
+    with pytest.raises(ValueError, match="already has checkpoints: pass --resume auto"):
         run(train_setup, tmp_path / "a", *FLAGS, "--max-steps", 1)
     log = run(train_setup, tmp_path / "a", *FLAGS, "--max-steps", 1, "--force")
     assert [r["global_step"] for r in log] == [1]
     assert checkpoint.list_checkpoints(tmp_path / "a" / "checkpoints") == ["step-00000001"]
     os.makedirs(tmp_path / "theirs")
     (tmp_path / "theirs" / "log.jsonl").write_text("someone else's log")
-    with pytest.raises(SystemExit, match="log.jsonl not written by this project"):
+    with pytest.raises(ValueError, match="log.jsonl not written by this project"):
         run(train_setup, tmp_path / "theirs", *FLAGS, "--max-steps", 1, "--force")
     assert os.listdir(tmp_path / "theirs") == ["log.jsonl"]
 

@@ -170,11 +170,11 @@ def test_eval_loss_is_the_mean_over_every_token_of_the_first_held_out_windows(tr
     with torch.no_grad():
         logits, _ = model(w[:, :-1])
         want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1)).item()
-    assert train.evaluate(model, data, B, batches) == pytest.approx(want, rel=1e-6)
+    assert train.held_out_loss(model, data, B, batches) == pytest.approx(want, rel=1e-6)
     # with more batches than held-out windows, every window once
     n = len(data.val_windows)
     w = torch.stack([data._window(a, o, "val") for a, o in data.val_windows])
     with torch.no_grad():
         logits, _ = model(w[:, :-1])
         every = F.cross_entropy(logits.reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1)).item()
-    assert train.evaluate(model, data, B, n) == pytest.approx(every, rel=1e-6)
+    assert train.held_out_loss(model, data, B, n) == pytest.approx(every, rel=1e-6)

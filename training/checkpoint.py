@@ -24,7 +24,7 @@ Time: a 10B model's checkpoint (fp32 trained weights + AdamW moments) is tens of
 gives its workers 30 s between SIGTERM and SIGKILL, SLURM KillWait 30 s by default: pass
 `torchrun --shutdown-timeout 900` and ask SLURM for an early signal (`sbatch --signal=TERM@900`).
 
-The export (`python train.py --export RUN`, and train.py at the end of a run) writes a checkpoint
+The export (`python redwhale.py export RUN`, and train.py at the end of a run) writes a checkpoint
 or a live model as a Hugging Face folder: LoRA merged in fp32, cast once to the base config's
 torch_dtype, the tokenizer files copied, atomically.
 
@@ -42,9 +42,11 @@ import time
 import torch
 import torch.distributed as dist
 
-from lora import attach_lora, merge_lora
+from lora import attach_lora, has_lora, merge_lora
 from model import Llama
 from support import cli, outputs
+from support.cli import UserError
+from support.tokenizer_io import HF_TOKENIZER_FILES
 from training import parallel
 
 SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
@@ -109,7 +111,7 @@ def _pick(resume, ckdir, replace=False):
     have = list_checkpoints(ckdir)
     if resume is None:
         if have:
-            raise SystemExit(f"error: {ckdir} already has checkpoints: pass --resume auto, or use a new --out")
+            raise UserError(f"{ckdir} already has checkpoints: pass --resume auto, or use a new --out")
         return None
     if resume == "auto":
         # a damaged one is moved aside, so that pruning never keeps it in place of a good one
@@ -120,17 +122,17 @@ def _pick(resume, ckdir, replace=False):
         return ("auto", name)
     path = os.path.abspath(resume.rstrip("/"))
     if not os.path.isfile(os.path.join(path, "state.json")):
-        raise SystemExit(f"error: --resume {resume}: not a checkpoint folder (no state.json); give a "
+        raise UserError(f"--resume {resume}: not a checkpoint folder (no state.json); give a "
                          "RUN/checkpoints/step-N folder or 'auto'")
     why = damaged(path)
     if why:
-        raise SystemExit(f"error: --resume {resume}: the checkpoint is damaged ({why})")
+        raise UserError(f"--resume {resume}: the checkpoint is damaged ({why})")
     if have and os.path.dirname(path) != os.path.abspath(ckdir):
-        raise SystemExit(f"error: --resume {resume} is from another run, but {ckdir} already has checkpoints "
+        raise UserError(f"--resume {resume} is from another run, but {ckdir} already has checkpoints "
                          f"({have[-1]}): use a new --out, or --resume auto to continue this one")
     if have and os.path.basename(path) != have[-1]:
         # newer checkpoints of the old future would be picked by the next --resume auto
-        raise SystemExit(f"error: --resume {resume}: this run has newer checkpoints ({have[-1]}); continuing "
+        raise UserError(f"--resume {resume}: this run has newer checkpoints ({have[-1]}); continuing "
                          f"from an older one here would mix two futures. Resume it into a new --out (the source is "
                          "only read), or move the newer checkpoints away first")
     return ("path", path)
@@ -152,7 +154,7 @@ def newest_whole(ckdir, move_damaged=False, use="resuming from"):
         moved = f"; moved it to {path}.damaged" if move_damaged else ""
         print(f"warning: checkpoint {path} is damaged ({why}){moved}; trying the one before", flush=True)
     if have:
-        raise SystemExit(f"error: every checkpoint in {ckdir} is damaged (see the warnings)")
+        raise UserError(f"every checkpoint in {ckdir} is damaged (see the warnings)")
     return None
 
 
@@ -223,7 +225,7 @@ def choose_resume(resume, ckdir, distributed, replace=False):
     bad = [(r, p) for r, p in enumerate(problems) if p]
     if bad:
         r, (host, why) = bad[0]
-        raise SystemExit(f"error: rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "
+        raise UserError(f"rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "
                          f"from ({why}); {len(bad)} rank(s) affected. --out must be on storage every node sees")
     return path
 
@@ -241,11 +243,8 @@ def load_exact(model, sd):
     model.load_state_dict(sd, strict=True)
 
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "generation_config.json")
-
-
-EXPORT_FILES = {"config.json", "model.safetensors", "model.safetensors.index.json", outputs.MARKER, *TOKENIZER_FILES}
+# what final/ takes from the init folder besides the weights
+COPIED_FILES = (*HF_TOKENIZER_FILES, "generation_config.json")
 
 
 def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="--out"):
@@ -257,13 +256,9 @@ def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="
     want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
             "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     model.to(want)
-    legacy = os.path.isdir(folder) and not outputs.ours(folder) and all(
-        n in EXPORT_FILES or re.fullmatch(r"model-\d+-of-\d+\.safetensors", n) for n in os.listdir(folder))
-    if legacy and os.listdir(folder):   # an export by an older version (no marker): nothing but its own files
-        outputs.mark(folder, "export")
     with outputs.staged(folder, [init_from, *inputs], force, step="export", flag=flag) as tmp:
         model.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
+        for name in COPIED_FILES:
             if os.path.exists(os.path.join(init_from, name)):
                 shutil.copy2(os.path.join(init_from, name), os.path.join(tmp, name))
     return os.path.abspath(folder)
@@ -276,7 +271,7 @@ def load_model(path):
     model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
     dcp = state.get("format") == "dcp"
     sd = None if dcp else load_tensors(path, "model.pt")
-    if any("lora_A" in k for k in (parallel.dcp_model_keys(path) if dcp else sd)):
+    if has_lora(dict.fromkeys(parallel.dcp_model_keys(path)) if dcp else sd):
         attach_lora(model, state["recipe"]["stages"][state["stage"]]["lora"], dropout=0.0)
     if dcp:
         parallel.dcp_load_model(model, path)
@@ -290,7 +285,7 @@ def export_run(run_dir, to=None, dtype="auto", force=False):
     ckdir = os.path.join(run_dir, "checkpoints")
     name = newest_whole(ckdir, use="exporting")   # as --resume auto picks it (export only reads the run)
     if name is None:
-        raise SystemExit(f"error: no checkpoints in {ckdir}")
+        raise UserError(f"no checkpoints in {ckdir}")
     path = os.path.join(ckdir, name)
     state = load_state(path)
     model = load_model(path)

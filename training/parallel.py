@@ -31,9 +31,10 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from lora import attach_lora, merge_lora
+from lora import attach_lora, has_lora, merge_lora
 from model import rope_inv_freq
 from recipe import select_params
+from support.cli import UserError
 from training.plan import meta_model
 
 
@@ -45,7 +46,7 @@ def rank0(fn, distributed, share=False):
     if not distributed or dist.get_rank() == 0:
         try:
             out = fn()
-        except SystemExit as e:
+        except UserError as e:
             err = str(e)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             err = f"error: rank 0: {type(e).__name__}: {e}"
@@ -55,7 +56,7 @@ def rank0(fn, distributed, share=False):
         err, shared = box
         out = shared if share else out
     if err:
-        raise SystemExit(err)
+        raise UserError(err)
     return out
 
 
@@ -77,7 +78,7 @@ def wrap_ddp(model, device, local_rank):
 def cpu_model(cfg, state, lora=None):
     """A CPU Llama whose tensors *are* the state dict's (assign: no copy). With lora keys in the
     state, the adapters are added first (spec `lora` gives r / alpha / targets)."""
-    model = meta_model(cfg, lora if any("lora_A" in k for k in state) else None)
+    model = meta_model(cfg, lora if has_lora(state) else None)
     model.load_state_dict(state, strict=True, assign=True)
     model.inv_freq = rope_inv_freq(cfg)            # the non-persistent RoPE table, on the CPU
     return model
@@ -90,7 +91,7 @@ def gather_state(model):
 
 def merged(cfg, state, lora):
     """Rank 0, at the end of a stage: the state with any LoRA adapters folded into fp32 weights."""
-    if not any("lora_A" in k for k in state):
+    if not has_lora(state):
         return state
     model = cpu_model(cfg, state, lora)
     merge_lora(model)

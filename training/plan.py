@@ -1,9 +1,11 @@
-"""--plan: for a model config and a recipe, what trains in each stage and the memory per GPU,
-before anyone rents a node. Also the FLOPs per token that train.py's MFU uses.
+"""The memory planner: for a model config and a recipe, what trains in each stage and the memory
+per GPU, before anyone rents a node. Also the FLOPs per token that train.py's MFU uses, and the
+flags that describe a run's shape (train.py takes the same ones).
 
-    python train.py --plan --init-from upstage/SOLAR-10.7B-v1.0/config.json --seq-len 4096
-    python train.py --plan --init-from DIR --recipe my.json --batch-size 2 --activation-checkpointing
-    python train.py --plan --init-from SOLAR-10.7B/config.json --seq-len 4096 --fsdp --world-size 8
+    python redwhale.py plan --init-from upstage/SOLAR-10.7B-v1.0/config.json --seq-len 4096
+    python redwhale.py plan --init-from DIR --recipe my.json --batch-size 2 --activation-checkpointing
+    python redwhale.py plan --init-from SOLAR-10.7B/config.json --seq-len 4096 --fsdp --world-size 8
+    python training/plan.py ...       # the same command
 
 The model is built on the meta device (no memory, no weights needed: a config.json is
 enough) with the exact parameters train.py would create, LoRA adapters included, and the
@@ -21,16 +23,57 @@ under DDP (every rank holds a full replica; with --fsdp see fsdp_bytes):
 A fixed 1.5 GB is added for the CUDA context, cuBLAS/flash workspaces and allocator slack.
 bench/gpu_check.py compares these numbers with torch.cuda.max_memory_allocated on a GPU.
 """
-import contextlib
+import argparse
+import os
+import sys
 
 import torch
+
+if __name__ == "__main__":          # python training/plan.py: the project root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import LlamaConfig
 from lora import attach_lora
 from model import Llama
-from recipe import old_rows, resolve, select_params
+from recipe import old_rows, recipe_from_flags, resolve, select_params
+from support import cli
+from support.cli import UserError
 
 OVERHEAD = 1.5e9
+
+
+def rows_or_auto(text):
+    """--freeze-old-rows: a row count >= 1, or 'auto' (expand_report.json in --init-from)."""
+    return text if text == "auto" else cli.number(int, lo=1)(text)
+
+
+def add_shape_flags(p):
+    """What a run trains and how it is laid out in memory: train.py and the planner alike."""
+    p.add_argument("--init-from", help="HF folder of the (expanded) model to start from (the planner: also a "
+                                       "config.json)")
+    p.add_argument("--recipe", help="JSON/TOML recipe (default: RedWhale's four stages)")
+    p.add_argument("--steps-per-stage", type=cli.number(int, lo=1), default=None,
+                   help="override every stage's length (smoke tests)")
+    p.add_argument("--batch-size", type=cli.number(int, lo=1), default=None,
+                   help="sequences per micro-batch per rank (recipe micro_batch)")
+    p.add_argument("--seq-len", type=cli.number(int, lo=1), default=None, help="tokens per sequence (recipe seq_len)")
+    p.add_argument("--grad-accum", type=cli.number(int, lo=1), default=None,
+                   help="micro-batches per step (default: from batch_tokens; 1 with --steps-per-stage)")
+    p.add_argument("--freeze-old-rows", type=rows_or_auto, default=None,
+                   help="N or 'auto' (expand_report.json): train only embedding/head rows >= N in every stage")
+    p.add_argument("--grad-clip", type=cli.number(float, lo=0), default=None,
+                   help="clip the gradient norm (recipe grad_clip; 0: off)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="bf16: autocast with frozen weights in bf16 and trained ones in fp32 (auto: bf16 on CUDA, "
+                        "fp32 on CPU)")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard weights, grads and AdamW state over the ranks (FSDP2; needs torchrun); default: DDP")
+    p.add_argument("--fsdp-reduce", default="every", choices=["every", "last"],
+                   help="with --fsdp and accumulation: reduce-scatter gradients after every micro-step (least "
+                        "memory) or only the last (less traffic; full fp32 grads of the trained part in between)")
+    p.add_argument("--vocab-multiple", type=cli.number(int, lo=1), default=None,
+                   help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
 
 
 def meta_model(cfg, lora=None):
@@ -117,24 +160,6 @@ def autocast_copies(model, mixed):
                    if mixed and p.requires_grad and p.dim() == 2 and "embed_tokens" not in n)
 
 
-def measure_saved_bytes(model, ids, autocast=contextlib.nullcontext()):
-    """What autograd really saves for backward in one forward (parameters excluded): the
-    ground truth for activation_bytes. Tensors sharing a storage are counted once."""
-    seen = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    def unpack(t):          # backward gets back the very tensor that was saved
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack), autocast:
-        model(ids, ids)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    return sum(n for ptr, n in seen.items() if ptr not in params)
-
-
 def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows=0, fsdp_world=0, reduce="every"):
     """One dict per stage: parameter counts and the memory estimate in bytes (per GPU). fsdp_world:
     FSDP2 over that many ranks instead of DDP (see fsdp_bytes)."""
@@ -189,9 +214,9 @@ def print_plan(args, recipe):
     mixed = args.dtype != "fp32"
     plan_rows = resolve(recipe, args, args.world_size)
     old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
-    fsdp = args.world_size if getattr(args, "fsdp", False) else 0
+    fsdp = args.world_size if args.fsdp else 0
     rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old, fsdp,
-                      getattr(args, "fsdp_reduce", "every"))
+                      args.fsdp_reduce)
     p0 = plan_rows[0]
     gb = 1e9
     print(f"model {args.init_from}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size} "
@@ -214,3 +239,23 @@ def print_plan(args, recipe):
                                          "--fsdp (shards weights, grads and AdamW state over the GPUs)")
               + ", or a GPU with more memory")
     return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="redwhale.py plan", description="Trainable parameters and memory per GPU "
+                                "per stage, from a config.json alone (no weights read).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_shape_flags(p)
+    p.add_argument("--gpu-mem-gb", type=cli.number(float, lo=0, lo_open=True), default=80.0,
+                   help="GPU memory to check against")
+    p.add_argument("--world-size", type=cli.number(int, lo=1), default=1, help="number of GPUs")
+    args = p.parse_args(argv)
+    if not args.init_from:
+        p.error("give --init-from HF_DIR or config.json")
+    if not os.path.exists(args.init_from):
+        raise UserError(f"--init-from {args.init_from}: no such folder or config.json")
+    print_plan(args, recipe_from_flags(args))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -20,12 +20,18 @@ a tiny probe before the model is loaded and reported as one line.
     python -c "from training import runtime; print(runtime.peak_tflops('NVIDIA H100 PCIe'))"
 """
 import contextlib
+import datetime
 import os
 import resource
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from support import cli
+from support.cli import UserError
 
 SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH,
                  "efficient": SDPBackend.EFFICIENT_ATTENTION}
@@ -38,6 +44,58 @@ PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), (
                ("B200", 2250.0)]
 
 
+@dataclass
+class Env:
+    """Where and how this process trains: its device and place in the job, and the precision and
+    kernels every forward runs with."""
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    distributed: bool = False     # under torchrun: a process group (gloo on CPU, NCCL on CUDA)
+    dtype: str = "fp32"           # "bf16": autocast, trained weights fp32, frozen ones stored bf16
+    sdpa: str = "flash"
+    compile: bool = False         # torch.compile each decoder block
+    checkpointing: bool = False   # activation checkpointing: recompute each layer in backward
+
+    @property
+    def mixed(self):
+        return self.dtype == "bf16"
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    @contextlib.contextmanager
+    def compute(self):
+        """Autocast and the attention backend, built fresh each time they are entered."""
+        with autocast(self.device, self.dtype), attention(self.sdpa):
+            yield
+
+    def log(self, msg):
+        if self.master:
+            cli.write(msg)              # prints above a progress bar instead of through it
+
+
+def start(args):
+    """The Env of this process: the device (cuda:LOCAL_RANK under torchrun), and the process
+    group when torchrun started it. The timeout covers ranks waiting while rank 0 writes
+    checkpoints (tens of GB at 10B)."""
+    distributed = "RANK" in os.environ
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = pick_device(args.device, distributed, local_rank)
+    rank, world = 0, 1
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=args.dist_timeout))
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.type != "cuda":
+            set_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    compiled = args.compile if args.compile is not None else device.type == "cuda"
+    return Env(device, rank, world, local_rank, distributed, compute_dtype(args.dtype, device), args.sdpa,
+               compiled, args.activation_checkpointing)
+
+
 def peak_tflops(device_name):
     return next((v for k, v in PEAK_TFLOPS if k in device_name), None)
 
@@ -45,16 +103,16 @@ def peak_tflops(device_name):
 def check_device(arg):
     """cpu, cuda or cuda:N, and cuda only where torch sees a GPU: one line otherwise."""
     if not (arg in ("cpu", "cuda") or (arg.startswith("cuda:") and arg[5:].isdigit())):
-        raise SystemExit(f"error: --device {arg!r}: give cpu, cuda or cuda:N")
+        raise UserError(f"--device {arg!r}: give cpu, cuda or cuda:N")
     if arg.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device (a CPU build of torch?)")
+        raise UserError("--device cuda, but torch sees no CUDA device (a CPU build of torch?)")
     return arg
 
 
 def pick_device(arg, distributed, local_rank):
     """cuda:LOCAL_RANK under torchrun, else the --device flag (default: cuda when available)."""
     if arg not in (None, "cpu", "cuda"):
-        raise SystemExit(f"error: --device {arg!r}: give cpu or cuda (each rank takes cuda:LOCAL_RANK)")
+        raise UserError(f"--device {arg!r}: give cpu or cuda (each rank takes cuda:LOCAL_RANK)")
     if arg:
         check_device(arg)
     cuda = arg == "cuda" or (arg is None and torch.cuda.is_available())
@@ -70,7 +128,7 @@ def compute_dtype(arg, device):
     if arg == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if arg == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SystemExit("error: --dtype bf16, but this GPU has no bf16 support (pre-Ampere): use --dtype fp32")
+        raise UserError("--dtype bf16, but this GPU has no bf16 support (pre-Ampere): use --dtype fp32")
     return arg
 
 
@@ -95,7 +153,7 @@ def check_attention(kind, device, dtype, cfg):
     if kind == "auto":
         return
     if kind == "efficient" and device.type == "cpu":
-        raise SystemExit("error: --sdpa efficient has no CPU kernel; use --sdpa flash (CPU has one) or math")
+        raise UserError("--sdpa efficient has no CPU kernel; use --sdpa flash (CPU has one) or math")
     H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     dt = torch.bfloat16 if dtype == "bf16" else torch.float32
     g = torch.Generator(device=device).manual_seed(0)
@@ -106,7 +164,7 @@ def check_attention(kind, device, dtype, cfg):
             F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=KV != H).sum().backward()
     except RuntimeError as e:
         why = str(e).strip().splitlines()[0][:200]
-        raise SystemExit(f"error: --sdpa {kind} cannot run on {device.type} in {dtype} with {H}/{KV} heads of "
+        raise UserError(f"--sdpa {kind} cannot run on {device.type} in {dtype} with {H}/{KV} heads of "
                          f"dim {D} ({why}); use --sdpa auto, or --dtype bf16 on CUDA") from None
 
 

@@ -1,0 +1,244 @@
+"""The two ways train.py spreads a model over the ranks, behind one interface.
+
+train.py asks its strategy to build each stage's model, whether this micro-step syncs its
+gradients, to merge LoRA at a stage's end, to save and restore checkpoints, and for the model
+to export. It never asks which strategy it holds:
+
+    Replicas   every rank holds the whole model (DDP under torchrun, or one process). Checkpoints
+               are model.pt + optim.pt, written by rank 0.
+    Shards     --fsdp: FSDP2 shards weights, gradients and AdamW state over the ranks. A stage
+               boundary (where requires_grad changes) builds a fresh sharded model from the full
+               state rank 0 holds on its CPU (`handoff`); checkpoints are DCP shards that load on
+               any number of ranks (training/parallel.py has the building blocks).
+
+Nothing here knows the Trainer: what a call needs (the stage, a seeding function, the checkpoint
+folder and its state) comes in as arguments. Both run on CPU under torchrun with gloo, so both
+are tested there (tests/test_fsdp.py, tests/test_ddp_accum.py).
+
+    python -c "from training import strategy; help(strategy.Replicas)"
+"""
+import contextlib
+import functools
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+from lora import attach_lora, has_lora, merge_lora
+from model import Llama
+from recipe import select_params
+from support.cli import UserError
+from training import checkpoint, parallel, runtime
+
+
+def make(env, sharded, reduce="every", async_ckpt=False):
+    """The strategy for this run: Shards with --fsdp, else Replicas."""
+    return Shards(env, reduce, async_ckpt) if sharded else Replicas(env)
+
+
+class Replicas:
+    """A full replica per rank: DDP under torchrun (gradients all-reduced on the last micro-step
+    of an accumulation), or plain training in one process."""
+    format = "torch"          # what its checkpoints hold (state.json "format")
+    lockstep_eval = False     # every rank may run its own number of eval forwards
+
+    def __init__(self, env):
+        self.env = env
+        self.model = None     # the whole model on this rank's device, kept across stages
+        self.wrapped = None   # what the forward calls: the stage's DDP wrapper, or the model
+
+    def load_base(self, init_from, cfg, vocab_multiple, weights=True):
+        """The model to train, on this device (frozen weights in bf16 under mixed precision)."""
+        dtype = torch.bfloat16 if self.env.mixed else torch.float32
+        self.model = Llama.from_pretrained(init_from, dtype=dtype, device=self.env.device,
+                                           vocab_multiple=vocab_multiple)
+        self.model.gradient_checkpointing = self.env.checkpointing
+
+    def stage_model(self, stage, where, seed_adapters):
+        """Stage set-up on the full model: adapters (added once), storage dtypes, requires_grad,
+        compiled blocks, then a fresh DDP wrapper: changing requires_grad under an existing one
+        fails with 'Expected to have finished reduction'. Returns (model, wrapped, trained names)."""
+        model = self.model
+        self.wrapped = None             # the old wrapper goes before the new one is built
+        if stage.lora and not has_lora(model):
+            seed_adapters()
+            attach_lora(model, stage.lora)
+        names = select_params(model, stage.train, where)
+        runtime.storage_dtypes(model, names, self.env.mixed)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        if self.env.compile:
+            runtime.compile_blocks(model)   # in place, before the DDP wrapper: compile, then wrap
+        self.wrapped = (parallel.wrap_ddp(model, self.env.device, self.env.local_rank)
+                        if self.env.distributed else model)
+        return model, self.wrapped, names
+
+    def sync(self, last):
+        """Accumulate locally on all but the last micro-step (DDP's no_sync)."""
+        if self.env.distributed and not last:
+            return self.wrapped.no_sync()
+        return contextlib.nullcontext()
+
+    def merged(self, model, lora):
+        """At a LoRA stage's end: the adapters folded into the weights, in place; the model to score."""
+        merge_lora(model)
+        return model
+
+    def end_stage(self, model, lora):
+        """Nothing to hand over: the next stage trains the same replica."""
+
+    def save(self, model, opt, ckdir, name, state, keep):
+        """Rank 0 writes model.pt + optim.pt (the other ranks never build the state dicts)."""
+        def save():
+            return checkpoint.save(ckdir, name, model.state_dict(), opt.state_dict(), state, keep)
+        wrote = parallel.rank0(save, self.env.distributed)
+        if wrote:
+            self.env.log(f"wrote {name}: {wrote[0] / 1e9:.2f} GB in {wrote[1]:.1f} s")
+        if self.env.distributed:
+            dist.barrier()
+
+    def poll(self):
+        """Nothing runs in the background."""
+
+    def finish(self):
+        """Nothing runs in the background."""
+
+    def restore_weights(self, ck, lora, stage_end):
+        """The checkpoint's weights into the replica, in the dtypes they were saved in (with its
+        adapters when it has them)."""
+        sd = checkpoint.load_tensors(ck, "model.pt")
+        if has_lora(sd):
+            attach_lora(self.model, lora)
+        checkpoint.load_exact(self.model, sd)
+
+    def restore_optimizer(self, model, opt, ck):
+        opt.load_state_dict(checkpoint.load_tensors(ck, "optim.pt"))
+
+    def final_model(self, model):
+        """The model export writes (rank 0)."""
+        return model
+
+    def close(self):
+        self.wrapped = None
+
+
+class Shards:
+    """FSDP2 (`--fsdp`): each rank holds 1/world of the weights, gradients and AdamW state."""
+    format = "dcp"
+    lockstep_eval = True      # FSDP all-gathers inside each forward: every rank runs as many
+
+    def __init__(self, env, reduce="every", async_ckpt=False):
+        if not env.distributed:
+            raise UserError("--fsdp needs a process group: launch with torchrun "
+                            "(e.g. torchrun --standalone --nproc_per_node=1 train.py --fsdp ...)")
+        self.env, self.reduce, self.async_ckpt = env, reduce, async_ckpt
+        self.cfg = None           # the model's config (every sharded model is built from it)
+        self.model = None         # this stage's sharded model
+        self.handoff = None       # rank 0's full CPU state between two stages ({} on the others)
+        self.pending = None       # a checkpoint still being written: (future, ckdir, name, state, keep, t0)
+        # asynchronous checkpoints talk over a process group of their own, apart from training's
+        self.ckpt_pg = dist.new_group(backend="gloo") if async_ckpt else None
+
+    def load_base(self, init_from, cfg, vocab_multiple, weights=True):
+        """No rank holds a full model on its GPU: rank 0 reads the weights on the CPU (unless a
+        checkpoint fills them), and each stage's set-up shards them."""
+        self.cfg = cfg
+        cfg.vocab_multiple = vocab_multiple
+
+        def read():
+            return Llama.from_pretrained(init_from, dtype=torch.bfloat16 if self.env.mixed else None,
+                                         vocab_multiple=vocab_multiple).state_dict()
+        if weights:
+            self.handoff = parallel.rank0(read, True) or {}
+
+    def stage_model(self, stage, where, seed_adapters):
+        """A fresh sharded model for the stage, from rank 0's `handoff` (with fresh adapters added
+        there for a LoRA stage, seeded as Replicas seeds them); None: a checkpoint fills it."""
+        state, self.handoff, self.model = self.handoff, None, None
+        if state is not None and stage.lora:
+            add = functools.partial(parallel.with_adapters, self.cfg, state, stage.lora, seed_adapters)
+            state = parallel.rank0(add, True) or {}
+        compile_blocks = runtime.compile_blocks if self.env.compile else None
+        model, names = parallel.fsdp_model(self.cfg, stage.lora, stage.train, state, self.env.device,
+                                           self.env.mixed, where, compile_blocks)
+        model.gradient_checkpointing = self.env.checkpointing
+        self.model = model
+        return model, model, names
+
+    def sync(self, last):
+        """Reduce-scatter after every micro-step (--fsdp-reduce every: gradients stay sharded) or
+        only after the last (FSDP2 holds the unsharded gradients in between)."""
+        parallel.set_gradient_sync(self.model, last or self.reduce == "every")
+        return contextlib.nullcontext()
+
+    def gathered(self, model, lora):
+        """Rank 0's full state of the stage's model, adapters merged there in fp32."""
+        full = parallel.gather_state(model)
+        return parallel.rank0(functools.partial(parallel.merged, self.cfg, full, lora), True) or {}
+
+    def merged(self, model, lora):
+        """At a LoRA stage's end: merged on rank 0's gathered copy (the next stage starts from it);
+        returns a sharded copy of it to score."""
+        self.handoff = self.gathered(model, lora)
+        copy, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.env.device, self.env.mixed, "")
+        return copy
+
+    def end_stage(self, model, lora):
+        """Gather the stage's model for the next one (a LoRA stage already did, when it merged)."""
+        if self.handoff is None:
+            self.handoff = self.gathered(model, lora)
+
+    def save(self, model, opt, ckdir, name, state, keep):
+        """Every rank writes its shards into step-N.tmp (in the background with --async-ckpt);
+        rank 0 renames it once all are done."""
+        self.finish()
+        t0 = time.time()
+        parallel.rank0(functools.partial(checkpoint.begin, ckdir, name), True)   # the empty .tmp first
+        fut = parallel.dcp_save(model, opt, os.path.join(ckdir, name + ".tmp"), self.ckpt_pg, self.async_ckpt)
+        self.pending = (fut, ckdir, name, {**state, "format": self.format}, keep, t0)
+        if not self.async_ckpt:
+            self.finish()
+
+    def poll(self):
+        """--async-ckpt: as soon as every rank's background write is done, make it a checkpoint
+        (so a crash later loses no more than --ckpt-every steps)."""
+        if self.pending is None or self.pending[0] is None:
+            return
+        done = torch.tensor([1.0 if self.pending[0].done() else 0.0], device=self.env.device)
+        dist.all_reduce(done, op=dist.ReduceOp.MIN)
+        if done.item():
+            self.finish()
+
+    def finish(self):
+        """Wait for the pending write on every rank, then rank 0 makes it a checkpoint."""
+        if self.pending is None:
+            return
+        fut, ckdir, name, state, keep, t0 = self.pending
+        self.pending = None
+        if fut is not None:
+            fut.result()
+        dist.barrier()
+        size = parallel.rank0(functools.partial(checkpoint.finish, ckdir, name, state, keep), True)
+        self.env.log(f"wrote {name}: {(size or 0) / 1e9:.2f} GB in {time.time() - t0:.1f} s"
+                     + (" (in the background)" if fut is not None else ""))
+
+    def restore_weights(self, ck, lora, stage_end):
+        """Mid-stage, the shards load with the optimizer (restore_optimizer). At a stage's end,
+        rank 0 reads the whole checkpoint (any world size) and merges its adapters: the handoff."""
+        if stage_end:
+            def read():
+                model = checkpoint.load_model(ck)
+                merge_lora(model)
+                return model.state_dict()
+            self.handoff = parallel.rank0(read, True) or {}
+
+    def restore_optimizer(self, model, opt, ck):
+        parallel.dcp_load(model, opt, ck)
+
+    def final_model(self, model):
+        """Rank 0's CPU model built from the gathered state (no GPU holds the whole model)."""
+        return parallel.cpu_model(self.cfg, self.handoff)
+
+    def close(self):
+        self.model = None
