@@ -18,7 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
 import torch.nn as nn
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
@@ -26,7 +25,8 @@ from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 from config import LlamaConfig
 from model import Llama, check_model_folder
 from support import cli, outputs
-from tokenizer import HF_FILES, SPACE, load_proto, processor
+from support.tokenizer_io import Tokenizer, load_proto
+from tokenizer import MERGED_FILES, SPACE
 
 # init method -> (rule for the new embedding rows, rule for the new LM-head rows)
 INIT_RULES = {
@@ -43,10 +43,10 @@ INIT_METHODS = tuple(INIT_RULES)
 
 def decompose(piece, base):
     """The base tokenizer's ids for a piece's text ("▁" = a space), as the base would split it
-    inside running text: no dummy prefix added. `base` may be a processor from
-    processor(base, raw=True) to reuse across calls."""
-    sp = base if isinstance(base, spm.SentencePieceProcessor) else processor(base, raw=True)
-    return sp.encode(piece.replace(SPACE, " "))
+    inside running text: no dummy prefix added. `base` may be a Tokenizer(base, raw=True) to
+    reuse across calls."""
+    tok = base if isinstance(base, Tokenizer) else Tokenizer(base, raw=True)
+    return tok.encode(piece.replace(SPACE, " "))
 
 
 def decompositions(merged, n_base):
@@ -55,8 +55,8 @@ def decompositions(merged, n_base):
     base = sp_pb2.ModelProto()
     base.CopyFrom(proto)
     del base.pieces[n_base:]  # the merge left the base pieces untouched: this *is* the base tokenizer
-    sp = processor(base, raw=True)
-    return {i: decompose(proto.pieces[i].piece, sp) for i in range(n_base, len(proto.pieces))}
+    tok = Tokenizer(base, raw=True)
+    return {i: decompose(proto.pieces[i].piece, tok) for i in range(n_base, len(proto.pieces))}
 
 
 # ---- the new rows ----
@@ -155,7 +155,7 @@ def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multipl
     expand_vocab(llama, len(proto.pieces), init=init, decompositions=decompositions(proto, n_base),
                  vocab_multiple=vocab_multiple, seed=seed, skip_first=bare_space)
     llama.save_pretrained(out_dir)
-    for name in HF_FILES + ("merge_report.json",):
+    for name in MERGED_FILES + ("merge_report.json",):
         if (Path(tokenizer_dir) / name).exists():
             outputs.write_atomic(Path(out_dir) / name, (Path(tokenizer_dir) / name).read_bytes())
     if (Path(out_dir) / "tokenizer.json").exists():   # the base's fast tokenizer knows no Korean pieces
@@ -184,7 +184,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     check_model_folder(a.model)
     if not Path(a.tokenizer).exists():
-        raise SystemExit(f"error: --tokenizer {a.tokenizer}: not found (give the merged tokenizer folder from `merge`)")
+        raise ValueError(f"--tokenizer {a.tokenizer}: not found (give the merged tokenizer folder from `merge`)")
     with outputs.staged(a.out, [a.model, a.tokenizer], a.force, step="expand") as tmp:
         expand(a.model, a.tokenizer, a.init, tmp, vocab_multiple=a.vocab_multiple, dtype=a.dtype, seed=a.seed)
     print(f"wrote {a.out}")

@@ -17,6 +17,7 @@ Corpus files are plain text (one text per line) or JSONL (field --text-field, de
 own, as for KoBEST rows), optionally gzipped.
 """
 import argparse
+import contextlib
 import gzip
 import io
 import itertools
@@ -26,17 +27,21 @@ import random
 import sys
 import tempfile
 import unicodedata
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
 from support import cli, outputs
+from support.tokenizer_io import HF_TOKENIZER_FILES, Tokenizer, load_proto
 
 NORMAL = sp_pb2.ModelProto.SentencePiece.NORMAL
 SPACE = "\u2581"  # "▁", SentencePiece's visible whitespace
 PARKED = -1e6     # Llama/Mistral park whitespace-run pieces at -1e9: not part of the score range
-HF_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+# what merge writes of a Hugging Face tokenizer folder: not tokenizer.json (the base's fast tokenizer
+# knows no Korean piece) nor added_tokens.json (the base's added tokens hold the ids the new pieces take)
+MERGED_FILES = tuple(f for f in HF_TOKENIZER_FILES if f not in ("tokenizer.json", "added_tokens.json"))
 
 
 # ---- reading text ----
@@ -117,28 +122,53 @@ def _drain(lines):
 SAMPLE_SENTENCES = 2_000_000
 
 
-def train_korean(texts, out_dir, vocab_size=20000, model_type="bpe", character_coverage=0.9995,
-                 input_sentence_size=SAMPLE_SENTENCES, max_sentence_length=16384, num_threads=None, seed=0):
+@dataclass
+class VocabConfig:
+    """How the Korean vocabulary is made: the trainer's settings (the flags of `train`) and which
+    learned pieces merge keeps (the flags of `merge`); `sweep` takes both."""
+    model_type: str = "bpe"
+    character_coverage: float = 0.9995
+    input_sentence_size: int = SAMPLE_SENTENCES
+    max_sentence_length: int = 16384
+    num_threads: int = None             # all cores
+    seed: int = 0                       # of the line sample
+    hangul_only: bool = True
+    drop_latin: bool = True
+    # off by default: "▁X" pieces are BPE's first step into most Korean words; dropping them left
+    # 7,364 of 18k longer pieces unreachable at 20k, and the KoBEST ratio went from 0.387 to 0.591
+    # (bench/RESULTS.md)
+    drop_covered_chars: bool = False
+    max_piece_chars: int = 8
+
+    def filters(self):
+        """The merge filters, as filter_pieces takes them and merge_report.json records them."""
+        return {k: getattr(self, k) for k in ("hangul_only", "drop_latin", "drop_covered_chars", "max_piece_chars")}
+
+
+def train_korean(texts, out_dir, vocab_size=20000, cfg=None, **settings):
     """Train the Korean SentencePiece model from an iterator of texts (read once, streamed: only
-    the sampled sentences are held); writes out_dir/korean.model. Threads: all cores by default."""
-    if model_type != "bpe":
-        print(f"warning: merging a {model_type} model into a BPE base leaves many pieces unreachable",
+    the sampled sentences are held); writes out_dir/korean.model. `cfg` is a VocabConfig, or
+    give its trainer settings as keywords (character_coverage=0.99, num_threads=1)."""
+    cfg = replace(cfg or VocabConfig(), **settings)
+    if cfg.model_type != "bpe":
+        print(f"warning: merging a {cfg.model_type} model into a BPE base leaves many pieces unreachable",
               file=sys.stderr)
     buf = io.BytesIO()
     # only the sample is held (every line streams straight through with input_sentence_size 0)
-    lines = _drain(sample_lines(_lines(texts), input_sentence_size, seed)) if input_sentence_size else _lines(texts)
+    n = cfg.input_sentence_size
+    lines = _drain(sample_lines(_lines(texts), n, cfg.seed)) if n else _lines(texts)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=lines, model_writer=buf, model_type=model_type, vocab_size=vocab_size,
+            sentence_iterator=lines, model_writer=buf, model_type=cfg.model_type, vocab_size=vocab_size,
             # the merged model keeps the base's identity normalizer, so learn pieces on text as-is
             # (data.py already normalized it; NFKC here would turn "ㅋㅋ" into unknown conjoining jamo)
             normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=True,
-            split_digits=True, character_coverage=character_coverage,
+            split_digits=True, character_coverage=cfg.character_coverage,
             # the lines are already our seeded sample (sample_lines): SentencePiece takes them all, in
             # order; the size is recorded in the model's trainer_spec
-            input_sentence_size=input_sentence_size, shuffle_input_sentence=False,
-            max_sentence_length=max_sentence_length, num_threads=num_threads or os.cpu_count() or 1,
-            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+            input_sentence_size=n, shuffle_input_sentence=False, max_sentence_length=cfg.max_sentence_length,
+            num_threads=cfg.num_threads or os.cpu_count() or 1, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            minloglevel=2)
     except RuntimeError as e:  # sentencepiece's own message says what to change (vocab size, coverage)
         raise ValueError(f"training the Korean SentencePiece model failed: {e}") from None
     out_dir = Path(out_dir)
@@ -151,46 +181,6 @@ def train_korean(texts, out_dir, vocab_size=20000, model_type="bpe", character_c
 
 # ---- filtering and merging ----
 
-def load_proto(model):
-    """A ModelProto from a .model path, a folder holding tokenizer.model, bytes, or a proto."""
-    if isinstance(model, sp_pb2.ModelProto):
-        return model
-    name = "model bytes"
-    if not isinstance(model, bytes):
-        path = Path(model)
-        if path.is_dir():
-            path = path / "tokenizer.model"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such SentencePiece model")
-        name, model = str(path), path.read_bytes()
-    proto = sp_pb2.ModelProto()
-    try:
-        proto.ParseFromString(model)
-    except Exception as e:
-        raise ValueError(f"{name}: not a SentencePiece model ({e})") from None
-    if not proto.pieces:
-        raise ValueError(f"{name}: not a SentencePiece model (no pieces)")
-    return proto
-
-
-def processor(model, raw=False):
-    """A SentencePieceProcessor. raw=True segments a piece's surface text as it is: no normalizer,
-    no dummy prefix, spaces kept (they become "▁"), i.e. how BPE splits it inside running text."""
-    proto = load_proto(model)
-    if raw:
-        copy = sp_pb2.ModelProto()
-        copy.CopyFrom(proto)
-        ns = copy.normalizer_spec
-        ns.name, ns.precompiled_charsmap = "identity", b""
-        ns.add_dummy_prefix, ns.remove_extra_whitespaces = False, False
-        proto = copy
-    try:
-        return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
-    except RuntimeError as e:       # parsed, but SentencePiece cannot use it (a cut that kept whole fields)
-        name = model if isinstance(model, (str, Path)) else "model bytes"
-        raise ValueError(f"{name}: not a usable SentencePiece model ({e})") from None
-
-
 def is_hangul(c):
     return "\uac00" <= c <= "\ud7a3"  # the 11,172 precomposed syllables
 
@@ -201,10 +191,6 @@ def is_latin_digit_punct(c):
 
 
 RULES = ("not_normal", "in_base", "latin_digit_punct", "non_hangul", "covered_char", "too_long")
-# drop_covered_chars is off by default: "▁X" pieces are BPE's first step into most Korean words;
-# dropping them left 7,364 of 18k longer pieces unreachable at 20k, and the KoBEST ratio went
-# from 0.387 to 0.591 (bench/RESULTS.md)
-FILTER_DEFAULTS = dict(hangul_only=True, drop_latin=True, drop_covered_chars=False, max_piece_chars=8)
 
 
 def filter_pieces(korean, base, hangul_only=True, drop_latin=True, drop_covered_chars=False,
@@ -260,20 +246,20 @@ def append_pieces(base, pieces):
 def unreachable(proto, start):
     """Pieces from index `start` on that BPE never produces when their own text is encoded alone
     (e.g. a needed intermediate piece was filtered away)."""
-    sp = processor(proto, raw=True)
+    tok = Tokenizer(proto, raw=True)
     bad = []
     for i in range(start, len(proto.pieces)):
         text = proto.pieces[i].piece.replace(SPACE, " ")
-        if sp.encode(text) != [i]:
+        if tok.encode(text) != [i]:
             bad.append(proto.pieces[i].piece)
     return bad
 
 
 def merge(base, korean, out_dir, eval_texts=None, **filters):
     """Merge the filtered Korean pieces into the base; write an HF tokenizer folder and
-    merge_report.json to out_dir; return the report."""
+    merge_report.json to out_dir; return the report. `filters`: VocabConfig's (hangul_only=...)."""
     base_proto, korean_proto = load_proto(base), load_proto(korean)
-    filters = {**FILTER_DEFAULTS, **filters}
+    filters = VocabConfig(**filters).filters()
     if korean_proto.trainer_spec.model_type != sp_pb2.TrainerSpec.BPE:
         print("warning: the Korean model is not BPE; many merged pieces may be unreachable", file=sys.stderr)
     kept, dropped, examples = filter_pieces(korean_proto, base_proto, **filters)
@@ -339,9 +325,8 @@ def write_hf_tokenizer(proto, out_dir, base=None):
 def token_ratio(tokenizer, base, texts):
     """Tokens with `tokenizer` / tokens with `base` over the same texts (no BOS)."""
     texts = list(texts)
-    new_sp, base_sp = processor(tokenizer), processor(base)
-    n_new = sum(len(ids) for ids in new_sp.encode(texts))
-    n_base = sum(len(ids) for ids in base_sp.encode(texts))
+    n_new = sum(len(ids) for ids in Tokenizer(tokenizer).encode(texts))
+    n_base = sum(len(ids) for ids in Tokenizer(base).encode(texts))
     return {"texts": len(texts), "chars": sum(len(t) for t in texts), "base_tokens": n_base,
             "new_tokens": n_new, "ratio": round(n_new / max(n_base, 1), 4)}
 
@@ -353,17 +338,17 @@ def ratios(tokenizer, base, paths, text_field="text"):
     return {"ratio": round(nn / max(nb, 1), 4), "base_tokens": nb, "new_tokens": nn, "per_text": per}
 
 
-def sweep(corpus_texts, base, sizes, eval_texts, hidden_size=4096, tied=False, out_dir=None, train_kw=None,
-          **filters):
-    """Train and merge at each Korean vocabulary size; one row per size: pieces added, token ratio
-    per evaluation set, and the embedding parameters the new rows cost (embedding + untied head)."""
-    corpus_texts = list(corpus_texts)
+def sweep(corpus_texts, base, sizes, eval_texts, hidden_size=4096, tied=False, out_dir=None, cfg=None):
+    """Train (with VocabConfig `cfg`) and merge at each Korean vocabulary size; one row per size:
+    pieces added, token ratio per evaluation set, and the embedding parameters the new rows cost
+    (embedding + untied head). The tokenizers are kept in out_dir when one is given."""
+    corpus_texts, cfg = list(corpus_texts), cfg or VocabConfig()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(out_dir or tmp)
         for size in sizes:
-            korean = train_korean(corpus_texts, root / f"ko{size}", vocab_size=size, **(train_kw or {}))
-            rep = merge(base, korean, root / f"merged{size}", eval_texts=eval_texts, **filters)
+            korean = train_korean(corpus_texts, root / f"ko{size}", size, cfg)
+            rep = merge(base, korean, root / f"merged{size}", eval_texts, **cfg.filters())
             rows.append({"korean_size": size, "overlap": rep["overlap"], "added": rep["added"],
                          "final_size": rep["final_size"],
                          "ratio": {k: v["ratio"] for k, v in rep.get("ratio", {}).items()},
@@ -387,8 +372,6 @@ def _write_json(path, obj):
     outputs.write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
-
-
 # ---- command line ----
 
 def _add_filter_flags(p):
@@ -401,11 +384,6 @@ def _add_filter_flags(p):
     p.add_argument("--max-piece-chars", type=cli.number(int, lo=0), default=8, help="drop longer pieces (0: no limit)")
 
 
-def _filters(a):
-    return dict(hangul_only=a.hangul_only, drop_latin=a.drop_latin, drop_covered_chars=a.drop_covered_chars,
-                max_piece_chars=a.max_piece_chars)
-
-
 def _train_flags(p):
     p.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"],
                    help="BPE merges cleanly into a BPE base (Llama); unigram pieces often end up unreachable")
@@ -416,13 +394,13 @@ def _train_flags(p):
                         "stays bounded at any corpus size (0: all lines)")
     p.add_argument("--max-sentence-length", type=cli.number(int, lo=1), default=16384, help="skip longer lines (bytes)")
     p.add_argument("--seed", type=cli.number(int, lo=0), default=0, help="seed of the line sample")
-    p.add_argument("--threads", type=cli.number(int, lo=1), default=None, help="trainer threads (default: all cores)")
+    p.add_argument("--threads", dest="num_threads", metavar="THREADS", type=cli.number(int, lo=1), default=None,
+                   help="trainer threads (default: all cores)")
 
 
-def _train_kw(a):
-    return dict(model_type=a.model_type, character_coverage=a.character_coverage,
-                input_sentence_size=a.input_sentence_size, max_sentence_length=a.max_sentence_length,
-                num_threads=a.threads, seed=a.seed)
+def _config(a):
+    """The VocabConfig of the flags this command has (train: the trainer's, merge: the filters, sweep: both)."""
+    return VocabConfig(**{f.name: getattr(a, f.name) for f in fields(VocabConfig) if hasattr(a, f.name)})
 
 
 def main(argv=None):
@@ -464,15 +442,12 @@ def main(argv=None):
                                        help="JSONL field with the text ('*': 'text' if present, else all strings)")
     a = ap.parse_args(argv)
     if a.cmd == "sweep":
-        a.sizes = [cli.check(f"--sizes {a.sizes!r}: each size", _int(x), int, lo=2) for x in a.sizes.split(",")]
+        size = cli.number(int, lo=2)      # what a flag's type would check, but one line naming --sizes
+        try:
+            a.sizes = [size(x) for x in a.sizes.split(",")]
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"--sizes {a.sizes!r}: each size {e}") from None
     run(a)
-
-
-def _int(text):
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def _inputs(a):
@@ -485,13 +460,13 @@ def run(a):
     if a.cmd == "train":
         texts = _nonempty(read_texts(a.corpus, a.text_field), a.corpus)
         with outputs.staged(a.out, _inputs(a), a.force, step="tokenizer-train") as tmp:
-            path = train_korean(texts, tmp, vocab_size=a.vocab_size, **_train_kw(a))
+            path = train_korean(texts, tmp, a.vocab_size, _config(a))
             n = len(load_proto(path).pieces)
         print(f"wrote {Path(a.out) / 'korean.model'} ({n} pieces)")
     elif a.cmd == "merge":
         evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
         with outputs.staged(a.out, _inputs(a), a.force, step="merge") as tmp:
-            rep = merge(a.base, a.korean, tmp, eval_texts=evals, **_filters(a))
+            rep = merge(a.base, a.korean, tmp, evals, **_config(a).filters())
         rep.pop("dropped_examples")
         print(json.dumps(rep, ensure_ascii=False, indent=2))
     elif a.cmd == "ratio":
@@ -504,11 +479,8 @@ def run(a):
             evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
         evals["all"] = [t for v in list(evals.values()) for t in v]
         texts = _nonempty(read_texts(a.corpus, a.text_field), a.corpus)
-        if a.out:
-            with outputs.staged(a.out, _inputs(a), a.force, step="sweep") as tmp:
-                rows = sweep(texts, a.base, a.sizes, evals, a.hidden_size, a.tied, tmp, _train_kw(a), **_filters(a))
-        else:
-            rows = sweep(texts, a.base, a.sizes, evals, a.hidden_size, a.tied, None, _train_kw(a), **_filters(a))
+        with outputs.staged(a.out, _inputs(a), a.force, step="sweep") if a.out else contextlib.nullcontext() as tmp:
+            rows = sweep(texts, a.base, a.sizes, evals, a.hidden_size, a.tied, tmp, _config(a))
         print(format_sweep(rows, a.hidden_size))
         if a.json:
             _write_json(a.json, rows)

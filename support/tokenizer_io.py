@@ -3,7 +3,7 @@ eval, demo, expand) goes through `Tokenizer`, so BOS, EOS and errors are handled
 everywhere. Today it wraps a SentencePiece model (Llama, Mistral, SOLAR and the merged Korean
 tokenizer are all SentencePiece); a base with another tokenizer would plug in here.
 
-    python -c "from support.tokenizer_io import Tokenizer; t = Tokenizer.load('runs/demo/merged'); print(t.encode('안녕하세요', bos=True))"
+    python -c "from support.tokenizer_io import Tokenizer; print(Tokenizer.load('out/merged').encode('안녕', bos=True))"
 """
 import hashlib
 from pathlib import Path

@@ -16,6 +16,7 @@ from conftest import english_docs, korean_docs, train_spm
 import redwhale
 from model import Llama, LlamaConfig
 from support import cli
+from support.tokenizer_io import Tokenizer
 from tools import score
 
 
@@ -36,7 +37,7 @@ def two(tmp_path_factory, base_spm):
         model = tiny(sp.get_piece_size(), seed)
         model.save_pretrained(d / name)
         (d / name / "tokenizer.model").write_bytes(path.read_bytes())
-        out.append((d / name, model, sp))
+        out.append((d / name, model, sp, Tokenizer.load(path)))
     return out
 
 
@@ -69,13 +70,13 @@ def per_token_bits_per_char(model, sp, text):
 
 def test_two_tokenizers_are_scored_on_the_same_characters(two):
     results = []
-    for _, model, sp in two:
-        r = score.score(model, sp, DOCS, context=512)
+    for _, model, sp, tok in two:
+        r = score.score(model, tok, DOCS, context=512)
         assert r["chars"] == sum(len(t) for t in DOCS)                        # code points, as given
         assert r["tokens"] == sum(len(sp.encode(t)) for t in DOCS)            # every token, no BOS, no EOS
         assert r["bits_per_char"] == pytest.approx(direct_bits_per_char(model, sp, DOCS), rel=1e-5)
         short = DOCS[-1]                                                      # the mixed-script line
-        assert score.score(model, sp, [short], context=512)["bits_per_char"] == pytest.approx(
+        assert score.score(model, tok, [short], context=512)["bits_per_char"] == pytest.approx(
             per_token_bits_per_char(model, sp, short), rel=1e-5)
         assert r["bits_per_char"] == pytest.approx(r["nats"] / math.log(2) / r["chars"])
         results.append(r)
@@ -83,7 +84,7 @@ def test_two_tokenizers_are_scored_on_the_same_characters(two):
 
 
 def test_long_documents_are_scored_in_half_overlapping_windows(two):
-    _, model, sp = two[1]
+    _, model, sp, _ = two[1]
     text = " ".join(korean_docs(40))
     ids = [sp.bos_id()] + sp.encode(text)
     seen = []
@@ -104,15 +105,23 @@ def test_long_documents_are_scored_in_half_overlapping_windows(two):
     assert nats == pytest.approx(score.document_nll(model, ids, context=len(ids)), rel=0.05)   # close, not equal
 
 
+def test_a_tokenizer_without_bos_prepends_nothing_and_predicts_all_but_the_first_token(two, tmp_path):
+    _, model, _, _ = two[1]
+    tok = Tokenizer.load(train_spm(tmp_path / "nobos", english_docs(200), vocab_size=600, bos_id=-1))
+    r = score.score(model, tok, DOCS[:3], context=512)
+    assert tok.bos_id is None and r["tokens"] == sum(len(tok.encode(t)) - 1 for t in DOCS[:3])
+    assert r["nats"] == pytest.approx(sum(score.document_nll(model, tok.encode(t), 512) for t in DOCS[:3]))
+
+
 def test_the_command_line_writes_per_file_and_overall_numbers(two, tmp_path, capsys):
-    folder, model, sp = two[0]
+    folder, model, _, tok = two[0]
     (tmp_path / "ko.txt").write_text("\n\n".join(DOCS[:3]) + "\n", encoding="utf-8")
     (tmp_path / "en.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in DOCS[3:5]))
     rows = score.main(["--model", str(folder), str(tmp_path / "ko.txt"), str(tmp_path / "en.jsonl"),
                        "--text-field", "body", "--output", str(tmp_path / "s.json")])
     saved = json.loads((tmp_path / "s.json").read_text())["scores"]
     assert saved["all"]["chars"] == sum(len(t) for t in DOCS[:5]) and saved["all"]["docs"] == 5
-    want = score.score(model, sp, DOCS[:5])["bits_per_char"]
+    want = score.score(model, tok, DOCS[:5])["bits_per_char"]
     assert saved["all"]["bits_per_char"] == pytest.approx(want) == rows["all"]["bits_per_char"]
     assert "bits/char" in capsys.readouterr().out
     with pytest.raises(SystemExit):                                         # a user's file is not replaced

@@ -107,7 +107,7 @@ def test_a_token_id_must_be_below_the_models_vocabulary(tmp_path, top, ok):
     if ok:
         assert TokenShards(str(tmp_path / "d"), 8, 2000).N > 0
     else:
-        with pytest.raises(SystemExit, match="token 123 has id 2000 >= the model's vocab_size 2000"):
+        with pytest.raises(DataError, match="token 123 has id 2000 >= the model's vocab_size 2000"):
             TokenShards(str(tmp_path / "d"), 8, 2000)
 
 

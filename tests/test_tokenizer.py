@@ -237,7 +237,7 @@ def test_sweep_rows_grow_with_vocab_size(base_spm):
     texts = korean_docs(3000)
     evals = {"held_out": [norm(t) for t in korean_docs(3300)[3000:]]}
     rows = T.sweep(texts, base_spm, [1500, 4000], evals, hidden_size=64,
-                   train_kw={"num_threads": 1, "character_coverage": 0.99})
+                   cfg=T.VocabConfig(num_threads=1, character_coverage=0.99))
     small, big = rows
     assert small["added"] < big["added"] and big["ratio"]["held_out"] < small["ratio"]["held_out"] < 1
     assert big["embedding_params_added"] == big["added"] * 64 * 2

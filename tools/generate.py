@@ -22,7 +22,7 @@ if __package__ in (None, ""):     # run as a file (python tools/NAME.py): import
 from config import LlamaConfig  # noqa: E402
 from model import Llama, check_model_folder  # noqa: E402
 from support import cli  # noqa: E402
-from tokenizer import processor  # noqa: E402
+from support.tokenizer_io import Tokenizer  # noqa: E402
 from training import runtime  # noqa: E402
 
 
@@ -60,12 +60,12 @@ def main(argv=None):
     check_model_folder(args.model)
     tok_path = os.path.join(args.model, "tokenizer.model")
     if not os.path.exists(tok_path):
-        raise SystemExit(f"error: {tok_path} not found (the model folder needs its tokenizer.model)")
-    sp = processor(tok_path)        # a corrupt tokenizer.model is one line naming it
+        raise ValueError(f"{tok_path} not found (the model folder needs its tokenizer.model)")
+    tok = Tokenizer.load(tok_path)        # a corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device).eval()
-    ids = [sp.bos_id()] + sp.encode(args.prompt)
-    out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_p, sp.eos_id())
-    print(sp.decode(ids[1:] + out))
+    ids = tok.encode(args.prompt, bos=True)
+    out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id)
+    print(tok.decode(ids + out))        # BOS, a control piece, decodes to nothing
 
 
 if __name__ == "__main__":

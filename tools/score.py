@@ -59,12 +59,12 @@ def document_nll(model, ids, context):
     return total
 
 
-def score(model, sp, docs, context=None):
-    """Bits per character (and nats per token) of `model` with tokenizer `sp` over `docs`."""
+def score(model, tok, docs, context=None):
+    """Bits per character (and nats per token) of `model` with its Tokenizer `tok` over `docs`."""
     context = context or min(model.config.max_position_embeddings, 4096)
     nats = tokens = chars = 0
     for text in docs:
-        ids = [sp.bos_id()] + sp.encode(text)
+        ids = tok.encode(text, bos=True)      # without a BOS piece the first token is context, never predicted
         nats += document_nll(model, ids, context)
         tokens += len(ids) - 1
         chars += len(text)
@@ -91,7 +91,7 @@ def _a_score(path):
 def main(argv=None):
     from eval_kobest import checkpoint_dtype
     from model import Llama, check_model_folder
-    from tokenizer import processor
+    from support.tokenizer_io import Tokenizer
     from training import runtime
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,10 +112,10 @@ def main(argv=None):
     if a.output:
         outputs.check_output_file(a.output, [a.model, *a.texts], a.force, "--output", ours=_a_score)
     docs = {k: v[:a.max_docs] for k, v in read_documents(a.texts, a.text_field).items()}
-    sp = processor(Path(a.model) / "tokenizer.model")
+    tok = Tokenizer.load(a.model)
     dtype = checkpoint_dtype(a.model) if a.dtype == "auto" else a.dtype
     model = Llama.from_pretrained(a.model, dtype=getattr(torch, dtype), device=a.device).eval()
-    rows = {path: score(model, sp, d, a.context) for path, d in docs.items()}
+    rows = {path: score(model, tok, d, a.context) for path, d in docs.items()}
     if len(rows) > 1:
         rows["all"] = combine(rows.values())
     for path, r in rows.items():
