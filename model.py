@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from config import LlamaConfig
 from support import outputs
+from support.cli import UserError
 from support.safetensors_io import checkpoint_files, read_safetensors, save_sharded
 
 # ---- rotary position embedding (HF half-split layout) ----
@@ -334,9 +335,9 @@ class Llama(nn.Module):
 def check_model_folder(folder, flag="--model"):
     """One line, before anything loads, for a model folder that is not one."""
     if not os.path.isdir(folder):
-        raise SystemExit(f"error: {flag} {folder}: no such folder")
+        raise UserError(f"{flag} {folder}: no such folder")
     if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise SystemExit(f"error: {flag} {folder}: no config.json (give a Hugging Face model folder)")
+        raise UserError(f"{flag} {folder}: no config.json (give a Hugging Face model folder)")
 
 
 def memory_bytes(device):

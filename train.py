@@ -1,47 +1,35 @@
 """Multistage continual pretraining (RedWhale part 4), one process or many under torchrun.
 
 The default recipe never trains everything at once, to fit memory: (1) embeddings + LM head,
-(2) odd layers (0-based indices 1, 3, 5, ...), (3) even layers (0, 2, 4, ...), (4) LoRA r=32
-alpha=32 dropout=0.1 on every attention and MLP projection with embeddings + head trainable,
-merged into the weights at the stage's end. A recipe is JSON or TOML (keys: recipe.py):
+(2) odd layers (0-based 1, 3, 5, ...), (3) even layers (0, 2, 4, ...), (4) LoRA r=32 alpha=32
+dropout=0.1 on every attention and MLP projection with embeddings + head trainable, merged into
+the weights at the stage's end. recipe.py holds the recipe (`python redwhale.py recipe`).
 
-    {"seq_len": 2048, "micro_batch": 1, "old_vocab_size": "auto",
-     "stages": [{"name": "embed", "train": ["embed", "head"], "tokens": 2.5e9, "lr": 2e-4,
-                 "warmup": 0.01, "schedule": "cosine", "batch_tokens": 1048576,
-                 "freeze_old_rows": true}, ...]}
-
-Read it in the order a stage runs: setup_stage (what trains, AdamW over it, the frozen old
-rows), train_stage (the schedule, one train_step per optimizer step, evals, the LoRA merge,
-checkpoints), then the next stage. How the model is spread over the ranks (DDP or FSDP2) is
-training/strategy.py's; how it runs (bf16 autocast, the attention kernel, compile) is
-training/runtime.py's; the flags and the run folder are training/options.py's and
-training/run_folder.py's. Every choice runs on CPU too.
+Read it in the order a stage runs: setup_stage (what trains, AdamW over it, the frozen old rows),
+train_stage (the schedule, one train_step per optimizer step, evals, the LoRA merge,
+checkpoints), then the next stage. How the model is spread over the ranks (DDP, or FSDP2 with
+--fsdp) is training/strategy.py's; how it runs (bf16 autocast, attention kernel, compile) is
+training/runtime.py's; the flags are training/options.py's. Every choice runs on CPU too.
 
     python train.py --init-from EXPANDED_HF_DIR --data SHARD_DIR --out runs/x      # one process
-    torchrun --standalone --nproc_per_node=8 train.py --init-from DIR --data DIR --out runs/x
-    torchrun --standalone --nproc_per_node=8 train.py --fsdp ...   # sharded (FSDP2)
-    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
+    torchrun --standalone --nproc_per_node=8 train.py --init-from DIR --data DIR --out runs/x [--fsdp]
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \
         --rdzv_endpoint=HOST0:29500 train.py ...  # and --node_rank=1 on the second node; --out on
                                                   # shared storage (global rank 0 writes it)
-    ... --resume auto                  # continue from the newest checkpoint in --out
-    ... --max-steps 1000               # checkpoint and stop after 1000 steps of this invocation
+    ... --resume auto       # continue from the newest checkpoint in --out (--max-steps N: stop after N)
     python train.py ... --steps-per-stage 20 --batch-size 2 --seq-len 256   # smoke test
-    python redwhale.py plan --init-from DIR_OR_CONFIG_JSON [--recipe FILE]   # memory per GPU per stage
+    python redwhale.py plan --init-from DIR_OR_CONFIG_JSON   # memory per GPU per stage, before renting
     python redwhale.py export runs/x      # merge LoRA, write runs/x/final from the last checkpoint
-    python redwhale.py recipe > my.json   # the default recipe as a file to edit
 
-Outputs in --out: log.jsonl (one JSON object per step: stage, step, tokens, loss, eval_loss,
-lr, grad_norm, tokens_per_s, mfu, peak_mem_gb; at the end of a LoRA stage also the held-out loss
-right before and after the merge), checkpoints/step-NNNNNNNN/ (the last --keep-checkpoints),
-final/ (an HF folder with the tokenizer that transformers loads, in the base's torch_dtype).
-Exact resume, in fp32 and bf16: the learning rate, the data order and the RNG are pure functions
-of (seed, stage, step, micro-batch), and a checkpoint holds model (in its training dtypes) +
-optimizer + position, so a resumed run reproduces the losses of an uninterrupted one bit for
-bit on CPU. --resume PATH --out NEW continues another run's checkpoint into NEW and never writes
-the source. SIGTERM/SIGINT checkpoint and exit cleanly (at 10B scale give torchrun
---shutdown-timeout 900: training/checkpoint.py's docstring says why).
+Outputs in --out: log.jsonl (a JSON object per step: stage, step, tokens, loss, eval_loss, lr,
+grad_norm, tokens_per_s, mfu, peak_mem_gb; at a LoRA stage's end the held-out loss either side
+of the merge), checkpoints/step-NNNNNNNN/ (the last --keep-checkpoints), final/ (an HF folder
+with the tokenizer, in the base's torch_dtype). Exact resume: the learning rate, data order and
+RNG are pure functions of (seed, stage, step, micro-batch), and a checkpoint holds the model in
+its training dtypes + AdamW + the position, so on CPU a resumed run reproduces the losses of an
+uninterrupted one bit for bit. SIGTERM/SIGINT checkpoint and exit (at 10B scale give torchrun
+--shutdown-timeout 900: training/checkpoint.py says why).
 """
-import contextlib
 import functools
 import gc
 import json
@@ -60,7 +48,7 @@ from model import check_model_folder
 from recipe import lr_at, old_rows, resolve, step_seed
 from support import cli
 from support.cli import UserError
-from training import checkpoint, options, parallel, plan, run_folder, runtime, strategy
+from training import checkpoint, metrics, options, parallel, plan, run_folder, runtime, strategy
 
 
 class Trainer:
@@ -158,7 +146,9 @@ class Trainer:
             rec = {"stage": s + 1, "stage_name": st.name, "step": step + 1,
                    "global_step": self.global_step(s, step + 1), "tokens": tokens, "loss": loss, "lr": lr,
                    "grad_norm": gn, "tokens_per_s": b["batch_tokens"] / (time.time() - t0)}
-            self.add_mfu_and_memory(rec, flops_tok)
+            if self.peak_tflops:          # model FLOPs utilization, when the GPU's peak is known
+                rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.peak_tflops * 1e12 * self.env.world)
+            rec["peak_mem_gb"] = runtime.peak_memory_bytes(self.env.device) / 1e9
             done = step + 1 == b["steps"]
             self.eval_held_out(data, s, step, done, rec)
             if done and st.lora:
@@ -222,7 +212,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        return float(parallel.full(norm))      # FSDP: a DTensor, reduced over the shards
+        return float(parallel.full(norm))      # sharded: a DTensor, reduced over the shards
 
     def check_finite(self, loss, gn, s, step):
         """Stop before a non-finite loss or gradient reaches the weights, naming the last good checkpoint."""
@@ -233,15 +223,6 @@ class Trainer:
         raise UserError(f"non-finite loss {loss} / grad norm {gn} at stage {s + 1} "
                         f"({self.recipe.stages[s].name}) step {step + 1}: stopped without updating the weights; "
                         f"last good checkpoint: {kept[-1] if kept else 'none'}")
-
-    def add_mfu_and_memory(self, rec, flops_tok):
-        """A step's log record gets its MFU (when the peak TFLOPS are known) and peak memory."""
-        if self.peak_tflops:
-            rec["mfu"] = flops_tok * rec["tokens_per_s"] / (self.peak_tflops * 1e12 * self.env.world)
-        if self.env.device.type == "cuda":
-            rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.env.device) / 1e9
-        else:
-            rec["peak_mem_gb"] = runtime.cpu_peak_bytes() / 1e9
 
     def write_log(self, rec, s):
         if self.env.master:
@@ -259,11 +240,11 @@ class Trainer:
         due = done or (every and (step + 1) % every == 0)
         if every and due:
             rec["eval_loss"] = self.held_out_loss(self.model, data, s)
-            rec["eval_bpc"] = bits_per_char(rec["eval_loss"], data)
+            rec["eval_bpc"] = metrics.bits_per_char(rec["eval_loss"], data)
         if self.eval_sets and due:
             for name, held_out in self.eval_sets:       # e.g. Korean and English kept apart
                 rec[f"eval_{name}_loss"] = loss = self.held_out_loss(self.model, held_out, s)
-                rec[f"eval_{name}_bpc"] = bits_per_char(loss, held_out)
+                rec[f"eval_{name}_bpc"] = metrics.bits_per_char(loss, held_out)
 
     def merge_stage_lora(self, data, s, rec):
         """At a LoRA stage's end, fold the adapters into fp32 weights (lora.py): the next stage and the
@@ -277,7 +258,7 @@ class Trainer:
                      f"{rec['eval_loss_after_merge']:.4f} after")
 
     def held_out_loss(self, model, data, s):
-        return held_out_loss(model, data, self.batches[s]["B"], self.args.eval_batches, self.env.compute,
+        return metrics.held_out_loss(model, data, self.batches[s]["B"], self.args.eval_batches, self.env.compute,
                              (self.env.rank, self.env.world), lockstep=self.strategy.lockstep_eval)
 
     # ---- checkpoints
@@ -296,20 +277,13 @@ class Trainer:
     def resume_point(self):
         """(checkpoint folder, its state) to resume from, or (None, None). A checkpoint must fit this
         run (its strategy, the same batches); it gives --init-from (unless given) and --vocab-multiple."""
-        args = self.args
         # rank 0's view decides for every rank (a run --force replaces resumes nothing of it)
-        ck = checkpoint.choose_resume(args.resume, self.ckdir, self.env.distributed, args.replace_out)
+        ck = checkpoint.choose_resume(self.args.resume, self.ckdir, self.env.distributed, self.args.replace_out)
         if not ck:
             return None, None
         state = checkpoint.load_state(ck)
-        wrote = state.get("format", "torch")
-        if wrote != self.strategy.format:
-            how = "with" if wrote == "dcp" else "without"
-            raise UserError(f"{ck} was written {how} --fsdp; resume it {how} --fsdp")
-        if [_key(q) for q in state["plan"]] != [_key(q) for q in self.batches]:
-            raise UserError(f"{ck}: it was written with a different plan (recipe/flags): "
-                            f"{state['plan']} vs now {self.batches}; resume with the same recipe and flags")
-        args.init_from = args.init_from or state["init_from"]
+        checkpoint.check_fits(ck, state, self.strategy.format, self.batches)
+        self.args.init_from = self.args.init_from or state["init_from"]
         self.vocab_multiple = state["vocab_multiple"]
         return ck, state
 
@@ -413,47 +387,6 @@ class Trainer:
         gc.collect()
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-@torch.no_grad()
-def held_out_loss(model, data, B, batches, ctx=contextlib.nullcontext, ranks=(0, 1), lockstep=False):
-    """Mean loss per token over the first batches * B * world held-out windows (all ranks).
-    ctx() is entered around each forward (train.py: autocast + the attention backend). ranks:
-    (rank, world). lockstep: every rank runs the same number of forwards (FSDP all-gathers
-    inside each one), a rank past the end scoring a window it then does not count."""
-    rank, world = ranks
-    if not data.val_windows or batches <= 0:
-        return None
-    model.eval()
-    dev = next(model.parameters()).device
-    n = min(len(data.val_windows), batches * B * world)
-    tot = torch.zeros(2, dtype=torch.float64, device=dev)
-    rounds = math.ceil(n / (B * world)) if lockstep else None
-    starts = [rank * B + j * B * world for j in range(rounds)] if lockstep else range(rank * B, n, B * world)
-    for i in starts:
-        ws = data.val_windows[i:min(i + B, n)] if i < n else data.val_windows[:1]
-        w = torch.stack([data._window(a, o) for a, o in ws])
-        x, y = w[:, :-1].to(dev), w[:, 1:].to(dev)
-        with ctx():
-            _, loss = model(x, y, reduction="sum")
-        if i < n:
-            tot[0] += loss.double()
-            tot[1] += y.numel()
-    if world > 1:
-        dist.all_reduce(tot)
-    model.train()
-    return float(tot[0] / tot[1]) if tot[1] else None
-
-
-def bits_per_char(loss, shards):
-    """Mean loss per token (nats) -> bits per character of the evaluated text (None if unknown)."""
-    tpc = shards.tokens_per_char()
-    return None if loss is None or tpc is None else loss * tpc / math.log(2)
-
-
-def _key(q):
-    # what must match for a resume: the world size may change, the global batch may not
-    return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
 
 
 def main(argv=None):

@@ -74,7 +74,7 @@ def test_memory_plan_matches_a_real_model(mixed):
         # float tensor, 4 bytes, where CUDA keeps a 1-byte bool one)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed)
         got = measure_saved_bytes(m, ids, autocast)
-        est = plan.activation_bytes(TINY, 2, 128, plan.layer_kinds(m), mixed, lora_r=32 if st.lora else 0,
+        est = plan.activation_bytes(TINY, 2 * 128, plan.layer_kinds(m), mixed, lora_r=32 if st.lora else 0,
                                     mask_bytes=4, backward_temps=False) + copies
         assert est == pytest.approx(got, rel=0.12), (st.name, est, got)
 

@@ -18,11 +18,12 @@ import torch
 from conftest import ENV, OLD_ROWS, RECIPE, ROOT, read_log, run, sigterm_after, state
 
 import train
+from corpus.shards import TokenShards
 from lora import add_lora
 from model import Llama
 from support import outputs
 from support.safetensors_io import read_safetensors
-from training import checkpoint
+from training import checkpoint, metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,9 +38,9 @@ def reference(train_setup):
 
 def test_every_stage_lowers_the_eval_loss(train_setup, reference):
     out, log = reference
-    data = train.TokenShards(str(train_setup / "data"), 64, 2000, seed=1234)
+    data = TokenShards(str(train_setup / "data"), 64, 2000, seed=1234)
     model = Llama.from_pretrained(str(train_setup / "init"))
-    before = train.held_out_loss(model, data, 4, 4)          # the same held-out windows the run scores
+    before = metrics.held_out_loss(model, data, 4, 4)          # the same held-out windows the run scores
     ends = [r["eval_loss"] for r in log if r["step"] == 8]
     assert len(ends) == 4 and len(log) == 32
     losses = [before] + ends

@@ -25,6 +25,7 @@ from conftest import OLD_ROWS, read_log
 import train
 from corpus.shards import TokenShards
 from model import Llama, LlamaConfig
+from training import metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,17 +165,17 @@ def test_weights_after_both_stages_equal_adamw_written_out(init, trained, hand):
 def test_eval_loss_is_the_mean_over_every_token_of_the_first_held_out_windows(train_setup, batches):
     model = Llama.from_pretrained(str(train_setup / "init"))
     data = TokenShards(str(train_setup / "data"), T, 2000, VAL_TOKENS, SEED)
-    windows = [data._window(a, o, "val") for a, o in data.val_windows[:batches * B]]   # each T + 1 tokens
+    windows = [data._window(a, o) for a, o in data.val_windows[:batches * B]]   # each T + 1 tokens
     assert len(windows) == batches * B
     w = torch.stack(windows)
     with torch.no_grad():
         logits, _ = model(w[:, :-1])
         want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1)).item()
-    assert train.held_out_loss(model, data, B, batches) == pytest.approx(want, rel=1e-6)
+    assert metrics.held_out_loss(model, data, B, batches) == pytest.approx(want, rel=1e-6)
     # with more batches than held-out windows, every window once
     n = len(data.val_windows)
-    w = torch.stack([data._window(a, o, "val") for a, o in data.val_windows])
+    w = torch.stack([data._window(a, o) for a, o in data.val_windows])
     with torch.no_grad():
         logits, _ = model(w[:, :-1])
         every = F.cross_entropy(logits.reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1)).item()
-    assert train.held_out_loss(model, data, B, n) == pytest.approx(every, rel=1e-6)
+    assert metrics.held_out_loss(model, data, B, n) == pytest.approx(every, rel=1e-6)

@@ -93,6 +93,21 @@ def save(ckdir, name, model_state, optim_state, state, keep):
     return finish(ckdir, name, {**state, "format": "torch"}, keep), time.time() - t0
 
 
+def check_fits(ck, state, fmt, batches):
+    """A checkpoint resumes only a run of the same shape: the strategy's format (torch or DCP) and
+    the same batches per stage. The world size may change, the global batch may not."""
+    wrote = state.get("format", "torch")
+    if wrote != fmt:
+        how = "with" if wrote == "dcp" else "without"
+        raise UserError(f"{ck} was written {how} --fsdp; resume it {how} --fsdp")
+
+    def key(q):
+        return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
+    if [key(q) for q in state["plan"]] != [key(q) for q in batches]:
+        raise UserError(f"{ck}: it was written with a different plan (recipe/flags): "
+                        f"{state['plan']} vs now {batches}; resume with the same recipe and flags")
+
+
 def load_state(path):
     with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
         return json.load(f)

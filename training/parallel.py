@@ -1,8 +1,8 @@
-"""How the model is spread over the ranks: DDP (a full replica on every rank, the simple path)
-or FSDP2 (`--fsdp`: weights, gradients and AdamW state sharded over the ranks).
+"""The building blocks of training/strategy.py's two strategies: DDP (a full replica on every
+rank, the simple path) and FSDP2 (`--fsdp`: weights, gradients and AdamW state sharded).
 
 When to use which: DDP while the whole model plus fp32 master weights, gradients and AdamW
-state of the trained part fit one GPU (`python train.py --plan` says); FSDP2 when they do not,
+state of the trained part fit one GPU (`python redwhale.py plan` says); FSDP2 when they do not,
 e.g. SOLAR-10.7B's stages 2-3 on 80 GB cards (141 GB per GPU under DDP). Both run on CPU under
 torchrun with gloo, so both are tested there.
 
@@ -36,6 +36,7 @@ from model import rope_inv_freq
 from recipe import select_params
 from support.cli import UserError
 from training.plan import meta_model
+from training.runtime import storage_dtype
 
 
 def rank0(fn, distributed, share=False):
@@ -115,7 +116,7 @@ def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=No
     names = select_params(model, groups, where) if groups else set()
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
-        p.data = p.data.to(torch.float32 if (n in names or not mixed) else torch.bfloat16)
+        p.data = p.data.to(storage_dtype(n in names, mixed))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed \
         else MixedPrecisionPolicy()
     if compile_blocks:

@@ -129,8 +129,8 @@ def layer_kinds(model):
     return kinds
 
 
-def activation_bytes(cfg, B, T, kinds, mixed, checkpointing=False, lora_r=0, mask_bytes=1, backward_temps=True):
-    """Bytes autograd keeps for backward in one micro-batch, counted op by op for model.py's
+def activation_bytes(cfg, tokens, kinds, mixed, checkpointing=False, lora_r=0, mask_bytes=1, backward_temps=True):
+    """Bytes autograd keeps for backward in one micro-batch of `tokens` (B x T), counted op by op for model.py's
     layer (and checked against torch's saved-tensor hooks in tests/test_plan.py):
       every layer   two RMSNorm inputs in fp32 (+ their rsqrt), SDPA's q, k, v, output and fp32
                     logsumexp, SwiGLU's gate, up and silu(gate)
@@ -149,8 +149,8 @@ def activation_bytes(cfg, B, T, kinds, mixed, checkpointing=False, lora_r=0, mas
     # backward holds one layer's activation gradients in flight (about one layer's activations)
     in_flight = max(per_token, default=0) if backward_temps else 0
     if checkpointing and per_token:              # only layer inputs, plus one layer recomputed at a time
-        return B * T * (4 * C * len(per_token) + max(per_token) + in_flight + head)
-    return B * T * (sum(per_token) + in_flight + head)
+        return tokens * (4 * C * len(per_token) + max(per_token) + in_flight + head)
+    return tokens * (sum(per_token) + in_flight + head)
 
 
 def autocast_copies(model, mixed):
@@ -175,7 +175,7 @@ def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows
         r = {"stage": i + 1, "name": st.name, "params": n_all, "trainable": n_train,
              "weights": n_train * 4 + (n_all - n_train) * (2 if mixed else 4) + autocast_copies(m, mixed),
              "grads": n_train * 4, "optimizer": n_train * 8,
-             "activations": activation_bytes(cfg, p["B"], p["T"], layer_kinds(m), mixed, checkpointing,
+             "activations": activation_bytes(cfg, p["B"] * p["T"], layer_kinds(m), mixed, checkpointing,
                                              st.lora["r"] if st.lora else 0)}
         if st.freeze_old_rows:           # the kept copy of the original rows of embed / head
             r["optimizer"] += sum(old_rows * cfg.hidden_size * 4 for n in names

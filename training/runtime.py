@@ -168,12 +168,17 @@ def check_attention(kind, device, dtype, cfg):
                          f"dim {D} ({why}); use --sdpa auto, or --dtype bf16 on CUDA") from None
 
 
-def storage_dtypes(model, trained, mixed):
+def storage_dtype(trained, mixed):
     """Trained parameters in fp32 (the master weights AdamW updates); frozen ones in bf16 under
-    mixed precision (autocast computes in bf16 anyway), else fp32. Set at every stage start (a
-    checkpoint is loaded into the dtypes it was saved in: checkpoint.load_exact)."""
+    mixed precision (autocast computes in bf16 anyway), else fp32."""
+    return torch.float32 if (trained or not mixed) else torch.bfloat16
+
+
+def storage_dtypes(model, trained, mixed):
+    """Every parameter in its storage_dtype, set at every stage start (a checkpoint is loaded into
+    the dtypes it was saved in: checkpoint.load_exact)."""
     for n, p in model.named_parameters():
-        want = torch.float32 if (n in trained or not mixed) else torch.bfloat16
+        want = storage_dtype(n in trained, mixed)
         if p.dtype != want:
             p.data = p.data.to(want)
 
@@ -190,6 +195,14 @@ def compile_blocks(model):
 def set_cpu_threads(local_world_size):
     """Share the cores between the local ranks instead of oversubscribing them (CPU runs)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world_size)))
+
+
+def peak_memory_bytes(device):
+    """Peak memory of this process on its device: CUDA's allocator peak (reset at each stage), or
+    the CPU process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return cpu_peak_bytes()
 
 
 def cpu_peak_bytes():
