@@ -19,8 +19,6 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -66,16 +64,18 @@ def write_jsonl(path, texts):
 
 def run_train(args, init_from, data, out, recipe, steps, extra=()):
     """train.py as a user runs it: torchrun with 2 gloo processes when there are 2 cores."""
+    import train
+    from training import launch
     nproc = args.nproc or (2 if (os.cpu_count() or 1) >= 2 else 1)
-    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-                              if nproc > 1 else []) + [
-        str(ROOT / "train.py"), "--init-from", str(init_from), "--data", str(data), "--out", str(out),
-        "--recipe", str(recipe), "--steps-per-stage", str(steps), "--batch-size", str(args.batch_size // nproc),
-        "--seq-len", str(args.seq_len), "--eval-every", str(max(steps // 2, 1)), "--ckpt-every", str(10 ** 9),
-        "--device", "cpu", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max((os.cpu_count() or 1) // nproc, 1))}
-    log(" ".join(cmd[1:]))
-    subprocess.run(cmd, check=True, env=env)
+    argv = ["--init-from", init_from, "--data", data, "--out", out, "--recipe", recipe, "--steps-per-stage", steps,
+            "--batch-size", args.batch_size // nproc, "--seq-len", args.seq_len, "--eval-every", max(steps // 2, 1),
+            "--ckpt-every", 10 ** 9, "--device", "cpu", *extra]
+    argv = [str(a) for a in argv]
+    log(("torchrun " if nproc > 1 else "") + "train.py " + " ".join(argv))
+    if nproc > 1:
+        launch.torchrun(argv, nproc, threads=max((os.cpu_count() or 1) // nproc, 1))
+    else:
+        train.main(argv)
     return [json.loads(line) for line in open(Path(out) / "log.jsonl", encoding="utf-8")]
 
 
@@ -118,13 +118,13 @@ def build_base(args, run):
 
 def held_out_loss(model_dir, tokens_dir, seq_len, max_windows=800):
     """Mean next-token loss over the held-out shards, measured as train.py measures eval loss."""
-    import train
     from corpus.shards import TokenShards
     from model import Llama
+    from training import metrics
     model = Llama.from_pretrained(model_dir)
     data = TokenShards(str(tokens_dir), seq_len, model.config.vocab_size)
     with torch.no_grad():
-        return train.evaluate(model, data, B=16, batches=max_windows // 16)
+        return metrics.held_out_loss(model, data, B=16, batches=max_windows // 16)
 
 
 def bits_per_char_table(run, base):
@@ -132,7 +132,7 @@ def bits_per_char_table(run, base):
     base model with its own tokenizer, right after expansion, and after each stage (its
     checkpoint, with the merged tokenizer)."""
     from model import Llama
-    from tokenizer import processor
+    from support.tokenizer_io import Tokenizer
     from tools import score
     from training import checkpoint
     texts = {"korean": score.read_documents([run / "tokens" / "val.jsonl"]),
@@ -142,26 +142,26 @@ def bits_per_char_table(run, base):
     models = [("base", base, None), ("after expansion", run / "expanded", None)]
     models += [(f"after stage {i + 1}", None, ckdir / name)          # a checkpoint at each stage's end
                for i, name in enumerate(checkpoint.list_checkpoints(ckdir))]
-    base_sp, merged_sp = processor(base), processor(run / "merged")
+    base_tok, merged_tok = Tokenizer.load(base), Tokenizer.load(run / "merged")
     rows = {}
     for name, folder, ck in models:
         model = (Llama.from_pretrained(folder) if folder else checkpoint.load_model(ck)).eval()
-        sp = base_sp if name == "base" else merged_sp
-        rows[name] = {lang: score.score(model, sp, docs)["bits_per_char"] for lang, docs in texts.items()}
+        tok = base_tok if name == "base" else merged_tok
+        rows[name] = {lang: score.score(model, tok, docs)["bits_per_char"] for lang, docs in texts.items()}
         log(f"bits/char {name}: Korean {rows[name]['korean']:.3f}, English {rows[name]['english']:.3f}")
     return rows
 
 
 def kobest_and_generate(model_dir, limit):
-    import sentencepiece as spm
-
+    """The KoBEST sample (first `limit` rows of each task) and a greedy continuation of each prompt."""
     import eval_kobest
     from model import Llama
+    from support.tokenizer_io import Tokenizer
     model = Llama.from_pretrained(model_dir).eval()
-    sp = spm.SentencePieceProcessor(model_file=str(Path(model_dir) / "tokenizer.model"))
-    res = eval_kobest.evaluate(model, sp, limit=limit)
-    gens = {p: sp.decode(sp.encode(p) + model.generate([sp.bos_id()] + sp.encode(p), 24,
-                                                       eos_token_id=sp.eos_id())) for p in PROMPTS}
+    tok = Tokenizer.load(model_dir)
+    res = eval_kobest.evaluate(model, tok, eval_kobest.Settings(limit=limit))
+    gens = {p: tok.decode(tok.encode(p) + model.generate(tok.encode(p, bos=True), 24, eos_token_id=tok.eos_id))
+            for p in PROMPTS}
     return res, gens
 
 
@@ -170,31 +170,12 @@ def run_demo(args):
     from tools import report
     run = Path(args.out)
     run.mkdir(parents=True, exist_ok=True)
-    rep, t0 = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "timing_s": {}}, time.time()
-
-    def done(step, t):
+    rep, t0 = {"settings": vars(args).copy(), "timing_s": {}}, time.time()
+    for step, fn in (("base", make_base), ("clean", clean_corpus), ("tokenizer", make_tokenizer),
+                     ("expand", expand_and_tokenize), ("train", train_and_score), ("evaluate", evaluate)):
+        t = time.time()
+        fn(args, run, rep)
         rep["timing_s"][step] = round(time.time() - t, 1)
-
-    t = time.time()
-    base = make_base(args, run, rep)
-    done("base", t)
-    t = time.time()
-    clean_corpus(args, run, rep)
-    done("clean", t)
-    t = time.time()
-    make_tokenizer(args, run, base, rep)
-    done("tokenizer", t)
-    t = time.time()
-    expand_and_tokenize(args, run, base, rep)
-    done("expand", t)
-    t = time.time()
-    train_and_score(args, run, base, rep)
-    done("train", t)
-    t = time.time()
-    log("KoBEST sample and generations, before and after")
-    rep["kobest_before"], rep["generations_before"] = kobest_and_generate(base, args.eval_limit)
-    rep["kobest_after"], rep["generations_after"] = kobest_and_generate(run / "train" / "final", args.eval_limit)
-    done("evaluate", t)
     rep["timing_s"]["total"] = round(time.time() - t0, 1)
     md = report.write(run, rep)
     log(f"report: {md}")
@@ -202,16 +183,15 @@ def run_demo(args):
 
 
 def make_base(args, run, rep):
-    """The English held-out text, then the base model: --base, or a tiny one built here."""
+    """The English held-out text, then the base model: --base, or a tiny one built here.
+    rep["base"]["model"] is where every later step finds it."""
     write_jsonl(run / "english_heldout.jsonl", english_docs()[1])   # never in the base's pretraining
     if args.base:
-        base = Path(args.base)
-        rep["base"] = {"model": str(base), "given": True}
+        rep["base"] = {"model": str(Path(args.base)), "given": True}
     else:
         base, rows = build_base(args, run)
         rep["base"] = {"model": str(base), "given": False, "loss_first": rows[0]["loss"],
                        "loss_last": rows[-1]["loss"], "log": rows}
-    return base
 
 
 def clean_corpus(args, run, rep):
@@ -226,24 +206,25 @@ def clean_corpus(args, run, rep):
     rep["clean"] = data.clean(corpus, run / "clean", data.CleanConfig(min_chars=args.min_chars))
 
 
-def make_tokenizer(args, run, base, rep):
+def make_tokenizer(args, run, rep):
     """A Korean BPE trained on the cleaned corpus, merged into the base tokenizer."""
+    import eval_kobest
     import tokenizer as tok
     clean_texts = read_texts([run / "clean" / "clean.jsonl"])
     log(f"tokenizer: Korean BPE {args.korean_vocab} on {len(clean_texts)} documents, merged into the base")
     tok.train_korean(clean_texts, run / "korean", vocab_size=args.korean_vocab)
     eval_texts = {"kobest_sample": tok.read_texts(
-        sorted((ROOT / "assets" / "kobest_sample").glob("*/test.jsonl")), text_field="*")}
-    rep["tokenizer"] = tok.merge(base / "tokenizer.model", run / "korean" / "korean.model", run / "merged",
-                                 eval_texts=eval_texts)
+        [eval_kobest.DEFAULT_DATA / t / "test.jsonl" for t in eval_kobest.TASKS], text_field="*")}
+    rep["tokenizer"] = tok.merge(Path(rep["base"]["model"]) / "tokenizer.model", run / "korean" / "korean.model",
+                                 run / "merged", eval_texts=eval_texts)
 
 
-def expand_and_tokenize(args, run, base, rep):
+def expand_and_tokenize(args, run, rep):
     """The base grown to the merged vocabulary; the Korean and English held-out text as token shards."""
     import data
     import expand
     log(f"expand: {rep['tokenizer']['base_size']} -> {rep['tokenizer']['final_size']} rows, init {args.init}")
-    expand.expand(base, run / "merged", init=args.init, out_dir=run / "expanded")
+    expand.expand(Path(rep["base"]["model"]), run / "merged", init=args.init, out_dir=run / "expanded")
     for name, step in (("korean", "tokenizer-train"), ("merged", "merge"), ("expanded", "expand")):
         outputs.mark(run / name, step)      # written through the API: say which step made them
     data.tokenize([run / "clean" / "clean.jsonl"], run / "merged", run / "tokens", val_docs=args.val_docs,
@@ -252,14 +233,21 @@ def expand_and_tokenize(args, run, base, rep):
     rep["loss_after_expansion"] = held_out_loss(run / "expanded", run / "tokens", args.seq_len)
 
 
-def train_and_score(args, run, base, rep):
+def train_and_score(args, run, rep):
     """train.py's four stages, then bits per character at each stage and the held-out loss after."""
     recipe = ROOT / "recipes" / "demo.json"
     rows = run_train(args, run / "expanded", run / "tokens", run / "train", recipe, args.stage_steps,
                      ["--eval-data", f"en={run / 'en_tokens'}", "--keep-checkpoints", "10"])
     rep["train"] = {"log": rows}
-    rep["bits_per_char"] = bits_per_char_table(run, base)
+    rep["bits_per_char"] = bits_per_char_table(run, Path(rep["base"]["model"]))
     rep["loss_after_training"] = held_out_loss(run / "train" / "final", run / "tokens", args.seq_len)
+
+
+def evaluate(args, run, rep):
+    """KoBEST and generations of the base, then of the trained model."""
+    log("KoBEST sample and generations, before and after")
+    rep["kobest_before"], rep["generations_before"] = kobest_and_generate(rep["base"]["model"], args.eval_limit)
+    rep["kobest_after"], rep["generations_after"] = kobest_and_generate(run / "train" / "final", args.eval_limit)
 
 
 def add_args(p):

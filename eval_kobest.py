@@ -1,6 +1,6 @@
 """KoBEST scored exactly as lm-evaluation-harness 0.4.13 scores it, without the harness.
 
-Five Korean tasks (BoolQ, COPA, HellaSwag, SentiNeg, WiC): each choice
+Five Korean tasks (BoolQ, COPA, HellaSwag, SentiNeg, WiC), each declared once in TASKS: each choice
 is scored by the summed log-probability of " " + choice after the prompt; acc is the argmax,
 f1 the macro F1 over the split, acc_norm (HellaSwag) the argmax of score / len(choice).
 The speed comes from packing: all choices of an example share one row, the prompt is run
@@ -15,9 +15,9 @@ the numbers are those of one forward pass per choice. Rows are sorted by length 
 
 FOLDER is a Hugging Face Llama-architecture folder (config.json, safetensors, tokenizer.model);
 KOBEST_DIR a folder of <task>/{train,validation,test}.jsonl with the fields of skt/kobest_v1.
-From Python (an in-memory model and a SentencePieceProcessor):
+From Python (an in-memory model and a support.tokenizer_io.Tokenizer):
 
-    results = evaluate(model, sp, tasks=["copa"], data_dir=KOBEST_DIR)
+    results = evaluate(model, Tokenizer.load(FOLDER), Settings(tasks=["copa"], data=KOBEST_DIR))
 """
 import argparse
 import hashlib
@@ -28,26 +28,63 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from support import cli, outputs
+from support.tokenizer_io import Tokenizer
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "assets" / "kobest_sample"
-TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
-# field -> type, per task, as in the HF dataset skt/kobest_v1; label ranges below
-FIELDS = {
-    "boolq": {"paragraph": str, "question": str, "label": int},
-    "copa": {"premise": str, "question": str, "alternative_1": str, "alternative_2": str, "label": int},
-    "hellaswag": {"context": str, "ending_1": str, "ending_2": str, "ending_3": str, "ending_4": str,
-                  "label": int},
-    "sentineg": {"sentence": str, "label": int},
-    "wic": {"word": str, "context_1": str, "context_2": str, "label": int},
+
+
+# ---- the tasks: lm-eval 0.4.13 tasks/kobest/*.yaml and utils.py, over the rows of skt/kobest_v1 ----
+
+@dataclass(frozen=True)
+class Task:
+    """One task: the rows it reads, how a row becomes a prompt and its choices, what it reports."""
+    fields: dict                     # field -> type of a row; its label indexes the choices
+    text: Callable                   # doc -> the prompt (doc_to_text)
+    choices: Callable                # doc -> the answers, each scored as " " + answer (doc_to_choice)
+    target_is_text: bool = False     # the target is the answer text, found back with choices.index()
+    metrics: tuple = ("acc", "f1")
+
+    def gold(self, doc):
+        """The index of the right answer; with a text target the first equal choice wins, as in lm-eval."""
+        if not self.target_is_text:
+            return doc["label"]
+        choices = self.choices(doc)
+        return choices.index(choices[doc["label"]])
+
+
+COPA_CONNECTORS = {"원인": " 왜냐하면", "결과": " 그래서"}   # with a space of their own: two before, as in lm-eval
+TASKS = {
+    "boolq": Task({"paragraph": str, "question": str, "label": int},
+                  lambda d: f"{d['paragraph']} 질문: {d['question']} 답변: ", lambda d: ["아니오", "예"]),
+    "copa": Task({"premise": str, "question": str, "alternative_1": str, "alternative_2": str, "label": int},
+                 lambda d: f"{d['premise']} {COPA_CONNECTORS[d['question'].strip()]}",
+                 lambda d: [d["alternative_1"], d["alternative_2"]], target_is_text=True),
+    "hellaswag": Task({"context": str, **{f"ending_{i}": str for i in range(1, 5)}, "label": int},
+                      lambda d: f"문장: {d['context']}", lambda d: [d[f"ending_{i}"] for i in range(1, 5)],
+                      metrics=("acc", "f1", "acc_norm")),
+    "sentineg": Task({"sentence": str, "label": int},
+                     lambda d: f"문장: {d['sentence']} 긍부정:", lambda d: ["부정", "긍정"]),
+    "wic": Task({"word": str, "context_1": str, "context_2": str, "label": int},
+                lambda d: f"문장1: {d['context_1']} 문장2: {d['context_2']} "
+                          f"두 문장에서 {d['word']}가 같은 뜻으로 쓰였나?",
+                lambda d: ["아니오", "예"]),
 }
-N_LABELS = {"boolq": 2, "copa": 2, "hellaswag": 4, "sentineg": 2, "wic": 2}
+
+
+def check_tasks(names):
+    """The names as a list, unless one is not a KoBEST task."""
+    bad = [t for t in names if t not in TASKS]
+    if bad:
+        raise ValueError(f"unknown task(s) {', '.join(bad)} (known: {', '.join(TASKS)})")
+    return list(names)
 
 
 # ---- data: local JSONL in the skt/kobest_v1 layout, or the `datasets` library ----
@@ -56,23 +93,27 @@ def check_doc(task, doc, where):
     """Raise ValueError naming `where` (file:line) unless doc has the task's fields."""
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-    for key, typ in FIELDS[task].items():
+    spec = TASKS[task]
+    for key, typ in spec.fields.items():
         if key not in doc:
-            raise ValueError(f"{where}: missing field {key!r} (a {task} row needs {', '.join(FIELDS[task])})")
+            raise ValueError(f"{where}: missing field {key!r} (a {task} row needs {', '.join(spec.fields)})")
         v = doc[key]
         if typ is int and isinstance(v, str) and v.strip().lstrip("-").isdigit():
             v = doc[key] = int(v)  # some exports write labels as strings
         if not isinstance(v, typ) or isinstance(v, bool):
             raise ValueError(f"{where}: field {key!r} should be {typ.__name__}, got {v!r}")
-    if not 0 <= doc["label"] < N_LABELS[task]:
-        raise ValueError(f"{where}: label {doc['label']} out of range 0..{N_LABELS[task] - 1}")
-    if task == "copa" and doc["question"].strip() not in ("원인", "결과"):
+    n = len(spec.choices(doc))
+    if not 0 <= doc["label"] < n:
+        raise ValueError(f"{where}: label {doc['label']} out of range 0..{n - 1}")
+    if task == "copa" and doc["question"].strip() not in COPA_CONNECTORS:
         raise ValueError(f"{where}: COPA question must be 원인 or 결과, got {doc['question']!r}")
     return doc
 
 
 def load_split(data_dir, task, split):
-    """(docs, sha256 of the file) from DATA_DIR/<task>/<split>.jsonl."""
+    """(docs, sha256 of the file) from DATA_DIR/<task>/<split>.jsonl; DATA_DIR "hf": skt/kobest_v1 via `datasets`."""
+    if str(data_dir) == "hf":
+        return load_split_hf(task, split)
     path = Path(data_dir) / task / f"{split}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (expected the skt/kobest_v1 JSONL layout "
@@ -97,7 +138,7 @@ def load_split_hf(task, split, name="skt/kobest_v1"):
     try:
         import datasets
     except ImportError:
-        raise SystemExit("error: --data hf needs the `datasets` library (pip install datasets); "
+        raise ValueError("--data hf needs the `datasets` library (pip install datasets); "
                          "or point --data at a local folder of <task>/{train,validation,test}.jsonl") from None
     rows = [dict(r) for r in datasets.load_dataset(name, task, split=split)]
     docs = [check_doc(task, r, f"{name}/{task}/{split} row {i}") for i, r in enumerate(rows)]
@@ -105,73 +146,37 @@ def load_split_hf(task, split, name="skt/kobest_v1"):
     return docs, hashlib.sha256(blob).hexdigest()
 
 
-# ---- prompts: lm-eval 0.4.13 tasks/kobest/*.yaml and utils.py ----
-
-def doc_to_text(task, doc):
-    if task == "boolq":
-        return f"{doc['paragraph']} 질문: {doc['question']} 답변: "
-    if task == "copa":
-        connector = {"원인": " 왜냐하면", "결과": " 그래서"}[doc["question"].strip()]
-        return f"{doc['premise']} {connector}"  # two spaces before the connector, as lm-eval has it
-    if task == "hellaswag":
-        return f"문장: {doc['context']}"
-    if task == "sentineg":
-        return f"문장: {doc['sentence']} 긍부정:"
-    if task == "wic":
-        return f"문장1: {doc['context_1']} 문장2: {doc['context_2']} 두 문장에서 {doc['word']}가 같은 뜻으로 쓰였나?"
-    raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-
-
-def doc_to_choices(task, doc):
-    if task in ("boolq", "wic"):
-        return ["아니오", "예"]
-    if task == "sentineg":
-        return ["부정", "긍정"]
-    if task == "copa":
-        return [doc["alternative_1"], doc["alternative_2"]]
-    return [doc[f"ending_{i}"] for i in range(1, 5)]
-
-
-def doc_to_gold(task, doc):
-    if task == "copa":
-        # lm-eval's COPA target is the answer *text*, looked up with choices.index(): the first
-        # equal alternative wins when both alternatives are the same string
-        choices = doc_to_choices(task, doc)
-        return choices.index(choices[doc["label"]])
-    return doc["label"]
-
+# ---- prompts: lm-eval's ContextSampler ----
 
 def build_contexts(task, docs, fewshot_docs=(), num_fewshot=0, seed=FEWSHOT_SEED):
     """The prompt of each doc. With num_fewshot > 0: lm-eval's ContextSampler, one
     random.Random(seed) per task drawing rnd.sample(train, k) for each test doc in order;
     each shot is written `text + " " + answer + "\\n\\n"` before the query."""
+    spec = TASKS[task]
     if num_fewshot <= 0:
-        return [doc_to_text(task, d) for d in docs]
+        return [spec.text(d) for d in docs]
     if len(fewshot_docs) < num_fewshot:
         raise ValueError(f"{task}: asked for {num_fewshot} shots but the few-shot split has {len(fewshot_docs)} rows")
     rnd = random.Random(seed)
     out = []
     for d in docs:
         shots = rnd.sample(fewshot_docs, num_fewshot)
-        prefix = "".join(doc_to_text(task, s) + " " + doc_to_choices(task, s)[doc_to_gold(task, s)] + "\n\n"
-                         for s in shots)
-        out.append(prefix + doc_to_text(task, d))
+        prefix = "".join(spec.text(s) + " " + spec.choices(s)[spec.gold(s)] + "\n\n" for s in shots)
+        out.append(prefix + spec.text(d))
     return out
 
 
 # ---- tokenization: what lm-eval's HFLM does with a Llama tokenizer ----
 
-def encode_pair(sp, context, continuation):
+def encode_pair(tok, context, continuation):
     """(context ids, continuation ids) as lm-eval's _encode_pair: trailing spaces of the context
     move to the continuation; the context is encoded alone (with BOS when the tokenizer has one)
     and the continuation is what tokens(context + continuation) has past that length."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces > 0:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
-    whole, ctx = sp.encode([context + continuation, context])
-    ctx = bos + ctx
-    return ctx, (bos + whole)[len(ctx):]
+    whole, ctx = tok.encode([context + continuation, context], bos=True)
+    return ctx, whole[len(ctx):]
 
 
 @dataclass
@@ -185,12 +190,14 @@ class Example:
     cont_ids: list = field(default_factory=list)   # one token list per choice
 
 
-def build_examples(task, docs, contexts, sp):
+def build_examples(task, docs, contexts, tok):
+    """An Example per doc: its choices and gold, its prompt's tokens and each continuation's."""
+    spec = TASKS[task]
     exs = []
     for i, (doc, ctx) in enumerate(zip(docs, contexts)):
-        ex = Example(task, i, ctx, doc_to_choices(task, doc), doc_to_gold(task, doc))
+        ex = Example(task, i, ctx, spec.choices(doc), spec.gold(doc))
         for c in ex.choices:
-            ctx_ids, cont = encode_pair(sp, ctx, " " + c)
+            ctx_ids, cont = encode_pair(tok, ctx, " " + c)
             if not cont:
                 raise ValueError(f"{task} doc {i}: choice {c!r} encodes to no tokens after the context")
             ex.ctx_ids = ctx_ids
@@ -200,10 +207,6 @@ def build_examples(task, docs, contexts, sp):
 
 
 # ---- scoring ----
-
-def max_length(model):
-    return int(getattr(model.config, "max_position_embeddings", 2048))
-
 
 def upcast(x):
     """At least fp32 for the log-softmax (bf16 logits are upcast; a float64 model stays float64)."""
@@ -219,7 +222,7 @@ def lm_input(ctx_ids, cont_ids, max_len):
 def score_reference(model, examples):
     """The slow, obviously-correct scorer: one model.forward per choice, full log-softmax,
     summed log-probabilities of the continuation tokens. Tests and the benchmark compare to it."""
-    dev, M = next(model.parameters()).device, max_length(model)
+    dev, M = next(model.parameters()).device, model.config.max_position_embeddings
     out = []
     for ex in examples:
         lls = []
@@ -312,7 +315,7 @@ def packed_forward(model, rows):
 def score_packed(model, examples, batch_size=32):
     """Summed log-probabilities (and is-greedy flags) per example and choice, batched:
     rows sorted longest first so each batch pads little, `batch_size` rows a forward."""
-    M = max_length(model)
+    M = model.config.max_position_embeddings
     rows = []                                  # (example index, prefix, segments)
     for e, ex in enumerate(examples):
         rows += [(e, p, segs) for p, segs in pack_example(ex, M)]
@@ -355,7 +358,7 @@ def task_metrics(task, examples, lls):
     preds = [argmax(s) for s in lls]
     golds = [ex.gold for ex in examples]
     m = {"acc": sum(p == g for p, g in zip(preds, golds)) / len(golds), "f1": macro_f1(golds, preds)}
-    if task == "hellaswag":
+    if "acc_norm" in TASKS[task].metrics:
         norm = [argmax([s / len(c) for s, c in zip(sc, ex.choices)]) for sc, ex in zip(lls, examples)]
         m["acc_norm"] = sum(p == g for p, g in zip(norm, golds)) / len(golds)
     m["n"] = len(golds)
@@ -374,91 +377,74 @@ def group_metrics(per_task):
     return out
 
 
-def load_task_split(data_dir, task, split):
-    """(docs, sha256) of one split: from a local folder, or skt/kobest_v1 via `datasets` for "hf"."""
-    return load_split_hf(task, split) if str(data_dir) == "hf" else load_split(data_dir, task, split)
-
-
 def sample_records(task, examples, lls, greedy):
     """Per-example scores and predictions, as lm-eval's --log_samples keeps them."""
     recs = []
     for ex, sc, gr in zip(examples, lls, greedy):
         rec = {"doc_id": ex.doc_id, "context": ex.context, "choices": ex.choices, "gold": ex.gold,
                "lls": sc, "is_greedy": gr, "pred": argmax(sc), "acc": float(argmax(sc) == ex.gold)}
-        if task == "hellaswag":
+        if "acc_norm" in TASKS[task].metrics:
             rec["pred_norm"] = argmax([s / len(c) for s, c in zip(sc, ex.choices)])
         recs.append(rec)
     return recs
 
 
-def evaluate(model, sp, tasks=TASKS, data_dir=None, split="test", num_fewshot=0, batch_size=32,
-             limit=None, log_samples=False, seed=FEWSHOT_SEED, verbose=False):
-    """Score `tasks` with an in-memory Llama and SentencePieceProcessor; returns
+@dataclass
+class Settings:
+    """What evaluate() scores and how: the command line's flags, less the model and the output."""
+    tasks: tuple = tuple(TASKS)
+    data: str | Path = DEFAULT_DATA      # a folder of <task>/<split>.jsonl, or "hf": skt/kobest_v1 via datasets
+    split: str = "test"
+    num_fewshot: int = 0                 # shots drawn from train (seed FEWSHOT_SEED)
+    batch_size: int = 32                 # packed rows per forward
+    limit: int | None = None             # the first N examples of each task
+    log_samples: bool = False            # out["samples"]: per-example scores and predictions
+
+
+def evaluate(model, tok, settings=None, verbose=False):
+    """Score the tasks with an in-memory Llama and a Tokenizer; returns
     {"results": {task: {acc, f1, [acc_norm], n}}, "groups": {"kobest": ...}, "data": {...},
-    "timing": {...}, ["samples": {task: [...]}]}. data_dir "hf" reads skt/kobest_v1 via datasets."""
-    data_dir = DEFAULT_DATA if data_dir is None else data_dir
+    "timing": {...}, ["samples": {task: [...]}]}."""
+    s = settings or Settings()
+    tasks = check_tasks(s.tasks)
     was_training = model.training
     model.eval()
     results, samples, checksums, timing = {}, {}, {}, {}
     for task in tasks:
-        if task not in FIELDS:
-            raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
         t0 = time.perf_counter()
-        docs, checksums[f"{task}/{split}"] = load_task_split(data_dir, task, split)
-        docs = docs[:limit] if limit else docs
+        docs, checksums[f"{task}/{s.split}"] = load_split(s.data, task, s.split)
+        docs = docs[:s.limit] if s.limit else docs
         shots = []
-        if num_fewshot > 0:
-            shots, checksums[f"{task}/train"] = load_task_split(data_dir, task, "train")
-        examples = build_examples(task, docs, build_contexts(task, docs, shots, num_fewshot, seed), sp)
+        if s.num_fewshot > 0:
+            shots, checksums[f"{task}/train"] = load_split(s.data, task, "train")
+        examples = build_examples(task, docs, build_contexts(task, docs, shots, s.num_fewshot), tok)
         t1 = time.perf_counter()
-        lls, greedy = score_packed(model, examples, batch_size)
+        lls, greedy = score_packed(model, examples, s.batch_size)
         t2 = time.perf_counter()
         results[task] = task_metrics(task, examples, lls)
         timing[task] = {"prepare_s": t1 - t0, "score_s": t2 - t1, "examples_per_s": len(examples) / (t2 - t1)}
         if verbose:
             print(f"{task}: {len(examples)} examples in {t2 - t0:.1f}s", file=sys.stderr)
-        if log_samples:
+        if s.log_samples:
             samples[task] = sample_records(task, examples, lls, greedy)
     model.train(was_training)
     blob = json.dumps(checksums, sort_keys=True).encode()
     out = {"results": results, "groups": {"kobest": group_metrics(results)} if len(results) > 1 else {},
-           "data": {"path": str(data_dir), "split": split, "sha256": hashlib.sha256(blob).hexdigest(),
+           "data": {"path": str(s.data), "split": s.split, "sha256": hashlib.sha256(blob).hexdigest(),
                     "files": checksums},
            "timing": timing}
-    if log_samples:
+    if s.log_samples:
         out["samples"] = samples
     return out
-
-
-def _cell(m, k):
-    return f"{m[k]:.4f}" if k in m else "-"
 
 
 def format_table(out):
     lines = [f"{'task':<12}{'n':>6}{'acc':>9}{'f1':>9}{'acc_norm':>10}"]
     rows = list(out["results"].items()) + [(f"{k} (avg)", v) for k, v in out["groups"].items()]
     for name, m in rows:
-        lines.append(f"{name:<12}{m['n']:>6}{_cell(m, 'acc'):>9}{_cell(m, 'f1'):>9}{_cell(m, 'acc_norm'):>10}")
+        acc, f1, norm = (f"{m[k]:.4f}" if k in m else "-" for k in ("acc", "f1", "acc_norm"))
+        lines.append(f"{name:<12}{m['n']:>6}{acc:>9}{f1:>9}{norm:>10}")
     return "\n".join(lines)
-
-
-def write_output(path, text):
-    """Written whole (outputs.write_atomic), into a folder made if need be."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    outputs.write_atomic(path, text)
-
-
-def _ours(path):
-    """An earlier result of this script (replaced without --force): its JSON has our keys, or
-    its JSONL lines are per-example samples."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            if str(path).endswith(".jsonl"):
-                rows = [json.loads(line) for line in f if line.strip()]
-                return bool(rows) and all(isinstance(r, dict) and {"task", "doc_id"} <= set(r) for r in rows)
-            return {"model", "results", "args"} <= set(json.load(f))
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def add_args(p):
@@ -505,8 +491,8 @@ def checkpoint_dtype(folder):
 
 
 def run(args):
+    """The command: check everything cheap first, then load, score, print and write."""
     from model import Llama, check_model_folder
-    from tokenizer import processor
     from training import runtime
     device = runtime.check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_model_folder(args.model)
@@ -515,21 +501,16 @@ def run(args):
         for path in [args.output] + ([_samples_path(args.output)] if args.log_samples else []):
             outputs.check_output_file(path, inputs, args.force, "--output", _ours)
     dtype = checkpoint_dtype(args.model) if args.dtype == "auto" else args.dtype
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    bad = [t for t in tasks if t not in TASKS]
-    if bad:
-        raise SystemExit(f"error: unknown task(s) {', '.join(bad)} (known: {', '.join(TASKS)})")
-    tok = Path(args.model) / "tokenizer.model"
-    if not tok.exists():
-        raise SystemExit(f"error: {tok} not found (the model folder needs its tokenizer.model)")
-    sp = processor(tok)     # a corrupt tokenizer.model is one line naming it
+    tasks = check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
+    tok = Tokenizer.load(args.model)     # a missing or corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device).eval()
-    if sp.get_piece_size() > model.config.vocab_size:
-        raise SystemExit(f"error: {tok} has {sp.get_piece_size()} pieces but {args.model}/config.json "
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{tok.name} has {tok.vocab_size} pieces but {args.model}/config.json "
                          f"says vocab_size {model.config.vocab_size}")
     t0 = time.perf_counter()
-    out = evaluate(model, sp, tasks, args.data, args.split, args.num_fewshot, args.batch_size, args.limit,
-                   log_samples=args.log_samples, verbose=True)
+    settings = Settings(tasks=tasks, data=args.data, split=args.split, num_fewshot=args.num_fewshot,
+                        batch_size=args.batch_size, limit=args.limit, log_samples=args.log_samples)
+    out = evaluate(model, tok, settings, verbose=True)
     elapsed = time.perf_counter() - t0
     samples = out.pop("samples", None)
     out = {"model": str(Path(args.model).resolve()), "args": vars(args) | {"device": device, "dtype": dtype},
@@ -537,19 +518,33 @@ def run(args):
     print(format_table(out))
     n = sum(m["n"] for m in out["results"].values())
     print(f"{n} examples in {elapsed:.1f}s ({n / elapsed:.1f}/s); data sha256 {out['data']['sha256'][:12]}")
-    if args.output:
-        write_output(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    if args.output:     # each file written whole (a reader never sees half), in a folder made if need be
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        outputs.write_atomic(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         if samples is not None:
             path = _samples_path(args.output)
-            write_output(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
-                                        for t, rows in samples.items() for s in rows))
+            outputs.write_atomic(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
+                                               for t, rows in samples.items() for s in rows))
             print(f"wrote {path}")
     return out
 
 
 def _samples_path(output):
     return Path(output).with_suffix(".samples.jsonl")
+
+
+def _ours(path):
+    """An earlier result of this script (replaced without --force): its JSON has our keys, or
+    its JSONL lines are per-example samples."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if str(path).endswith(".jsonl"):
+                rows = [json.loads(line) for line in f if line.strip()]
+                return bool(rows) and all(isinstance(r, dict) and {"task", "doc_id"} <= set(r) for r in rows)
+            return {"model", "results", "args"} <= set(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def main(argv=None):

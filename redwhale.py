@@ -57,28 +57,17 @@ def usage():
 
 
 def run_train(argv):
-    """`train --nproc N ...` relaunches train.py under torchrun (gloo on CPU, NCCL on CUDA)."""
+    """`train --nproc N ...` launches train.py under torchrun (gloo on CPU, NCCL on CUDA)."""
     import argparse
 
     import train
-    from training import options
+    from training import launch, options
     p = argparse.ArgumentParser(prog="redwhale.py train", add_help=False)
     p.add_argument("--nproc", type=cli.number(int, lo=1), default=1, help="processes (GPUs) on this node")
     known, argv = p.parse_known_args(argv)
-    nproc = known.nproc
-    if nproc > 1 and "-h" not in argv and "--help" not in argv:
-        options.prepare(argv, nproc)         # a user error is one line here, not one per rank
-        # torchrun in this process, so that a rank's failure ends as one line here instead of
-        # torchrun's own traceback (the rank has already printed what went wrong)
-        from torch.distributed import run as torchrun
-        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-        try:
-            torchrun.run(torchrun.parse_args(["--standalone", f"--nproc_per_node={nproc}", str(ROOT / "train.py"),
-                                              *argv]))
-        except ChildFailedError as e:
-            rank, failure = e.get_first_failure()
-            raise SystemExit(f"error: training stopped: rank {rank} exited with code {failure.exitcode} "
-                             "(its error is printed above)") from None
+    if known.nproc > 1 and "-h" not in argv and "--help" not in argv:
+        options.prepare(argv, known.nproc)         # a user error is one line here, not one per rank
+        launch.torchrun(argv, known.nproc)
         return 0
     return train.main(argv)
 

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import eval_kobest as ek  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
+from support.tokenizer_io import Tokenizer  # noqa: E402
 
 TASK_YAML = {  # lm-eval 0.4.13 tasks/kobest/*.yaml with the dataset made local
     "boolq": 'doc_to_text: "{{paragraph}} 질문: {{question}} 답변: "\ndoc_to_target: "{{label}}"\n'
@@ -102,11 +103,11 @@ class Timer(tuple):
 
 
 def make_lm(folder, args, sp=None):
-    """lm-eval's HFLM on the HF folder; with `sp`, its tokenizer calls go through SentencePiece."""
+    """lm-eval's HFLM on the HF folder; with `sp` (a Tokenizer), its tokenizer calls go through SentencePiece."""
     from lm_eval.models.huggingface import HFLM
     lm = HFLM(pretrained=str(folder), dtype="float32", device="cpu", batch_size=args.batch_size)
     if sp is not None:
-        bos = [sp.bos_id()]
+        bos = [sp.bos_id]
         lm.tok_encode = lambda s, add_special_tokens=None, left_truncate_len=None, **kw: (
             (bos if add_special_tokens is not False else []) + sp.encode(s))[-(left_truncate_len or 0):]
     return lm
@@ -132,8 +133,7 @@ def build_model(args, tmp):
     import sentencepiece as spm
     if args.model:
         folder = Path(args.model)
-        return Llama.from_pretrained(folder).eval(), spm.SentencePieceProcessor(
-            model_file=str(folder / "tokenizer.model")), folder
+        return Llama.from_pretrained(folder).eval(), Tokenizer.load(folder), folder
     tok = args.tokenizer
     if tok is None:  # a small Korean BPE, Llama-style (byte fallback, identity normalizer)
         import gzip
@@ -145,9 +145,9 @@ def build_model(args, tmp):
             remove_extra_whitespaces=False,  # Llama-style: runs of spaces are kept
             split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=2, minloglevel=2)
         tok = tmp / "ko.model"
-    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    sp = Tokenizer.load(tok)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=sp.get_piece_size(), hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
+    cfg = LlamaConfig(vocab_size=sp.vocab_size, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
                       num_hidden_layers=args.layers, num_attention_heads=args.hidden // 32,
                       num_key_value_heads=max(1, args.hidden // 64), max_position_embeddings=4096,
                       initializer_range=0.2)  # at 0.02 a random model is nearly blind
@@ -225,21 +225,21 @@ def main(argv=None):
 
         # Task by task, every scorer in turn, so that load from other jobs on the machine falls
         # on all of them alike; times are summed per scorer.
-        ek.evaluate(model, sp, tasks[:1], args.data, limit=2, batch_size=args.batch_size)  # warm-up
+        ek.evaluate(model, sp, ek.Settings(tasks[:1], args.data, limit=2, batch_size=args.batch_size))  # warm-up
         secs = {k: Timer(0.0, 0.0) for k in ["ours", "ours_sub", "reference", *modes]}
         ours, our_lls, ref, ref_lls, sub, theirs = {}, {}, {}, {}, {}, {m: {} for m in modes}
         theirs_lls = {m: {} for m in modes}
         lim = min(args.reference_limit, args.limit or args.reference_limit)
         for t in tasks:
             t0 = clock()
-            o = ek.evaluate(model, sp, [t], args.data, num_fewshot=args.num_fewshot,
-                            batch_size=args.batch_size, limit=args.limit, log_samples=True)
+            o = ek.evaluate(model, sp, ek.Settings([t], args.data, num_fewshot=args.num_fewshot,
+                                                   batch_size=args.batch_size, limit=args.limit, log_samples=True))
             secs["ours"] += clock() - t0
             ours[t], our_lls[t] = o["results"][t], [s["lls"] for s in o["samples"][t]]
             if lim:  # the reference is slow: it and eval_kobest are timed on the first `lim` examples
                 t0 = clock()
-                sub[t] = ek.evaluate(model, sp, [t], args.data, num_fewshot=args.num_fewshot,
-                                     batch_size=args.batch_size, limit=lim)["results"][t]
+                sub[t] = ek.evaluate(model, sp, ek.Settings([t], args.data, num_fewshot=args.num_fewshot,
+                                                            batch_size=args.batch_size, limit=lim))["results"][t]
                 secs["ours_sub"] += clock() - t0
                 t0 = clock()
                 docs = ek.load_split(args.data, t, "test")[0][:lim]

@@ -18,18 +18,18 @@ from conftest import SHARED_KOBEST, korean_docs, needs_shared_kobest, train_spm
 import eval_kobest as ek
 from model import Llama, LlamaConfig
 from support import cli
+from support.tokenizer_io import Tokenizer
 
 SAMPLE = ek.DEFAULT_DATA
 
 
 @pytest.fixture(scope="module")
-def sp(tmp_path_factory):
-    import sentencepiece as spm
+def tok(tmp_path_factory):
     d = tmp_path_factory.mktemp("ko_spm")
     # Llama-style whitespace handling (runs of spaces kept), as the merged tokenizers have
     path = train_spm(d / "tokenizer", korean_docs(1500), vocab_size=1500, remove_extra_whitespaces=False,
                      character_coverage=0.98)
-    return spm.SentencePieceProcessor(model_file=str(path))
+    return Tokenizer.load(path)
 
 
 def tiny_llama(vocab, max_pos=1024, tie=False, seed=0):
@@ -41,15 +41,15 @@ def tiny_llama(vocab, max_pos=1024, tie=False, seed=0):
 
 
 @pytest.fixture(scope="module")
-def model(sp):
-    return tiny_llama(sp.get_piece_size())
+def model(tok):
+    return tiny_llama(tok.vocab_size)
 
 
-def examples(sp, tasks=ek.TASKS, n=10, data=SAMPLE):
+def examples(tok, tasks=ek.TASKS, n=10, data=SAMPLE):
     out = []
     for t in tasks:
         docs = ek.load_split(data, t, "test")[0][:n]
-        out += ek.build_examples(t, docs, ek.build_contexts(t, docs), sp)
+        out += ek.build_examples(t, docs, ek.build_contexts(t, docs), tok)
     return out
 
 
@@ -79,23 +79,22 @@ def test_every_sample_prompt_and_choice_follow_the_design_table(task):
     text, choices = EXPECTED[task]
     for d, ctx in zip(docs, ek.build_contexts(task, docs)):
         assert ctx == text(d)
-        assert ek.doc_to_choices(task, d) == choices(d)
-        assert ek.doc_to_gold(task, d) == d["label"]
+        assert ek.TASKS[task].choices(d) == choices(d)
+        assert ek.TASKS[task].gold(d) == d["label"]
 
 
 def test_spot_checks_written_out_by_hand():
     first = {t: ek.load_split(SAMPLE, t, "test")[0][0] for t in ek.TASKS}
-    assert ek.doc_to_text("boolq", first["boolq"]) == (
+    assert ek.TASKS["boolq"].text(first["boolq"]) == (
         "콜라독립 815(815 Cola)는 코카콜라를 대한민국에서 라이선스로 만들어 오던 범양식품이 1998년 4월 1일에 "
         "출시한 탄산음료다. 질문: 콜라독립 815는 코카콜라에서 만들었나요? 답변: ")
-    assert ek.doc_to_text("copa", first["copa"]) == "새로 산 바지의 허리가 컸다.  그래서"   # two spaces
-    assert ek.doc_to_choices("copa", first["copa"]) == ["바지의 밑단을 잘랐다.",
-                                                        "벨트를 바지에 끼워 사이즈를 조절했다."]
-    assert ek.doc_to_text("copa", {**first["copa"], "question": "원인 "}) == "새로 산 바지의 허리가 컸다.  왜냐하면"
-    assert ek.doc_to_text("hellaswag", first["hellaswag"]).startswith("문장: 여자는 새벽까지 잔업을 마치고")
-    assert ek.doc_to_gold("hellaswag", first["hellaswag"]) == 3
-    assert ek.doc_to_text("sentineg", first["sentineg"]) == "문장: 택배사 정말 마음에 듬 긍부정:"
-    assert ek.doc_to_text("wic", first["wic"]) == (
+    assert ek.TASKS["copa"].text(first["copa"]) == "새로 산 바지의 허리가 컸다.  그래서"   # two spaces
+    assert ek.TASKS["copa"].choices(first["copa"]) == ["바지의 밑단을 잘랐다.", "벨트를 바지에 끼워 사이즈를 조절했다."]
+    assert ek.TASKS["copa"].text({**first["copa"], "question": "원인 "}) == "새로 산 바지의 허리가 컸다.  왜냐하면"
+    assert ek.TASKS["hellaswag"].text(first["hellaswag"]).startswith("문장: 여자는 새벽까지 잔업을 마치고")
+    assert ek.TASKS["hellaswag"].gold(first["hellaswag"]) == 3
+    assert ek.TASKS["sentineg"].text(first["sentineg"]) == "문장: 택배사 정말 마음에 듬 긍부정:"
+    assert ek.TASKS["wic"].text(first["wic"]) == (
         "문장1: 토양에 [양분]이 풍부하여 나무가 잘 자란다. 문장2: 태아는 모체로부터 [양분]과 산소를 공급받게 된다. "
         "두 문장에서 양분가 같은 뜻으로 쓰였나?")
 
@@ -103,40 +102,40 @@ def test_spot_checks_written_out_by_hand():
 def test_copa_gold_is_the_first_equal_alternative_as_in_the_harness():
     # lm-eval's COPA target is the answer text, found back with choices.index()
     doc = {"premise": "p", "question": "결과", "alternative_1": "같다", "alternative_2": "같다", "label": 1}
-    assert ek.doc_to_gold("copa", doc) == 0
+    assert ek.TASKS["copa"].gold(doc) == 0
 
 
-def test_token_split_moves_boolqs_trailing_space_and_prepends_bos(sp):
-    ctx, cont = ek.encode_pair(sp, "질문: 맞나요? 답변: ", " 예")
+def test_token_split_moves_boolqs_trailing_space_and_prepends_bos(tok):
+    ctx, cont = ek.encode_pair(tok, "질문: 맞나요? 답변: ", " 예")
     # the context loses its trailing space and is encoded alone, with BOS
-    assert ctx == [sp.bos_id()] + sp.encode("질문: 맞나요? 답변:")
+    assert ctx == [tok.bos_id] + tok.encode("질문: 맞나요? 답변:")
     # the continuation is "  예" (moved space + delimiter): the tokens of the whole past the context
-    whole = [sp.bos_id()] + sp.encode("질문: 맞나요? 답변:  예")
+    whole = [tok.bos_id] + tok.encode("질문: 맞나요? 답변:  예")
     assert whole[:len(ctx)] == ctx and cont == whole[len(ctx):]
-    assert "".join(sp.id_to_piece(cont)).replace("\u2581", " ") == "  예"
+    assert "".join(tok.piece(i) for i in cont).replace("\u2581", " ") == "  예"
 
 
-def test_token_split_for_copa_and_a_boundary_that_merges(sp):
-    ctx, cont = ek.encode_pair(sp, "새로 산 바지의 허리가 컸다.  그래서", " 벨트를 바지에 끼웠다.")
-    assert ctx == [sp.bos_id()] + sp.encode("새로 산 바지의 허리가 컸다.  그래서")
-    assert sp.decode(ctx[1:] + cont) == "새로 산 바지의 허리가 컸다.  그래서 벨트를 바지에 끼웠다."
+def test_token_split_for_copa_and_a_boundary_that_merges(tok):
+    ctx, cont = ek.encode_pair(tok, "새로 산 바지의 허리가 컸다.  그래서", " 벨트를 바지에 끼웠다.")
+    assert ctx == [tok.bos_id] + tok.encode("새로 산 바지의 허리가 컸다.  그래서")
+    assert tok.decode(ctx[1:] + cont) == "새로 산 바지의 허리가 컸다.  그래서 벨트를 바지에 끼웠다."
     # when context and continuation merge into one token, the split is by position in the
     # whole (the harness's rule), not by encoding the continuation alone
-    whole = [sp.bos_id()] + sp.encode("대한민국")
-    ctx, cont = ek.encode_pair(sp, "대한", "민국")
+    whole = [tok.bos_id] + tok.encode("대한민국")
+    ctx, cont = ek.encode_pair(tok, "대한", "민국")
     assert cont == whole[len(ctx):]
 
 
-def test_no_bos_when_the_tokenizer_has_none(sp):
-    class NoBos:  # a SentencePiece model trained with bos_id=-1 reports bos_id() == -1
-        def bos_id(self):
-            return -1
-
-        def encode(self, texts):
-            return sp.encode(texts)
-    ctx, cont = ek.encode_pair(NoBos(), "문장: 좋아요 긍부정:", " 긍정")
-    assert ctx == sp.encode("문장: 좋아요 긍부정:")
-    assert cont == sp.encode("문장: 좋아요 긍부정: 긍정")[len(ctx):]
+def test_no_bos_when_the_tokenizer_has_none(tok):
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+    proto = sp_pb2.ModelProto()
+    proto.CopyFrom(tok.proto)
+    proto.trainer_spec.bos_piece = "<no-bos>"     # the same pieces, none of them BOS (as with bos_id=-1)
+    no_bos = Tokenizer(proto)
+    assert no_bos.bos_id is None and no_bos.vocab_size == tok.vocab_size
+    ctx, cont = ek.encode_pair(no_bos, "문장: 좋아요 긍부정:", " 긍정")
+    assert ctx == tok.encode("문장: 좋아요 긍부정:")
+    assert cont == tok.encode("문장: 좋아요 긍부정: 긍정")[len(ctx):]
 
 
 # ---- few-shot (lm-eval's ContextSampler, seed 1234) ----
@@ -177,9 +176,9 @@ def test_fewshot_draws_depend_on_seed_and_too_few_rows_is_an_error():
 
 # ---- scores: the packed scorer equals one forward pass per choice ----
 
-def test_packed_scores_equal_the_reference_in_float64(sp, model):
-    exs = examples(sp)
-    m64 = tiny_llama(sp.get_piece_size()).double()
+def test_packed_scores_equal_the_reference_in_float64(tok, model):
+    exs = examples(tok)
+    m64 = tiny_llama(tok.vocab_size).double()
     ref = ek.score_reference(m64, exs)
     fast, greedy = ek.score_packed(m64, exs, batch_size=16)
     assert max(abs(a - b) for ra, rb in zip(fast, ref) for a, b in zip(ra, rb)) < 1e-9
@@ -187,32 +186,32 @@ def test_packed_scores_equal_the_reference_in_float64(sp, model):
     assert min(min(r) for r in ref) < -20  # real sums over several tokens, not trivially zero
 
 
-def test_packed_scores_equal_the_reference_in_float32(sp, model):
-    exs = examples(sp)
+def test_packed_scores_equal_the_reference_in_float32(tok, model):
+    exs = examples(tok)
     fast, _ = ek.score_packed(model, exs, batch_size=16)
     assert max_rel_diff(fast, ek.score_reference(model, exs)) < 1e-5
 
 
-def test_a_wrong_position_or_mask_would_be_caught(sp, model):
+def test_a_wrong_position_or_mask_would_be_caught(tok, model):
     # the reference is sensitive to what packing must preserve: shifting the continuation's
     # position by one (as a packing bug would) moves the scores far beyond the tolerance
-    ex = examples(sp, ["hellaswag"], n=1)[0]
-    shifted = ek.Example(ex.task, 0, ex.context, ex.choices, ex.gold, [sp.bos_id()] + ex.ctx_ids, ex.cont_ids)
+    ex = examples(tok, ["hellaswag"], n=1)[0]
+    shifted = ek.Example(ex.task, 0, ex.context, ex.choices, ex.gold, [tok.bos_id] + ex.ctx_ids, ex.cont_ids)
     assert max_rel_diff(ek.score_reference(model, [shifted]), ek.score_reference(model, [ex])) > 1e-3
 
 
-def test_left_truncated_inputs_and_tied_heads_match_the_reference(sp):
+def test_left_truncated_inputs_and_tied_heads_match_the_reference(tok):
     # max_position_embeddings 40 < most prompts: lm-eval keeps the last 41 tokens of ctx + cont
-    m = tiny_llama(sp.get_piece_size(), max_pos=40, tie=True, seed=1).double()
-    exs = examples(sp, ["boolq", "hellaswag", "copa"], n=6)
+    m = tiny_llama(tok.vocab_size, max_pos=40, tie=True, seed=1).double()
+    exs = examples(tok, ["boolq", "hellaswag", "copa"], n=6)
     assert any(len(e.ctx_ids) + len(c) > 41 for e in exs for c in e.cont_ids)
     fast, _ = ek.score_packed(m, exs, batch_size=4)
     assert max(abs(a - b) for ra, rb in zip(fast, ek.score_reference(m, exs)) for a, b in zip(ra, rb)) < 1e-9
 
 
-def test_batch_size_and_order_do_not_change_any_score(sp):
-    m64 = tiny_llama(sp.get_piece_size(), seed=2).double()
-    exs = examples(sp, n=6)
+def test_batch_size_and_order_do_not_change_any_score(tok):
+    m64 = tiny_llama(tok.vocab_size, seed=2).double()
+    exs = examples(tok, n=6)
     base, _ = ek.score_packed(m64, exs, batch_size=1000)
     perm = list(range(len(exs)))
     random.Random(0).shuffle(perm)
@@ -271,10 +270,11 @@ def test_group_score_is_weighted_by_test_size():
     assert g["acc_norm"] == 0.75 and g["n"] == 12        # only HellaSwag reports acc_norm
 
 
-def test_evaluate_metrics_equal_a_hand_computation_from_reference_scores(sp, model):
-    out = ek.evaluate(model, sp, ["boolq", "hellaswag"], SAMPLE, limit=12, batch_size=5, log_samples=True)
+def test_evaluate_metrics_equal_a_hand_computation_from_reference_scores(tok, model):
+    out = ek.evaluate(model, tok, ek.Settings(tasks=["boolq", "hellaswag"], data=SAMPLE, limit=12, batch_size=5,
+                                             log_samples=True))
     for task in ("boolq", "hellaswag"):
-        exs = examples(sp, [task], n=12)
+        exs = examples(tok, [task], n=12)
         ref = ek.score_reference(model, exs)
         # metrics are compared exactly only where no choice is within the tolerance of the best
         for sc in ref:
@@ -287,8 +287,8 @@ def test_evaluate_metrics_equal_a_hand_computation_from_reference_scores(sp, mod
         assert [s["pred"] for s in out["samples"][task]] == preds
         assert max_rel_diff([s["lls"] for s in out["samples"][task]], ref) < 1e-5
     norm = [max(range(4), key=lambda j: s[j] / len(e.choices[j])) for s, e in
-            zip(ek.score_reference(model, examples(sp, ["hellaswag"], n=12)), examples(sp, ["hellaswag"], n=12))]
-    golds = [e.gold for e in examples(sp, ["hellaswag"], n=12)]
+            zip(ek.score_reference(model, examples(tok, ["hellaswag"], n=12)), examples(tok, ["hellaswag"], n=12))]
+    golds = [e.gold for e in examples(tok, ["hellaswag"], n=12)]
     assert out["results"]["hellaswag"]["acc_norm"] == pytest.approx(sum(p == g for p, g in zip(norm, golds)) / 12)
     n = {t: out["results"][t]["n"] for t in out["results"]}
     assert out["groups"]["kobest"]["acc"] == pytest.approx(
@@ -332,7 +332,7 @@ def test_copa_question_and_missing_split_are_clear_errors(tmp_path):
         ek.load_split(d, "copa", "validation")
 
 
-def test_hf_data_goes_through_datasets_load_dataset(monkeypatch, sp, model):
+def test_hf_data_goes_through_datasets_load_dataset(monkeypatch, tok, model):
     import types
     rows = [dict(r) for r in ek.load_split(SAMPLE, "sentineg", "test")[0][:5]]
     calls = []
@@ -341,8 +341,9 @@ def test_hf_data_goes_through_datasets_load_dataset(monkeypatch, sp, model):
     monkeypatch.setitem(sys.modules, "datasets", fake)
     docs, sha = ek.load_split_hf("sentineg", "test")
     assert docs == rows and calls == [("skt/kobest_v1", "sentineg", "test")] and len(sha) == 64
-    out = ek.evaluate(model, sp, ["sentineg"], "hf")
-    assert out["results"]["sentineg"] == ek.evaluate(model, sp, ["sentineg"], SAMPLE, limit=5)["results"]["sentineg"]
+    out = ek.evaluate(model, tok, ek.Settings(tasks=["sentineg"], data="hf"))
+    assert out["results"]["sentineg"] == ek.evaluate(
+        model, tok, ek.Settings(tasks=["sentineg"], data=SAMPLE, limit=5))["results"]["sentineg"]
     rows[3] = {"sentence": "좋아요"}
     with pytest.raises(ValueError, match=r"skt/kobest_v1/sentineg/test row 3: missing field 'label'"):
         ek.load_split_hf("sentineg", "test")
@@ -350,21 +351,21 @@ def test_hf_data_goes_through_datasets_load_dataset(monkeypatch, sp, model):
 
 def test_hf_data_without_the_datasets_library_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)   # import datasets -> ImportError
-    with pytest.raises(SystemExit, match="pip install datasets"):
+    with pytest.raises(ValueError, match="pip install datasets"):
         ek.load_split_hf("copa", "test")
 
 
 # ---- the command line ----
 
 @pytest.fixture(scope="module")
-def model_dir(sp, model, tmp_path_factory):
+def model_dir(tok, model, tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_model") / "m"
     model.save_pretrained(d)
-    (d / "tokenizer.model").write_bytes(sp.serialized_model_proto())
+    (d / "tokenizer.model").write_bytes(tok.model_bytes)
     return d
 
 
-def test_cli_prints_a_table_and_writes_json_and_samples(model_dir, model, sp, tmp_path, capsys):
+def test_cli_prints_a_table_and_writes_json_and_samples(model_dir, model, tok, tmp_path, capsys):
     out_path = tmp_path / "res" / "kobest.json"
     ek.main(["--model", str(model_dir), "--tasks", "copa,sentineg", "--limit", "8", "--batch-size", "3",
              "--output", str(out_path), "--log-samples"])
@@ -378,7 +379,7 @@ def test_cli_prints_a_table_and_writes_json_and_samples(model_dir, model, sp, tm
              for t in ("copa", "sentineg")}
     assert res["data"]["files"] == files
     # the same numbers as evaluate() on the in-memory model
-    mem = ek.evaluate(model, sp, ["copa", "sentineg"], SAMPLE, limit=8)
+    mem = ek.evaluate(model, tok, ek.Settings(tasks=["copa", "sentineg"], data=SAMPLE, limit=8))
     for t in ("copa", "sentineg"):
         assert res["results"][t] == pytest.approx(mem["results"][t])
     assert res["groups"]["kobest"] == pytest.approx(mem["groups"]["kobest"])
@@ -388,14 +389,14 @@ def test_cli_prints_a_table_and_writes_json_and_samples(model_dir, model, sp, tm
     assert not list(out_path.parent.glob("*.tmp"))
 
 
-def test_the_default_dtype_is_the_checkpoints_own_as_in_lm_eval(model, sp, tmp_path):
+def test_the_default_dtype_is_the_checkpoints_own_as_in_lm_eval(model, tok, tmp_path):
     """lm-eval's HF backend loads dtype="auto": config.json's torch_dtype, else the weights' own
     dtype. So do we, on every device, and the output says which dtype scored."""
     import copy
     import shutil
     half = tmp_path / "half"
     copy.deepcopy(model).half().save_pretrained(half)       # the shared fixture stays float32
-    (half / "tokenizer.model").write_bytes(sp.serialized_model_proto())
+    (half / "tokenizer.model").write_bytes(tok.model_bytes)
     assert json.loads((half / "config.json").read_text())["torch_dtype"] == "float16"
     res = ek.main(["--model", str(half), "--tasks", "copa", "--limit", "4", "--output", str(tmp_path / "h.json")])
     assert res["args"]["dtype"] == "float16"
@@ -425,6 +426,8 @@ def test_cli_rejects_unknown_tasks_and_bad_data(model_dir, tmp_path, capsys):
         assert e.value.code == 1
         return capsys.readouterr().err.strip().splitlines()[-1]
     assert "unknown task(s) mmlu" in last_error_line(["--model", str(model_dir), "--tasks", "copa,mmlu"])
+    with pytest.raises(ValueError, match=r"unknown task\(s\) mmlu"):      # the Python API checks the same
+        ek.evaluate(None, None, ek.Settings(tasks=["copa", "mmlu"]))
     d = bad_data(tmp_path / "data", "copa", ["{oops"])
     line = last_error_line(["--model", str(model_dir), "--tasks", "copa", "--data", str(d), "--output", ""])
     assert line.startswith("error: ") and re.search(r"copa/test\.jsonl:1: malformed JSON", line)

@@ -2,6 +2,9 @@
 
     python -m pytest -q tests/test_report.py
 """
+import pytest
+
+from support import cli
 from tools import report
 
 LOG = [{"stage": 1, "stage_name": "embed", "step": 1, "loss": 9.0, "tokens": 100},
@@ -28,3 +31,13 @@ def test_kobest_table_rows_before_and_after():
     assert lines[2:] == ["| boolq | 10 | 0.500 | 0.600 | 0.400 | 0.550 |",
                          "| hellaswag (acc_norm 0.300 -> 0.750) | 4 | 0.250 | 0.500 | 0.200 | 0.450 |",
                          "| **average (test-size weighted)** | 14 | 0.429 | 0.571 | 0.343 | 0.521 |"]
+
+
+def test_a_missing_or_broken_report_json_is_one_line(tmp_path, capsys):
+    for text, msg in ((None, "report.json not found (give a demo output folder)"), ("{oops", "not valid JSON")):
+        if text is not None:
+            (tmp_path / "report.json").write_text(text)
+        with pytest.raises(SystemExit) as e:
+            cli.run(report.main, [str(tmp_path)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 1 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0]

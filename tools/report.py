@@ -13,18 +13,17 @@ from pathlib import Path
 if __package__ in (None, ""):     # run as a file (python tools/NAME.py): import from the project folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import eval_kobest  # noqa: E402
 from support import cli, outputs  # noqa: E402
-
-TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
 
 
 def stage_rows(log):
     """First and last training loss, last eval loss and tokens of each stage, in order."""
     out = {}
     for r in log:
-        name = f"{r['stage']} {r.get('stage_name', '')}".strip()
+        name = f"{r['stage']} {r['stage_name']}".strip()
         s = out.setdefault(name, {"first_loss": r["loss"], "steps": 0})
-        s["last_loss"], s["steps"], s["tokens"] = r["loss"], s["steps"] + 1, r.get("tokens")
+        s["last_loss"], s["steps"], s["tokens"] = r["loss"], s["steps"] + 1, r["tokens"]
         if r.get("eval_loss") is not None:
             s["eval_loss"] = r["eval_loss"]
     return out
@@ -57,8 +56,7 @@ def plot(run, rep):
     path = Path(run) / "loss.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    if rep.get("bits_per_char"):
-        plot_bpc(run, rep["bits_per_char"], plt)
+    plot_bpc(run, rep["bits_per_char"], plt)
     return path
 
 
@@ -84,10 +82,10 @@ def plot_bpc(run, rows, plt):
 
 
 def kobest_table(before, after):
+    """A row per task of eval_kobest.TASKS scored before and after, then the group's average."""
     lines = ["| task | n | acc before | acc after | f1 before | f1 after |", "|---|---:|---:|---:|---:|---:|"]
-    for t in TASKS + ("kobest",):
-        b = before["groups"].get(t) if t == "kobest" else before["results"].get(t)
-        a = after["groups"].get(t) if t == "kobest" else after["results"].get(t)
+    for t in [*eval_kobest.TASKS, "kobest"]:
+        b, a = ((r["groups"] if t == "kobest" else r["results"]).get(t) for r in (before, after))
         if b and a:
             name = "**average (test-size weighted)**" if t == "kobest" else t
             extra = f" (acc_norm {b['acc_norm']:.3f} -> {a['acc_norm']:.3f})" if "acc_norm" in b else ""
@@ -104,13 +102,12 @@ def markdown(rep, png):
           f" (tiny Llama pretrained here: loss {b['loss_first']:.3f} -> {b['loss_last']:.3f})"), ""]
     L += ["## 2. Corpus (data.py)", "", f"- documents in: {c['docs_in']}, kept: {c['docs_out']}",
           "- dropped by reason: " + (", ".join(f"{k} {v}" for k, v in c["dropped"].items() if v) or "none"), ""]
-    ratio = tk.get("ratio", {})
     L += ["## 3. Tokenizer (tokenizer.py)", "",
           f"- base {tk['base_size']} pieces, Korean {tk['korean_size']}, overlap {tk['overlap']}, "
           f"added {tk['added']}, final {tk['final_size']}",
           "- dropped by rule: " + ", ".join(f"{k} {v}" for k, v in tk["dropped"].items()),
           "- token ratio (merged / base tokens, lower is better): " +
-          ", ".join(f"{k} {v['ratio'] if isinstance(v, dict) else v:.3f}" for k, v in ratio.items()), ""]
+          ", ".join(f"{k} {v['ratio']:.3f}" for k, v in tk["ratio"].items()), ""]
     L += ["## 4. Expansion and training (expand.py, train.py)", "",
           f"- held-out Korean loss right after expansion: {rep['loss_after_expansion']:.3f}",
           f"- held-out Korean loss after the four stages: {rep['loss_after_training']:.3f}", "",
@@ -120,8 +117,7 @@ def markdown(rep, png):
         L.append(f"| {name} | {s['steps']} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {ev} |")
     L += ["", "![loss curves](loss.png)" if png else "(matplotlib is not installed: no plot; "
           "`pip install matplotlib` and rerun `python tools/report.py RUN_DIR`)", ""]
-    if rep.get("bits_per_char"):
-        L += bpc_table(rep["bits_per_char"], png)
+    L += bpc_table(rep["bits_per_char"], png)
     L += ["## 5. KoBEST (shipped sample, lm-eval rules; a tiny model scores near chance)", "",
           kobest_table(rep["kobest_before"], rep["kobest_after"]), ""]
     L += ["## 6. Generations (greedy)", ""]
@@ -142,14 +138,14 @@ def write(run, rep):
 def main(argv=None):
     p = argparse.ArgumentParser(description="re-render a demo run's report.md (and plots) from its report.json")
     p.add_argument("run_dir", help="a demo output folder holding report.json (e.g. runs/demo)")
-    run = Path(p.parse_args(argv).run_dir)
-    if not (run / "report.json").is_file():
-        raise SystemExit(f"error: {run / 'report.json'} not found (give a demo output folder)")
+    path = Path(p.parse_args(argv).run_dir) / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (give a demo output folder)")
     try:
-        rep = json.loads((run / "report.json").read_text(encoding="utf-8"))
+        rep = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise SystemExit(f"error: {run / 'report.json'}: not valid JSON ({e})") from None
-    print(write(run, rep))
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    print(write(path.parent, rep))
 
 
 if __name__ == "__main__":
