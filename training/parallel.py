@@ -85,11 +85,6 @@ def cpu_model(cfg, state, lora=None):
     return model
 
 
-def gather_state(model):
-    """The full state dict on rank 0's CPU ({} on the other ranks); every rank must call it."""
-    return dcp_sd.get_model_state_dict(model, options=dcp_sd.StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
 def merged(cfg, state, lora):
     """Rank 0, at the end of a stage: the state with any LoRA adapters folded into fp32 weights."""
     if not has_lora(state):
@@ -131,13 +126,6 @@ def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=No
         full = dcp_sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
         dcp_sd.set_model_state_dict(model, dict(state), options=full)   # a copy: it swaps in the shards
     return model, names
-
-
-def set_gradient_sync(model, on):
-    """Whether this micro-step's backward reduce-scatters its gradients. --fsdp-reduce every (the
-    default): always, so gradients accumulate sharded; last: only the last micro-step, FSDP2
-    holding the unsharded gradients of the earlier ones (the DDP path's no_sync())."""
-    model.set_requires_gradient_sync(on)
 
 
 def full(t):

@@ -24,6 +24,7 @@ import time
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint.state_dict as dcp_sd
 
 from lora import attach_lora, has_lora, merge_lora
 from model import Llama
@@ -169,12 +170,14 @@ class Shards:
     def sync(self, last):
         """Reduce-scatter after every micro-step (--fsdp-reduce every: gradients stay sharded) or
         only after the last (FSDP2 holds the unsharded gradients in between)."""
-        parallel.set_gradient_sync(self.model, last or self.reduce == "every")
+        self.model.set_requires_gradient_sync(last or self.reduce == "every")
         return contextlib.nullcontext()
 
     def gathered(self, model, lora):
-        """Rank 0's full state of the stage's model, adapters merged there in fp32."""
-        full = parallel.gather_state(model)
+        """Rank 0's full state of the stage's model on its CPU, adapters merged there in fp32 (every
+        rank takes part in the gather; the others get {})."""
+        full = dcp_sd.get_model_state_dict(model, options=dcp_sd.StateDictOptions(full_state_dict=True,
+                                                                                   cpu_offload=True))
         return parallel.rank0(functools.partial(parallel.merged, self.cfg, full, lora), True) or {}
 
     def merged(self, model, lora):
