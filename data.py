@@ -11,9 +11,8 @@
 --shard-docs), DIR/report.json (documents and sizes in and out of every step, dropped
 documents by reason: docs_in == docs_out + sum(dropped)) and, with --keep-dropped,
 DIR/dropped.jsonl (each dropped document with its reason and source file:line).
-`tokenize` is corpus.shards.tokenize (corpus/shards.py owns the token-shard format, writing and reading);
-this file keeps its command line, and data.tokenize / data.load_tokens still work. Given a
-clean folder, tokenize reads exactly the files its report.json lists (never dropped.jsonl).
+`tokenize` is corpus.shards.tokenize, whose module owns the token-shard format (its flags: TokenizeConfig);
+given a clean folder it reads exactly the files its report.json lists, never dropped.jsonl.
 
 Both write through support/outputs.py (corpus.readers.staged_output): the output folder is built beside
 --out and replaces it whole only when the run succeeded, so it always holds exactly the
@@ -55,13 +54,14 @@ from corpus.readers import (
     chunked,
     expand_inputs,
     flag_name,
-    missing_field_error,
+    no_documents_error,
     ordered_map,
     read_docs,
     setting,
+    size_type,
     staged_output,
 )
-from corpus.shards import load_tokens, token_dtype, tokenize  # noqa: F401 (python data.py tokenize, data.tokenize)
+from corpus.shards import TokenizeConfig, token_dtype, tokenize  # noqa: F401 (data.tokenize, data.token_dtype)
 from corpus.textclean import filter_reason, normalize
 from support import cli, outputs
 from support.tokenizer_io import Tokenizer
@@ -69,23 +69,7 @@ from support.tokenizer_io import Tokenizer
 # ----------------------------------------------------------------------------------------
 # Settings: CleanConfig declares each one once (readers.setting), with its default, its
 # --help line and its range; the flags (readers.add_flags), the check of an API user's
-# values (readers.check_settings) and the report's "config" all follow from it.
-
-def _size(lo=0):
-    """An argparse type: '40G', '1.5M', '1000' -> int (decimal units: K=1e3, M=1e6, G=1e9,
-    T=1e12), at least `lo`."""
-    def parse(text):
-        s = str(text).strip().upper()
-        mult = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(s[-1:], 1)
-        try:
-            value = int(float(s[:-1] if mult > 1 else s) * mult)
-        except (ValueError, OverflowError):  # OverflowError: "inf"
-            value = None
-        if value is None or value < lo:
-            raise argparse.ArgumentTypeError(f"must be a size >= {lo} (e.g. 5000, 20M, 40G), got {text!r}")
-        return value
-    return parse
-
+# values (ReadConfig.__post_init__) and the report's "config" all follow from it.
 
 def _parse_ngram_thresholds(spec):
     """"2:0.20,3:0.18" -> {2: 0.2, 3: 0.18}; "" -> {}."""
@@ -161,9 +145,9 @@ class CleanConfig(ReadConfig):
     ppl_model_tokens: int = setting(512, "tokens scored per document", lo=1)
     ppl_model_batch: int = setting(8, "documents per forward pass", lo=1)
     ppl_model_device: str = setting("cpu", "cpu, cuda, cuda:1, ...")
-    target_docs: int = setting(0, "random selection to this many documents", lo=0, type=_size())  # 0: keep all
-    target_chars: int = setting(0, "... or characters (e.g. 500M)", lo=0, type=_size())
-    target_bytes: int = setting(0, "... or UTF-8 bytes (e.g. 40G)", lo=0, type=_size())
+    target_docs: int = setting(0, "random selection to this many documents", lo=0, type=size_type())  # 0: keep all
+    target_chars: int = setting(0, "... or characters (e.g. 500M)", lo=0, type=size_type())
+    target_bytes: int = setting(0, "... or UTF-8 bytes (e.g. 40G)", lo=0, type=size_type())
     seed: int = setting(0, "seed of the random selection", lo=0)
     # the command line uses every core; an API user asks for more than one
     workers: int = setting(1, "processes for per-document steps", lo=1, cli_default=os.cpu_count() or 1)
@@ -193,10 +177,8 @@ class CleanConfig(ReadConfig):
 def _docs(files, cfg, file_stats, progress):
     """(file index, line, text, reason) of every document of every file, in order."""
     for fi, path in enumerate(files):
-        stats = {}
-        file_stats.append(stats)
-        for ln, text, reason in read_docs(path, cfg, stats, progress):
-            yield fi, ln, text, reason
+        file_stats.append(stats := {})
+        yield from ((fi, *doc) for doc in read_docs(path, cfg, stats, progress))
 
 
 _W = {}
@@ -298,7 +280,9 @@ class _Drops:
 
 def _pass1(files, cfg, lm, spill, drops):
     """The per-document steps in the workers; survivors' text to spill/stage.jsonl and their
-    numbers to spill/<array>. Returns (survivors, what was read: per-file stats and sizes)."""
+    numbers to spill/<array>. Returns (survivors, what was read: per-file stats and sizes).
+    Fails when there was nothing to read at all, or when nothing was readable because no record
+    has --text-field (saying which fields the records do have)."""
     stage = open(spill / "stage.jsonl", "w", encoding="utf-8")
     arrays = {k: open(spill / k, "wb") for k in ("hash", "keys", "sig", "ppl", "chars", "bytes", "file", "line")}
     n_stage, read = 0, {"files": [], "chars": 0, "bytes": 0}
@@ -312,6 +296,10 @@ def _pass1(files, cfg, lm, spill, drops):
     bar.close()
     for f in (stage, *arrays.values()):
         f.close()
+    got = drops.steps["read"]
+    if got["docs_in"] == 0 or (got["docs_in"] == sum(got["dropped"].values())
+                               and any("missing_field" in s for s in read["files"])):
+        raise no_documents_error(read["files"], cfg.text_field, "no documents in the input")
     return n_stage, read
 
 
@@ -344,18 +332,6 @@ def _spill(batch, res, drops, stage, arrays, read):
     for s, sec in res["seconds"].items():
         steps[s]["cpu_seconds"] += sec
     return len(fis)
-
-
-def _check_readable(cfg, steps, file_stats):
-    """Fail when there was nothing to read at all, or when nothing was readable because no
-    record has --text-field (say which fields the records do have)."""
-    if steps["read"]["docs_in"] == 0:
-        raise DataError("no documents in the input: " + "; ".join(
-            s.get("warning") or s.get("error") or s["path"] for s in file_stats))
-    if steps["read"]["docs_in"] == sum(steps["read"]["dropped"].values()):
-        msg = missing_field_error(cfg.text_field, file_stats)
-        if msg:
-            raise DataError(msg)
 
 
 def _decide(spill, n, cfg, lm, steps):
@@ -465,14 +441,12 @@ def _pass2(spill, out, reason, dup_of, cfg, drops):
 
 def _report(cfg, steps, read, written, cuts, notes, t_start):
     """report.json. The counts reconcile: each step's docs_out is the next step's docs_in."""
-    flow = steps["read"]["docs_in"]
+    flow, dropped = steps["read"]["docs_in"], {}
     for s in steps.values():
         s["docs_in"] = flow
         flow -= sum(s["dropped"].values())
         s["docs_out"] = flow
         s["cpu_seconds"] = round(s["cpu_seconds"], 3)
-    dropped = {}
-    for s in steps.values():
         for r, k in s["dropped"].items():
             dropped[r] = dropped.get(r, 0) + k
     assert flow == written["docs"], (flow, written["docs"])
@@ -513,7 +487,6 @@ def clean(inputs, out_dir, cfg=None, force=False):
         spill.mkdir()
         drops = _Drops(files, out / "dropped.jsonl" if cfg.keep_dropped else None)
         n, read = _pass1(files, cfg, lm, spill, drops)
-        _check_readable(cfg, drops.steps, read["files"])
         reason, dup_of, *cuts = _decide(spill, n, cfg, lm, drops.steps)
         written = _pass2(spill, out, reason, dup_of, cfg, drops)
         if drops.f:
@@ -541,18 +514,7 @@ def _add_tokenize_args(p):
     p.add_argument("--tokenizer", required=True, help="tokenizer.model or a folder holding one")
     p.add_argument("--out", required=True, help="output folder for train_NNNN.bin, val_NNNN.bin, meta.json")
     cli.add_force(p)
-    p.add_argument("--text-field", default="text", help="JSONL field holding the text")
-    p.add_argument("--shard-tokens", type=_size(1), default=100_000_000, help="tokens per shard (e.g. 100M)")
-    p.add_argument("--val-fraction", type=cli.number(float, 0, 1, hi_open=True), default=0.0,
-                   help="share of documents held out as val")
-    p.add_argument("--val-docs", type=cli.number(int, 0), default=0, help="exactly this many held-out documents")
-    p.add_argument("--seed", type=cli.number(int, 0), default=0, help="seed of the held-out choice")
-    p.add_argument("--add-bos", action="store_true", help="start every document with BOS")
-    p.add_argument("--val-text", action="store_true",
-                   help="also write val.jsonl, the held-out documents' text (to score with any tokenizer: "
-                        "redwhale.py score)")
-    p.add_argument("--workers", type=cli.number(int, 1), default=os.cpu_count() or 1, help="encoding processes")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_flags(p, TokenizeConfig, skip=("txt_mode", "encoding", "on_invalid"))  # --text-field ... --no-progress
 
 
 def main(argv=None):

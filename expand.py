@@ -61,16 +61,6 @@ def decompositions(merged, n_base):
 
 # ---- the new rows ----
 
-def check_decompositions(decomps, old_v, new_v, init):
-    """Every new id has base ids, all inside the old vocabulary."""
-    missing = [i for i in range(old_v, new_v) if not (decomps or {}).get(i)]
-    if missing:
-        raise ValueError(f"init {init!r} needs the base ids of every new piece; none for ids {missing[:5]}")
-    bad = [i for i in range(old_v, new_v) if not all(0 <= j < old_v for j in decomps[i])]
-    if bad:
-        raise ValueError(f"decompositions of ids {bad[:5]} use ids outside the old vocabulary 0..{old_v - 1}")
-
-
 def new_rows(old, rule, n, groups, std, gen, skip_first=()):
     """(n, C) fp32 rows for the new pieces from the old rows (old V, C), by `rule`; groups[k]
     is the k-th new piece's list of base ids (the subword rules only)."""
@@ -103,9 +93,14 @@ def expand_vocab(model, new_vocab_size, init="subword", decompositions=None, voc
         raise ValueError(f"new_vocab_size {new_vocab_size} is smaller than vocab_size {old_v}")
     n = new_vocab_size - old_v
     groups = None
-    if init.startswith("subword"):
-        check_decompositions(decompositions, old_v, new_vocab_size, init)
-        groups = [decompositions[i] for i in range(old_v, new_vocab_size)]
+    if init.startswith("subword"):  # every new id needs base ids, all inside the old vocabulary
+        groups = [(decompositions or {}).get(i) for i in range(old_v, new_vocab_size)]
+        missing = [old_v + k for k, g in enumerate(groups) if not g]
+        if missing:
+            raise ValueError(f"init {init!r} needs the base ids of every new piece; none for ids {missing[:5]}")
+        bad = [old_v + k for k, g in enumerate(groups) if not all(0 <= j < old_v for j in g)]
+        if bad:
+            raise ValueError(f"decompositions of ids {bad[:5]} use ids outside the old vocabulary 0..{old_v - 1}")
     gen = torch.Generator().manual_seed(seed)
     rows = (new_vocab_size + vocab_multiple - 1) // vocab_multiple * vocab_multiple
 
@@ -158,8 +153,7 @@ def expand(model_dir, tokenizer_dir, init="subword", out_dir=None, vocab_multipl
     for name in MERGED_FILES + ("merge_report.json",):
         if (Path(tokenizer_dir) / name).exists():
             outputs.write_atomic(Path(out_dir) / name, (Path(tokenizer_dir) / name).read_bytes())
-    if (Path(out_dir) / "tokenizer.json").exists():   # the base's fast tokenizer knows no Korean pieces
-        (Path(out_dir) / "tokenizer.json").unlink()
+    (Path(out_dir) / "tokenizer.json").unlink(missing_ok=True)   # the base's fast tokenizer knows no Korean pieces
     report = {"model": str(model_dir), "tokenizer": str(tokenizer_dir), "init": init, "old_vocab_size": n_base,
               "new_vocab_size": len(proto.pieces), "added": len(proto.pieces) - n_base,
               "vocab_multiple": vocab_multiple, "dtype": str(dtype).removeprefix("torch."), "seed": seed}

@@ -33,6 +33,7 @@ from pathlib import Path
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
+from corpus.readers import add_flags, setting
 from support import cli, outputs
 from support.tokenizer_io import HF_TOKENIZER_FILES, Tokenizer, load_proto
 
@@ -82,14 +83,6 @@ def read_texts(paths, text_field="text"):
             raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _lines(texts):
-    # SentencePiece trains on sentences: one per line of each document
-    for text in texts:
-        for line in text.split("\n"):
-            if line.strip():
-                yield line
-
-
 def sample_lines(lines, k, seed=0):
     """A uniform random sample of k lines from a stream read once (reservoir sampling, Vitter's
     algorithm R), in stream order; every line when there are at most k (or k is 0). Done here,
@@ -120,29 +113,38 @@ def _drain(lines):
 # this many lines, a uniform seeded sample of the whole stream (sample_lines), which is plenty
 # for a 20k vocabulary. 0 trains on everything.
 SAMPLE_SENTENCES = 2_000_000
+FILTERS = ("hangul_only", "drop_latin", "drop_covered_chars", "max_piece_chars")  # merge's part of VocabConfig
 
 
 @dataclass
 class VocabConfig:
     """How the Korean vocabulary is made: the trainer's settings (the flags of `train`) and which
-    learned pieces merge keeps (the flags of `merge`); `sweep` takes both."""
-    model_type: str = "bpe"
-    character_coverage: float = 0.9995
-    input_sentence_size: int = SAMPLE_SENTENCES
-    max_sentence_length: int = 16384
-    num_threads: int = None             # all cores
-    seed: int = 0                       # of the line sample
-    hangul_only: bool = True
-    drop_latin: bool = True
+    learned pieces merge keeps (FILTERS, the flags of `merge`); `sweep` takes both. Each setting is
+    declared once (corpus.readers.setting): its default, --help line and the flag's range."""
+    model_type: str = setting("bpe", "BPE merges cleanly into a BPE base (Llama); unigram pieces often end up "
+                              "unreachable", choices=["bpe", "unigram"])
+    character_coverage: float = setting(0.9995, "share of characters covered by pieces; the rest go to byte fallback",
+                                        lo=0, hi=1, lo_open=True)
+    input_sentence_size: int = setting(SAMPLE_SENTENCES, "train on a uniform random sample of this many lines of the "
+                                       "whole corpus, so memory stays bounded at any corpus size (0: all lines)", lo=0)
+    max_sentence_length: int = setting(16384, "skip longer lines (bytes)", lo=1)
+    seed: int = setting(0, "seed of the line sample", lo=0)
+    num_threads: int = setting(None, "trainer threads (default: all cores)", lo=1, option="--threads",
+                               metavar="THREADS")
+    hangul_only: bool = setting(True, "keep only pieces made of Hangul syllables (with or without a leading '▁')",
+                                action=argparse.BooleanOptionalAction)
+    drop_latin: bool = setting(True, "drop pieces with Latin letters, digits or punctuation (the base handles those)",
+                               action=argparse.BooleanOptionalAction)
     # off by default: "▁X" pieces are BPE's first step into most Korean words; dropping them left
     # 7,364 of 18k longer pieces unreachable at 20k, and the KoBEST ratio went from 0.387 to 0.591
     # (bench/RESULTS.md)
-    drop_covered_chars: bool = False
-    max_piece_chars: int = 8
+    drop_covered_chars: bool = setting(False, "drop single-character pieces ('▁X') whose character the base already "
+                                       "has", action=argparse.BooleanOptionalAction)
+    max_piece_chars: int = setting(8, "drop longer pieces (0: no limit)", lo=0)
 
     def filters(self):
         """The merge filters, as filter_pieces takes them and merge_report.json records them."""
-        return {k: getattr(self, k) for k in ("hangul_only", "drop_latin", "drop_covered_chars", "max_piece_chars")}
+        return {k: getattr(self, k) for k in FILTERS}
 
 
 def train_korean(texts, out_dir, vocab_size=20000, cfg=None, **settings):
@@ -154,9 +156,11 @@ def train_korean(texts, out_dir, vocab_size=20000, cfg=None, **settings):
         print(f"warning: merging a {cfg.model_type} model into a BPE base leaves many pieces unreachable",
               file=sys.stderr)
     buf = io.BytesIO()
-    # only the sample is held (every line streams straight through with input_sentence_size 0)
+    # SentencePiece trains on sentences: one per line of each document. Only the sample is held
+    # (every line streams straight through with input_sentence_size 0)
     n = cfg.input_sentence_size
-    lines = _drain(sample_lines(_lines(texts), n, cfg.seed)) if n else _lines(texts)
+    lines = (line for text in texts for line in text.split("\n") if line.strip())
+    lines = _drain(sample_lines(lines, n, cfg.seed)) if n else lines
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=lines, model_writer=buf, model_type=cfg.model_type, vocab_size=vocab_size,
@@ -247,12 +251,8 @@ def unreachable(proto, start):
     """Pieces from index `start` on that BPE never produces when their own text is encoded alone
     (e.g. a needed intermediate piece was filtered away)."""
     tok = Tokenizer(proto, raw=True)
-    bad = []
-    for i in range(start, len(proto.pieces)):
-        text = proto.pieces[i].piece.replace(SPACE, " ")
-        if tok.encode(text) != [i]:
-            bad.append(proto.pieces[i].piece)
-    return bad
+    return [proto.pieces[i].piece for i in range(start, len(proto.pieces))
+            if tok.encode(proto.pieces[i].piece.replace(SPACE, " ")) != [i]]
 
 
 def merge(base, korean, out_dir, eval_texts=None, **filters):
@@ -315,9 +315,7 @@ def write_hf_tokenizer(proto, out_dir, base=None):
     outputs.write_atomic(out_dir / "tokenizer.model", proto.SerializeToString())
     _write_json(out_dir / "tokenizer_config.json", cfg)
     _write_json(out_dir / "special_tokens_map.json", smap)
-    stale = out_dir / "tokenizer.json"  # transformers would prefer a stale fast tokenizer file
-    if stale.exists():
-        stale.unlink()
+    (out_dir / "tokenizer.json").unlink(missing_ok=True)  # transformers would prefer a stale fast tokenizer file
 
 
 # ---- measuring ----
@@ -374,30 +372,6 @@ def _write_json(path, obj):
 
 # ---- command line ----
 
-def _add_filter_flags(p):
-    p.add_argument("--hangul-only", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep only pieces made of Hangul syllables (with or without a leading '▁')")
-    p.add_argument("--drop-latin", action=argparse.BooleanOptionalAction, default=True,
-                   help="drop pieces with Latin letters, digits or punctuation (the base handles those)")
-    p.add_argument("--drop-covered-chars", action=argparse.BooleanOptionalAction, default=False,
-                   help="drop single-character pieces ('▁X') whose character the base already has")
-    p.add_argument("--max-piece-chars", type=cli.number(int, lo=0), default=8, help="drop longer pieces (0: no limit)")
-
-
-def _train_flags(p):
-    p.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"],
-                   help="BPE merges cleanly into a BPE base (Llama); unigram pieces often end up unreachable")
-    p.add_argument("--character-coverage", type=cli.number(float, lo=0, hi=1, lo_open=True), default=0.9995,
-                   help="share of characters covered by pieces; the rest go to byte fallback")
-    p.add_argument("--input-sentence-size", type=cli.number(int, lo=0), default=SAMPLE_SENTENCES,
-                   help="train on a uniform random sample of this many lines of the whole corpus, so memory "
-                        "stays bounded at any corpus size (0: all lines)")
-    p.add_argument("--max-sentence-length", type=cli.number(int, lo=1), default=16384, help="skip longer lines (bytes)")
-    p.add_argument("--seed", type=cli.number(int, lo=0), default=0, help="seed of the line sample")
-    p.add_argument("--threads", dest="num_threads", metavar="THREADS", type=cli.number(int, lo=1), default=None,
-                   help="trainer threads (default: all cores)")
-
-
 def _config(a):
     """The VocabConfig of the flags this command has (train: the trainer's, merge: the filters, sweep: both)."""
     return VocabConfig(**{f.name: getattr(a, f.name) for f in fields(VocabConfig) if hasattr(a, f.name)})
@@ -412,14 +386,14 @@ def main(argv=None):
                    help="Korean vocabulary size (paper: 20k)")
     p.add_argument("--out", required=True, help="output folder")
     cli.add_force(p)
-    _train_flags(p)
+    add_flags(p, VocabConfig, skip=FILTERS)
     p = sub.add_parser("merge", help="merge korean.model into a base tokenizer.model: an HF tokenizer folder")
     p.add_argument("--base", required=True, help="base tokenizer.model (or an HF folder holding one)")
     p.add_argument("--korean", required=True, help="the Korean .model from `train`")
     p.add_argument("--out", required=True, help="output folder")
     cli.add_force(p)
     p.add_argument("--eval", nargs="*", default=[], help="texts to report the token ratio on, per file")
-    _add_filter_flags(p)
+    add_flags(p, VocabConfig, skip=[f.name for f in fields(VocabConfig) if f.name not in FILTERS])
     p = sub.add_parser("ratio", help="token ratio of a tokenizer against the base, per file and overall")
     p.add_argument("texts", nargs="+", help="text or JSONL files")
     p.add_argument("--tokenizer", required=True, help="merged tokenizer folder or .model")
@@ -435,8 +409,7 @@ def main(argv=None):
     cli.add_force(p)
     p.add_argument("--json", default=None, help="also write the rows as JSON to this file (replaces only an "
                    "earlier sweep's, unless --force)")
-    _train_flags(p)
-    _add_filter_flags(p)
+    add_flags(p, VocabConfig)
     for name in ("train", "merge", "ratio", "sweep"):
         sub.choices[name].add_argument("--text-field", default="text",
                                        help="JSONL field with the text ('*': 'text' if present, else all strings)")

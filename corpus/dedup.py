@@ -105,9 +105,6 @@ class MinHasher:
             i = j
         return sig
 
-    def signature(self, text):  # (num_perm,) uint32
-        return self.signatures([text])[0]
-
     def band_keys(self, sig):  # (..., num_perm) -> (..., bands) uint64: equal key <=> equal band
         rows = sig[..., :self.bands * self.rows].reshape(*sig.shape[:-1], self.bands, self.rows)
         return _mix64((rows.astype(np.uint64) * self.band_mult).sum(axis=-1, dtype=np.uint64))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus.readers import chunked
 from corpus.textclean import codepoints
 from support.tokenizer_io import Tokenizer
 
@@ -20,10 +21,7 @@ class NgramLM:
     def __init__(self, order=3, discount=0.75, tokenizer=None):
         self.order, self.discount, self.tokenizer = order, discount, tokenizer
 
-    def encode(self, text):  # ids in [0, V-1); V-1 is the document boundary
-        return self.encode_batch([text])[0]
-
-    def encode_batch(self, texts):
+    def encode_batch(self, texts):  # ids in [0, V-1) per text; V-1 is the document boundary
         if self.tokenizer is not None:
             return [np.asarray(x, dtype=np.int64) for x in self.tokenizer.encode(list(texts))]
         lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
@@ -124,9 +122,8 @@ class NgramLM:
     def save(self, path):
         np.savez(path, meta=json.dumps({"order": self.order, "discount": self.discount, "V": self.V}),
                  sp_model=np.frombuffer(self.tokenizer.model_bytes if self.tokenizer else b"", np.uint8),
-                 unigram=self.unigram,
-                 char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)), hist1_tot=self.hist1[0],
-                 hist1_typ=self.hist1[1],
+                 unigram=self.unigram, char_ids=getattr(self, "char_ids", np.zeros(0, np.int32)),
+                 hist1_tot=self.hist1[0], hist1_typ=self.hist1[1],
                  **{f"t{k}_{i}": a for k, t in enumerate(self.tables) for i, a in enumerate(t)})
 
     @classmethod
@@ -156,9 +153,7 @@ def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, 
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{path}: {tok.vocab_size} pieces, but {model_dir} has {model.config.vocab_size} rows")
     bos = [tok.bos_id] if tok.bos_id is not None else []
-    chunk = []
-
-    def score(chunk):
+    for chunk in chunked(texts, batch):
         ids = [bos + x[:max_tokens] for x in tok.encode(chunk)]
         x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
         y = torch.full_like(x, -100)  # padding and the last position predict nothing
@@ -170,12 +165,4 @@ def model_perplexities(texts, model_dir, tokenizer="", max_tokens=512, batch=8, 
             nll = F.cross_entropy(logits.float().transpose(1, 2), y.to(device), reduction="none")  # (B, T)
         n = (y != -100).sum(1)
         ppl = torch.exp(nll.sum(1).cpu() / n.clamp(min=1))
-        return torch.where(n > 0, ppl, torch.inf).tolist()
-
-    for t in texts:
-        chunk.append(t)
-        if len(chunk) == batch:
-            yield from score(chunk)
-            chunk = []
-    if chunk:
-        yield from score(chunk)
+        yield from torch.where(n > 0, ppl, torch.inf).tolist()

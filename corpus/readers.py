@@ -17,10 +17,12 @@ worker processes without reading a whole corpus ahead (a worker that dies stops 
 with one line, never a hang), and staged_output: outputs.staged, the output guard and
 whole-folder replacement every command shares, with its refusals raised as DataError. And
 setting(): a setting declared once, as a dataclass field holding its default, --help line and
-range, from which add_flags makes its flag and check_settings checks an API user's value.
+range, from which add_flags makes its flag and ReadConfig.__post_init__ checks an API user's value.
 """
+import argparse
 import codecs
 import gzip
+import itertools
 import json
 import os
 import re
@@ -46,15 +48,16 @@ class WorkerDied(RuntimeError):
 # ----------------------------------------------------------------------------------------
 # Settings, each declared once: its default, --help line and range in one dataclass field.
 
-def setting(default, help, lo=None, hi=None, lo_open=False, cli_default=None, **flag):
+def setting(default, help, lo=None, hi=None, lo_open=False, hi_open=False, cli_default=None, **flag):
     """A dataclass field for one setting: its default; its --help line (None: no flag, an API
-    setting); for a number, its range [lo, hi] ((lo, hi] with lo_open), of the field's type;
-    the command line's own default where it differs; and add_argument keywords its flag
-    needs (choices, nargs, type). A bool is a switch: --no-NAME when on by default, else --NAME,
-    and its help is that flag's."""
+    setting); for a number, its range [lo, hi] (open at either end with lo_open, hi_open), of
+    the field's type; the command line's own default where it differs; and add_argument keywords
+    its flag needs (choices, nargs, type, metavar; option: a name other than --NAME). A bool is a
+    switch: --no-NAME when on by default, else --NAME, and its help is that flag's (unless it
+    gives its own action)."""
     meta = {"help": help, "flag": flag, "cli_default": cli_default}
     if lo is not None or hi is not None:
-        meta["range"] = (lo, hi, lo_open)
+        meta["range"] = (lo, hi, lo_open, hi_open)
     if isinstance(default, list):  # a mutable default: each config gets its own
         return field(default_factory=default.copy, metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,33 +67,39 @@ def flag_name(name):
     return "--" + name.replace("_", "-")
 
 
-def add_flags(parser, config):
-    """A flag for each setting of the dataclass `config` that has a --help line, in field order;
-    a number's is checked by cli.number, so a bad value is argparse's one-line error."""
+def add_flags(parser, config, skip=()):
+    """A flag for each setting of the dataclass `config` that has a --help line and is not in
+    `skip`, in field order; a number's is checked by cli.number, so a bad value is argparse's
+    one-line error."""
     for f in fields(config):
         m = f.metadata
-        if m.get("help") is None:
+        if m.get("help") is None or f.name in skip:
             continue
         default = f.default_factory() if f.default is MISSING else f.default
-        if f.type is bool:
+        if f.type is bool and "action" not in m["flag"]:
             parser.add_argument(flag_name("no_" + f.name if default else f.name), dest=f.name, help=m["help"],
                                 action="store_false" if default else "store_true")
             continue
-        kw = {"default": default if m["cli_default"] is None else m["cli_default"], **m["flag"]}
+        kw = {"dest": f.name, "default": default if m["cli_default"] is None else m["cli_default"], **m["flag"]}
         if "range" in m:
             kw.setdefault("type", cli.number(f.type, *m["range"]))
-        parser.add_argument(flag_name(f.name), help=m["help"], **kw)
+        parser.add_argument(kw.pop("option", flag_name(f.name)), help=m["help"], **kw)
 
 
-def check_settings(cfg):
-    """The flags' ranges and choices, for API users too: DataError naming the first setting outside them."""
-    for f in fields(cfg):
-        value, m = getattr(cfg, f.name), f.metadata
-        choices = m.get("flag", {}).get("choices")
-        why = cli.problem(value, f.type, *m["range"]) if "range" in m else None
-        why = why or (f"must be one of {choices}" if choices and value not in choices else None)
-        if why:
-            raise DataError(f"{flag_name(f.name)} {why}, got {value!r}")
+def size_type(lo=0):
+    """An argparse type: '40G', '1.5M', '1000' -> int (decimal units: K=1e3, M=1e6, G=1e9,
+    T=1e12), at least `lo`."""
+    def parse(text):
+        s = str(text).strip().upper()
+        mult = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(s[-1:], 1)
+        try:
+            value = int(float(s[:-1] if mult > 1 else s) * mult)
+        except (ValueError, OverflowError):  # OverflowError: "inf"
+            value = None
+        if value is None or value < lo:
+            raise argparse.ArgumentTypeError(f"must be a size >= {lo} (e.g. 5000, 20M, 40G), got {text!r}")
+        return value
+    return parse
 
 
 @dataclass
@@ -105,7 +114,15 @@ class ReadConfig:
                               choices=("replace", "drop"))
 
     def __post_init__(self):
-        check_settings(self)
+        """The flags' ranges and choices, for API users too (of every subclass' settings):
+        DataError naming the first setting outside them."""
+        for f in fields(self):
+            value, m = getattr(self, f.name), f.metadata
+            choices = m.get("flag", {}).get("choices")
+            why = cli.problem(value, f.type, *m["range"]) if "range" in m else None
+            why = why or (f"must be one of {choices}" if choices and value not in choices else None)
+            if why:
+                raise DataError(f"{flag_name(f.name)} {why}, got {value!r}")
 
 
 def expand_inputs(inputs, exclude=()):
@@ -182,17 +199,13 @@ def decode_line(line, enc, auto):
     """(text, how): how is None (the file's encoding), "mixed" (with `auto`, the line fails the
     file's encoding but is valid in the other one: a file that mixes UTF-8 and CP949 lines),
     or "bad" (text None: valid in neither)."""
-    try:
-        return line.decode(enc), None
-    except UnicodeDecodeError:
-        pass
-    for other in ("utf-8", "cp949") if auto else ():
-        if other == enc:
-            continue
+    for other in [enc] + [e for e in ("utf-8", "cp949") if auto and e != enc]:
         try:
             text = line.decode(other)
         except UnicodeDecodeError:
             continue
+        if other == enc:
+            return text, None
         # strict UTF-8 that decodes is UTF-8; CP949 decodes much garbage, so it must look Korean
         if other == "utf-8" or _mostly_hangul(text):
             return text, "mixed"
@@ -273,10 +286,10 @@ def _warn_if_nothing_read(path, cfg, stats, fields):
     """A warning, in stats and on stderr, for a file with no documents or no record with --text-field."""
     if stats["docs"] == 0:
         stats["warning"] = f"{path}: no documents (empty file)"
-        print(f"warning: {stats['warning']}", file=sys.stderr)
     elif fields["records"] and not fields["with_field"]:
         stats["missing_field"] = fields["first"]  # what the user may have meant instead
         stats["warning"] = f"{path}: no record has the field {cfg.text_field!r}; {_first_fields(fields['first'])}"
+    if "warning" in stats:
         print(f"warning: {stats['warning']}", file=sys.stderr)
 
 
@@ -300,14 +313,16 @@ def _json_doc(text, field, fields):
     return doc, None
 
 
-def missing_field_error(field, file_stats):
-    """The one line to fail with when no document was readable because no JSONL record has
-    the field asked for (a wrong --text-field), else None."""
+def no_documents_error(file_stats, text_field, what):
+    """The error when not one document was readable: a wrong --text-field named as such (no JSONL
+    record has it: say which fields they do have), else `what` and each file with what went wrong
+    in it (empty, a broken .gz)."""
     bad = [s for s in file_stats if "missing_field" in s]
     if not bad:
-        return None
+        return DataError(f"{what}: " + "; ".join(s.get("warning") or s.get("error") or s["path"] for s in file_stats))
     where = bad[0]["path"] + (f" (nor in {len(bad) - 1} other file(s))" if len(bad) > 1 else "")
-    return f"--text-field {field!r}: no record in {where} has it; {_first_fields(bad[0]['missing_field'])}"
+    return DataError(f"--text-field {text_field!r}: no record in {where} has it; "
+                     f"{_first_fields(bad[0]['missing_field'])}")
 
 
 def _first_fields(first):
@@ -319,14 +334,8 @@ def _first_fields(first):
 
 def chunked(items, size):
     """Lists of `size` items in order (the last one shorter): a worker's unit of work."""
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    items = iter(items)
+    return iter(lambda: list(itertools.islice(items, size)), [])
 
 
 def ordered_map(fn, items, workers, init, initargs):

@@ -43,9 +43,11 @@ from corpus.readers import (
     ReadConfig,
     chunked,
     expand_inputs,
-    missing_field_error,
+    no_documents_error,
     ordered_map,
     read_docs,
+    setting,
+    size_type,
     staged_output,
 )
 from support import cli, outputs
@@ -80,28 +82,20 @@ def _is_val(i, seed, fraction):  # a per-document coin, the same for any number 
 
 @dataclass
 class TokenizeConfig(ReadConfig):
-    """How tokenize reads (ReadConfig: --text-field) and writes; the command line's ranges are
-    checked here, for API users too (one DataError naming the flag)."""
-    shard_tokens: int = 100_000_000
-    val_fraction: float = 0.0           # a seeded per-document coin
-    val_docs: int = 0                   # or exactly this many held-out documents
-    seed: int = 0
-    workers: int = 1
-    add_bos: bool = False
-    progress: bool = True
-    batch_docs: int = 256
-    val_text: bool = False              # also write val.jsonl, the held-out documents' text
-
-    def __post_init__(self):
-        super().__post_init__()
-        try:
-            cli.check("--shard-tokens", self.shard_tokens, int, lo=1)
-            cli.check("--val-fraction", self.val_fraction, float, lo=0, hi=1, hi_open=True)
-            cli.check("--val-docs", self.val_docs, int, lo=0)
-            cli.check("--seed", self.seed, int, lo=0)
-            cli.check("--workers", self.workers, int, lo=1)
-        except ValueError as e:
-            raise DataError(str(e)) from None
+    """How tokenize reads (ReadConfig) and writes: each setting declared once (readers.setting),
+    with its default, --help line and range; data.py's tokenize flags are these (but ReadConfig's
+    --txt-mode, --encoding and --on-invalid), and an API user's values are checked the same way."""
+    shard_tokens: int = setting(100_000_000, "tokens per shard (e.g. 100M)", lo=1, type=size_type(1))
+    val_fraction: float = setting(0.0, "share of documents held out as val", lo=0, hi=1, hi_open=True)
+    val_docs: int = setting(0, "exactly this many held-out documents", lo=0)
+    seed: int = setting(0, "seed of the held-out choice", lo=0)
+    add_bos: bool = setting(False, "start every document with BOS")
+    val_text: bool = setting(False, "also write val.jsonl, the held-out documents' text (to score with any "
+                             "tokenizer: redwhale.py score)")
+    # the command line uses every core; an API user asks for more than one
+    workers: int = setting(1, "encoding processes", lo=1, cli_default=os.cpu_count() or 1)
+    progress: bool = setting(True, "no progress bar")
+    batch_docs: int = setting(256, None, lo=1)  # documents per worker task (no flag)
 
 
 def clean_files(inputs, notes):
@@ -133,13 +127,6 @@ def clean_files(inputs, notes):
     return files
 
 
-def _no_documents(file_stats, text_field):
-    """The error when not one document was readable: a wrong --text-field named as such,
-    else each file with what went wrong in it (empty, a broken .gz)."""
-    return DataError(missing_field_error(text_field, file_stats) or "no documents to tokenize in: " + "; ".join(
-        s.get("warning") or s.get("error") or s["path"] for s in file_stats))
-
-
 def tokenize(inputs, tokenizer, out_dir, cfg=None, force=False, **settings):
     """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
     file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
@@ -168,10 +155,10 @@ def tokenize(inputs, tokenizer, out_dir, cfg=None, force=False, **settings):
 
 def _draw_val(files, cfg):
     """Exactly cfg.val_docs held-out documents: count the readable ones, draw that many indices."""
-    file_stats = [{} for _ in files]
-    total = sum(1 for p, st in zip(files, file_stats) for _, t, r in read_docs(p, cfg, st) if r is None)
+    file_stats = []
+    total = sum(1 for _ in _readable_texts(files, cfg, file_stats, []))
     if total == 0:
-        raise _no_documents(file_stats, cfg.text_field)
+        raise no_documents_error(file_stats, cfg.text_field, "no documents to tokenize in")
     if cfg.val_docs >= total:
         raise DataError(f"--val-docs {cfg.val_docs} leaves no training documents (the input has {total})")
     return set(np.random.default_rng(cfg.seed).choice(total, cfg.val_docs, replace=False).tolist())
@@ -223,7 +210,7 @@ def _write_shards(files, cfg, out, tok, val_set):
         if val_texts:
             val_texts.close()
     if doc_i == 0:
-        raise _no_documents(file_stats, cfg.text_field)
+        raise no_documents_error(file_stats, cfg.text_field, "no documents to tokenize in")
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable documents, e.g. {skipped[0]}", file=sys.stderr)
     return {"dtype": np.dtype(dtype).name, "vocab_size": vocab, "eos_id": eos,
@@ -251,15 +238,7 @@ def _readable_texts(files, cfg, file_stats, skipped):
 
 
 # ----------------------------------------------------------------------------------------
-# Reading: whole splits for tests and inspection; TokenShards for training.
-
-def load_tokens(meta_dir, split="train"):
-    """All token ids of a split as one array (tests and inspection; train.py memory-maps)."""
-    meta = json.loads((Path(meta_dir) / "meta.json").read_text())
-    parts = [np.fromfile(Path(meta_dir) / s["file"], dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
-             for s in meta["shards" if split == "train" else "val_shards"]]
-    return np.concatenate(parts) if parts else np.zeros(0, np.dtype(meta["dtype"]))
-
+# Reading: TokenShards, for training.
 
 def _check_ids(arr, vocab, path, chunk=1 << 26):
     """Every id of a shard below the model's vocabulary, checked once at start-up (a pass over the

@@ -216,15 +216,6 @@ def sentence_spans(text, longest):
     return spans
 
 
-def outside(text, spans):  # the text outside the spans
-    parts, prev = [], 0
-    for a, b in spans:
-        parts.append(text[prev:a])
-        prev = b
-    parts.append(text[prev:])
-    return "".join(parts)
-
-
 def sentence_reason(text, cfg):
     """Tables, price and phone lists, menus and listings are lines with (almost) no
     sentences, whether or not they are heavy in digits; prose is sentences, and its
@@ -255,8 +246,8 @@ def filter_reason(text, cfg):
     if digits and (symbols + digits) / nonspace > cfg.max_symbol_frac:
         # digits count as symbols outside sentences only: 2018년, 1,000만 명 and 4.5% are prose
         # in a sentence, and a price list, listing or table when they stand alone
-        spans = sentence_spans(text, cfg.max_sentence_chars)
-        symbols += char_stats(outside(text, spans))[2]
+        in_sentences = "".join(text[a:b] for a, b in sentence_spans(text, cfg.max_sentence_chars))
+        symbols += digits - char_stats(in_sentences)[2]
     if cfg.max_symbol_frac < 1 and nonspace and symbols / nonspace > cfg.max_symbol_frac:
         return "symbols"
     max_digit = cfg.max_digit_frac  # a document of mostly digits, sentences or not

@@ -5,7 +5,6 @@ tokenizer are all SentencePiece); a base with another tokenizer would plug in he
 
     python -c "from support.tokenizer_io import Tokenizer; print(Tokenizer.load('out/merged').encode('안녕', bos=True))"
 """
-import hashlib
 from pathlib import Path
 
 import sentencepiece as spm
@@ -72,16 +71,11 @@ class Tokenizer:
         self.vocab_size = self.sp.get_piece_size()
         self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
         self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
-        self.unk_id = self.sp.unk_id() if self.sp.unk_id() >= 0 else None
 
     @classmethod
     def load(cls, path, raw=False):
         """From a .model file or a folder holding tokenizer.model; errors name the path."""
         return cls(path, raw=raw)
-
-    def fingerprint(self):
-        """A short hash of the model file: what token shards record of the tokenizer that made them."""
-        return hashlib.sha256(self.model_bytes).hexdigest()[:16]
 
     def encode(self, text, bos=False):
         """ids of one text, or a list of id lists for a list of texts; BOS first when asked and present."""
@@ -95,12 +89,6 @@ class Tokenizer:
 
     def piece(self, i):
         return self.sp.id_to_piece(i)
-
-    def pieces(self):
-        return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
-
-    def encode_pieces(self, text):
-        return self.sp.encode(text, out_type=str)
 
     def __getstate__(self):
         return {"name": self.name, "model_bytes": self.model_bytes}

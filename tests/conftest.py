@@ -144,6 +144,15 @@ def write_shards(folder, ids, vocab_size, n_shards=2, dtype="uint16"):
     return folder
 
 
+def load_tokens(meta_dir, split="train"):
+    """All token ids of a split of a data.py tokenize folder as one array (train.py memory-maps)."""
+    import numpy as np
+    meta = json.loads((Path(meta_dir) / "meta.json").read_text())
+    parts = [np.fromfile(Path(meta_dir) / s["file"], dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
+             for s in meta["shards" if split == "train" else "val_shards"]]
+    return np.concatenate(parts) if parts else np.zeros(0, np.dtype(meta["dtype"]))
+
+
 @pytest.fixture(scope="session")
 def train_setup(tmp_path_factory, base_spm):
     """A tiny Llama (init range 0.1, so training visibly moves it) with the tokenizer beside it,

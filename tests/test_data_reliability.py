@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, korean_docs
+from conftest import ROOT, korean_docs, load_tokens
 
 import data
 from corpus import shards
@@ -296,7 +296,7 @@ def test_tokenize_a_clean_folder_reads_exactly_its_outputs(corpus, tmp_path, bas
             for x in (tmp_path / "c" / name).read_text(encoding="utf-8").splitlines()]
 
     def docs_of(folder):
-        ids = shards.load_tokens(folder)
+        ids = load_tokens(folder)
         return [d.tolist() for d in np.split(ids, np.flatnonzero(ids == 2)[:-1] + 1)]
     meta = tokenize([tmp_path / "c"], base_spm, tmp_path / "t", progress=False)
     assert [Path(p).name for p in meta["inputs"]] == rep["outputs"][:-1]  # never dropped.jsonl nor report.json
@@ -480,7 +480,7 @@ def test_each_setting_is_declared_once_for_its_flag_and_its_check(tmp_path, caps
     for f in fields(CleanConfig):
         if "range" not in f.metadata:
             continue
-        lo, hi, lo_open = f.metadata["range"]
+        lo, hi, lo_open, _ = f.metadata["range"]
         flag = "--" + f.name.replace("_", "-")
         for bad in [lo if lo_open else lo - 1] + ([hi * 1.5] if hi is not None else []):
             with pytest.raises(DataError, match=flag):
@@ -491,6 +491,25 @@ def test_each_setting_is_declared_once_for_its_flag_and_its_check(tmp_path, caps
                 assert f"argument {flag}: " in capsys.readouterr().err
             checked += 1
     assert checked >= 40
+
+
+def test_tokenize_flags_are_tokenize_config_settings(capsys):
+    """data.py tokenize's flags are TokenizeConfig's settings (but ReadConfig's --txt-mode, --encoding
+    and --on-invalid): the same defaults (but --workers), and the same ranges for flag and API user."""
+    p = argparse.ArgumentParser()
+    data._add_tokenize_args(p)
+    flags = vars(p.parse_args(["x.jsonl", "--tokenizer", "t", "--out", "o"]))
+    want = {k: v for k, v in asdict(shards.TokenizeConfig()).items()
+            if k not in ("txt_mode", "encoding", "on_invalid", "batch_docs")}
+    assert {k: flags[k] for k in want} == {**want, "workers": os.cpu_count() or 1}
+    assert sorted(flags) == sorted([*want, "inputs", "tokenizer", "out", "force"])
+    for flag, bad in [("--shard-tokens", "0"), ("--val-fraction", "1"), ("--val-docs", "-1"), ("--seed", "-1"),
+                      ("--workers", "0")]:
+        with pytest.raises(DataError, match=f"{flag} must be "):
+            shards.TokenizeConfig(**{flag[2:].replace("-", "_"): float(bad)})
+        with pytest.raises(SystemExit):
+            p.parse_args(["x.jsonl", "--tokenizer", "t", "--out", "o", f"{flag}={bad}"])
+        assert f"argument {flag}: must be a" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ 9. every bad input, one line each

@@ -138,7 +138,7 @@ def test_ngram_lm_is_a_distribution_and_prefers_real_text(tmp_path):
     lm = perplexity.NgramLM(order=3).fit(ref)
     # p(w | history) sums to one over the vocabulary, for a seen and an unseen history
     for hist in ("대한", "\x00\x01"):
-        h = lm.encode(hist)
+        h = lm.encode_batch([hist])[0]
         lp = [lm.logprobs([np.r_[h, w]])[-1] for w in range(lm.V)]
         assert abs(np.exp(lp).sum() - 1) < 1e-6
     real = long_docs(50)[-20:]

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import korean_docs, long_docs, write_jsonl, write_shards
+from conftest import korean_docs, load_tokens, long_docs, write_jsonl, write_shards
 
 import data
 from corpus import shards
@@ -148,7 +148,7 @@ def test_token_shards_round_trip(base_spm, tmp_path):
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == 2000 and meta["eos_id"] == 2
     assert len(meta["shards"]) > 1 and [s["file"] for s in meta["val_shards"]] == ["val_0000.bin"]
     assert meta["num_docs"] == 27 and meta["val_num_docs"] == 3
-    train, val = data.load_tokens(tmp_path / "tok"), data.load_tokens(tmp_path / "tok", "val")
+    train, val = load_tokens(tmp_path / "tok"), load_tokens(tmp_path / "tok", "val")
     assert meta["num_tokens"] == len(train) == sum(s["num_tokens"] for s in meta["shards"])
     assert (tmp_path / "tok" / "train_0000.bin").stat().st_size == 2 * meta["shards"][0]["num_tokens"]
     # documents separated by EOS, every one of them in exactly one split, in order
@@ -176,7 +176,7 @@ def test_uint32_shards_above_65536_pieces(base_spm, tmp_path):
     write_jsonl(tmp_path / "c.jsonl", ["가나 <x65999> 다라", "마바 <x10> 사"])
     meta = tokenize([tmp_path / "c.jsonl"], big, tmp_path / "tok", progress=False)
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == 68_000
-    ids = data.load_tokens(tmp_path / "tok")
+    ids = load_tokens(tmp_path / "tok")
     assert ids.dtype == np.uint32 and 2000 + 65_999 in ids.tolist()
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(big))

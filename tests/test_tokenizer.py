@@ -303,6 +303,29 @@ def write_corpus(tmp_path, texts):
     return [str(path)]
 
 
+def test_vocab_flags_are_vocab_config_settings(monkeypatch, capsys):
+    """train's flags are VocabConfig's trainer settings, merge's its filters, sweep's both, each with
+    VocabConfig's default and range; --threads sets num_threads."""
+    got = []
+    monkeypatch.setattr(T, "run", got.append)
+    for argv in (["train", "c.txt", "--out", "o"], ["merge", "--base", "b", "--korean", "k", "--out", "o"],
+                 ["sweep", "c.txt", "--base", "b", "--eval", "e.txt"]):
+        T.main(argv)
+        assert T._config(got[-1]) == T.VocabConfig()
+    train, merge, sweep = (set(vars(a)) for a in got)
+    assert set(T.FILTERS) <= merge - train and set(T.FILTERS) <= sweep
+    assert {"model_type", "num_threads", "seed"} <= (train & sweep) - merge
+    T.main(["train", "c.txt", "--out", "o", "--threads", "3"])
+    assert got[-1].num_threads == 3
+    T.main(["merge", "--base", "b", "--korean", "k", "--out", "o", "--no-hangul-only", "--max-piece-chars", "0"])
+    assert T._config(got[-1]).filters() == {**T.VocabConfig().filters(), "hangul_only": False, "max_piece_chars": 0}
+    for argv in (["train", "c.txt", "--out", "o", "--character-coverage", "0"],
+                 ["merge", "--base", "b", "--korean", "k", "--out", "o", "--max-piece-chars", "-1"]):
+        with pytest.raises(SystemExit):
+            T.main(argv)
+        assert "must be a" in capsys.readouterr().err
+
+
 def test_command_line_train_merge_ratio(tmp_path, base_spm, capsys):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in korean_docs(2000)),
