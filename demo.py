@@ -57,9 +57,7 @@ def read_texts(paths, limit=0):
 
 
 def write_jsonl(path, texts):
-    with open(path, "w", encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    Path(path).write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
 
 
 def run_train(args, init_from, data, out, recipe, steps, extra=()):
@@ -77,43 +75,6 @@ def run_train(args, init_from, data, out, recipe, steps, extra=()):
     else:
         train.main(argv)
     return [json.loads(line) for line in open(Path(out) / "log.jsonl", encoding="utf-8")]
-
-
-def build_base(args, run):
-    """Tokenizer + tiny Llama trained on mostly-English text: a stand-in for SOLAR/Llama-2."""
-    import data
-    import tokenizer as tok
-    from config import LlamaConfig
-    from model import Llama
-    base = run / "base"
-    korean_bit = read_texts(args.corpus[:1], limit=300)    # SOLAR saw a little Korean
-    english, _ = english_docs()                            # without the held-out topics
-    texts = english + korean_bit
-    log(f"base tokenizer: BPE {args.base_vocab} pieces on {len(texts)} mostly-English documents")
-    (base / "tok").mkdir(parents=True, exist_ok=True)
-    tok.train_korean(texts, base / "tok", vocab_size=args.base_vocab, character_coverage=0.995)
-    os.replace(base / "tok" / "korean.model", base / "tok" / "tokenizer.model")  # same recipe, any language
-    write_jsonl(run / "base_corpus.jsonl", texts)
-    data.tokenize([run / "base_corpus.jsonl"], base / "tok" / "tokenizer.model", run / "base_tokens",
-                  val_docs=20, progress=False)
-    cfg = LlamaConfig(vocab_size=args.base_vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
-                      num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=1024, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    Llama(cfg).save_pretrained(run / "base_init")
-    for f in os.listdir(base / "tok"):
-        shutil.copy(base / "tok" / f, run / "base_init" / f)
-    recipe = run / "base_recipe.json"
-    recipe.write_text(json.dumps({"stages": [
-        {"name": "pretrain", "train": ["all"], "steps": args.base_steps, "lr": 3e-3, "warmup": 0.05,
-         "weight_decay": 0.0}]}))
-    log(f"base model: {sum(p.numel() for p in Llama(cfg).parameters()) / 1e6:.2f}M params, "
-        f"{args.base_steps} steps of pretraining")
-    rows = run_train(args, run / "base_init", run / "base_tokens", run / "base_train", recipe, args.base_steps)
-    shutil.rmtree(base / "tok")  # its tokenizer.model is now in the trained folder copied below
-    shutil.copytree(run / "base_train" / "final", base, dirs_exist_ok=True)
-    outputs.mark(run / "base_init", "demo")
-    return base, rows
 
 
 def held_out_loss(model_dir, tokens_dir, seq_len, max_windows=800):
@@ -135,63 +96,59 @@ def bits_per_char_table(run, base):
     from support.tokenizer_io import Tokenizer
     from tools import score
     from training import checkpoint
-    texts = {"korean": score.read_documents([run / "tokens" / "val.jsonl"]),
-             "english": score.read_documents([run / "english_heldout.jsonl"])}
-    texts = {k: [t for docs in v.values() for t in docs] for k, v in texts.items()}
+    texts = {lang: [t for docs in score.read_documents([path]).values() for t in docs]
+             for lang, path in (("korean", run / "tokens" / "val.jsonl"), ("english", run / "english_heldout.jsonl"))}
     ckdir = run / "train" / "checkpoints"
-    models = [("base", base, None), ("after expansion", run / "expanded", None)]
-    models += [(f"after stage {i + 1}", None, ckdir / name)          # a checkpoint at each stage's end
+    merged = Tokenizer.load(run / "merged")
+    models = [("base", base, None, Tokenizer.load(base)), ("after expansion", run / "expanded", None, merged)]
+    models += [(f"after stage {i + 1}", None, ckdir / name, merged)          # a checkpoint at each stage's end
                for i, name in enumerate(checkpoint.list_checkpoints(ckdir))]
-    base_tok, merged_tok = Tokenizer.load(base), Tokenizer.load(run / "merged")
     rows = {}
-    for name, folder, ck in models:
+    for name, folder, ck, tok in models:
         model = (Llama.from_pretrained(folder) if folder else checkpoint.load_model(ck)).eval()
-        tok = base_tok if name == "base" else merged_tok
         rows[name] = {lang: score.score(model, tok, docs)["bits_per_char"] for lang, docs in texts.items()}
         log(f"bits/char {name}: Korean {rows[name]['korean']:.3f}, English {rows[name]['english']:.3f}")
     return rows
 
 
-def kobest_and_generate(model_dir, limit):
-    """The KoBEST sample (first `limit` rows of each task) and a greedy continuation of each prompt."""
-    import eval_kobest
-    from model import Llama
-    from support.tokenizer_io import Tokenizer
-    model = Llama.from_pretrained(model_dir).eval()
-    tok = Tokenizer.load(model_dir)
-    res = eval_kobest.evaluate(model, tok, eval_kobest.Settings(limit=limit))
-    gens = {p: tok.decode(tok.encode(p) + model.generate(tok.encode(p, bos=True), 24, eos_token_id=tok.eos_id))
-            for p in PROMPTS}
-    return res, gens
-
-
-def run_demo(args):
-    """Every step in turn, each one timed, into the run folder and its report."""
-    from tools import report
-    run = Path(args.out)
-    run.mkdir(parents=True, exist_ok=True)
-    rep, t0 = {"settings": vars(args).copy(), "timing_s": {}}, time.time()
-    for step, fn in (("base", make_base), ("clean", clean_corpus), ("tokenizer", make_tokenizer),
-                     ("expand", expand_and_tokenize), ("train", train_and_score), ("evaluate", evaluate)):
-        t = time.time()
-        fn(args, run, rep)
-        rep["timing_s"][step] = round(time.time() - t, 1)
-    rep["timing_s"]["total"] = round(time.time() - t0, 1)
-    md = report.write(run, rep)
-    log(f"report: {md}")
-    return rep
-
-
 def make_base(args, run, rep):
-    """The English held-out text, then the base model: --base, or a tiny one built here.
-    rep["base"]["model"] is where every later step finds it."""
-    write_jsonl(run / "english_heldout.jsonl", english_docs()[1])   # never in the base's pretraining
+    """The English held-out text, then the base model: --base, or a stand-in for SOLAR/Llama-2 built
+    here (a tokenizer and a tiny Llama trained on mostly-English text). rep["base"]["model"] is
+    where every later step finds it."""
+    import data
+    import tokenizer as tok
+    from config import LlamaConfig
+    from model import Llama
+    english, held_out = english_docs()
+    write_jsonl(run / "english_heldout.jsonl", held_out)   # never in the base's pretraining
     if args.base:
         rep["base"] = {"model": str(Path(args.base)), "given": True}
-    else:
-        base, rows = build_base(args, run)
-        rep["base"] = {"model": str(base), "given": False, "loss_first": rows[0]["loss"],
-                       "loss_last": rows[-1]["loss"], "log": rows}
+        return
+    init = run / "base_init"
+    texts = english + read_texts(args.corpus[:1], limit=300)    # SOLAR saw a little Korean
+    log(f"base tokenizer: BPE {args.base_vocab} pieces on {len(texts)} mostly-English documents")
+    tok.train_korean(texts, init, vocab_size=args.base_vocab, character_coverage=0.995)
+    os.replace(init / "korean.model", init / "tokenizer.model")  # same recipe, any language
+    write_jsonl(run / "base_corpus.jsonl", texts)
+    data.tokenize([run / "base_corpus.jsonl"], init / "tokenizer.model", run / "base_tokens",
+                  val_docs=20, progress=False)
+    cfg = LlamaConfig(vocab_size=args.base_vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
+                      num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = Llama(cfg)
+    model.save_pretrained(init)              # beside the tokenizer files, which it keeps
+    recipe = run / "base_recipe.json"
+    recipe.write_text(json.dumps({"stages": [
+        {"name": "pretrain", "train": ["all"], "steps": args.base_steps, "lr": 3e-3, "warmup": 0.05,
+         "weight_decay": 0.0}]}))
+    log(f"base model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+        f"{args.base_steps} steps of pretraining")
+    rows = run_train(args, init, run / "base_tokens", run / "base_train", recipe, args.base_steps)
+    shutil.copytree(run / "base_train" / "final", run / "base", dirs_exist_ok=True)   # with its tokenizer.model
+    outputs.mark(init, "demo")
+    rep["base"] = {"model": str(run / "base"), "given": False, "loss_first": rows[0]["loss"],
+                   "loss_last": rows[-1]["loss"], "log": rows}
 
 
 def clean_corpus(args, run, rep):
@@ -200,8 +157,7 @@ def clean_corpus(args, run, rep):
     log("clean: data.py on " + ", ".join(map(str, args.corpus)))
     corpus = args.corpus
     if args.max_docs:  # the quick demo takes the first documents only
-        texts = read_texts(corpus, limit=args.max_docs)
-        write_jsonl(run / "corpus_subset.jsonl", texts)
+        write_jsonl(run / "corpus_subset.jsonl", read_texts(corpus, limit=args.max_docs))
         corpus = [run / "corpus_subset.jsonl"]
     rep["clean"] = data.clean(corpus, run / "clean", data.CleanConfig(min_chars=args.min_chars))
 
@@ -244,10 +200,17 @@ def train_and_score(args, run, rep):
 
 
 def evaluate(args, run, rep):
-    """KoBEST and generations of the base, then of the trained model."""
+    """The KoBEST sample (the first --eval-limit rows of each task) and a greedy continuation of each
+    prompt, of the base, then of the trained model."""
+    import eval_kobest
+    from model import Llama
+    from support.tokenizer_io import Tokenizer
     log("KoBEST sample and generations, before and after")
-    rep["kobest_before"], rep["generations_before"] = kobest_and_generate(rep["base"]["model"], args.eval_limit)
-    rep["kobest_after"], rep["generations_after"] = kobest_and_generate(run / "train" / "final", args.eval_limit)
+    for when, folder in (("before", rep["base"]["model"]), ("after", run / "train" / "final")):
+        model, tok = Llama.from_pretrained(folder).eval(), Tokenizer.load(folder)
+        rep[f"kobest_{when}"] = eval_kobest.evaluate(model, tok, eval_kobest.Settings(limit=args.eval_limit))
+        rep[f"generations_{when}"] = {p: tok.decode(tok.encode(p) + model.generate(
+            tok.encode(p, bos=True), 24, eos_token_id=tok.eos_id)) for p in PROMPTS}
 
 
 def add_args(p):
@@ -268,15 +231,25 @@ def add_args(p):
 
 
 def main(args):
+    """Every step in turn, each one timed, into the run folder and its report."""
+    from tools import report
     for k in SIZES:
         if getattr(args, k) is None:
             setattr(args, k, SIZES[k][0 if args.quick else 1])
     args.corpus = args.corpus or [str(DEFAULT_CORPUS)]
-    out = Path(args.out)
+    run = Path(args.out)
     # the corpus and base are inputs; an earlier demo (it holds outputs.MARKER) may be replaced
-    outputs.check_output_dir(out, [*args.corpus, args.base], args.force)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    outputs.mark(out, "demo")
-    return run_demo(args)
+    outputs.check_output_dir(run, [*args.corpus, args.base], args.force)
+    if run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    outputs.mark(run, "demo")
+    rep, t0 = {"settings": vars(args).copy(), "timing_s": {}}, time.time()
+    for step, fn in (("base", make_base), ("clean", clean_corpus), ("tokenizer", make_tokenizer),
+                     ("expand", expand_and_tokenize), ("train", train_and_score), ("evaluate", evaluate)):
+        t = time.time()
+        fn(args, run, rep)
+        rep["timing_s"][step] = round(time.time() - t, 1)
+    rep["timing_s"]["total"] = round(time.time() - t0, 1)
+    log(f"report: {report.write(run, rep)}")
+    return rep

@@ -54,10 +54,8 @@ class Task:
 
     def gold(self, doc):
         """The index of the right answer; with a text target the first equal choice wins, as in lm-eval."""
-        if not self.target_is_text:
-            return doc["label"]
         choices = self.choices(doc)
-        return choices.index(choices[doc["label"]])
+        return choices.index(choices[doc["label"]]) if self.target_is_text else doc["label"]
 
 
 COPA_CONNECTORS = {"원인": " 왜냐하면", "결과": " 그래서"}   # with a space of their own: two before, as in lm-eval
@@ -116,8 +114,7 @@ def load_split(data_dir, task, split):
         return load_split_hf(task, split)
     path = Path(data_dir) / task / f"{split}.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (expected the skt/kobest_v1 JSONL layout "
-                                f"DIR/<task>/<split>.jsonl)")
+        raise FileNotFoundError(f"{path}: not found (expected the skt/kobest_v1 JSONL layout DIR/<task>/<split>.jsonl)")
     raw = path.read_bytes()
     docs = []
     for i, line in enumerate(raw.decode("utf-8").splitlines(), 1):
@@ -227,8 +224,7 @@ def score_reference(model, examples):
     for ex in examples:
         lls = []
         for cont in ex.cont_ids:
-            inp = torch.tensor([lm_input(ex.ctx_ids, cont, M)], device=dev)
-            logits, _ = model(inp)                                     # (1, T, V)
+            logits, _ = model(torch.tensor([lm_input(ex.ctx_ids, cont, M)], device=dev))   # (1, T, V)
             logp = F.log_softmax(upcast(logits[0, -len(cont):]), dim=-1)  # (L, V)
             lls.append(float(logp.gather(1, torch.tensor(cont, device=dev)[:, None]).sum()))
         out.append(lls)
@@ -276,10 +272,9 @@ def pack_batch(rows):
                 pos[b, s:s + L] = torch.arange(n, n + L)   # each segment continues the prefix
                 seg[b, s:s + L] = k + 1
             # cont[0] is predicted at the last prefix position, cont[t] at segment position t-1
-            for t, tok in enumerate(cont):
-                where.append((b, n - 1 if t == 0 else s + t - 1))
-                targets.append(tok)
-                owner.append((b, k))
+            where += [(b, n - 1)] + [(b, s + t) for t in range(L)]
+            targets += cont
+            owner += [(b, k)] * len(cont)
             s += L
     # mask[b, q, k]: key k is not after query q, and is in the prefix or in q's own segment
     # (padding queries see the prefix and earlier padding, so no softmax row is empty)
@@ -291,10 +286,9 @@ def pack_batch(rows):
 
 @torch.no_grad()
 def packed_forward(model, rows):
-    """Run a batch of packed rows through the model with their positions and tree mask; return,
-    per row and segment, the continuation's summed log-probability (fp32 log-softmax, as the
-    reference) and whether every token is the argmax. Only the positions that predict a
-    continuation token go through the LM head."""
+    """Run a batch of packed rows through the model with their positions and tree mask; per scored
+    token, return whose it is (row, segment), its log-probability (fp32 log-softmax, as the reference)
+    and whether it is the argmax. Only the positions that predict a continuation token go through the LM head."""
     dev = next(model.parameters()).device
     ids, pos, mask, where, targets, owner = pack_batch(rows)
     h = model.hidden(ids.to(dev), positions=pos.to(dev), mask=mask.to(dev))     # (B, T, C)
@@ -303,12 +297,7 @@ def packed_forward(model, rows):
     logp = F.log_softmax(upcast(logits), dim=-1)
     tgt = torch.tensor(targets, device=dev)
     lp = logp.gather(1, tgt[:, None])[:, 0].double().cpu().tolist()
-    greedy = (logits.argmax(-1) == tgt).cpu().tolist()
-    out = {}
-    for (b, k), a, g in zip(owner, lp, greedy):
-        s, gr = out.get((b, k), (0.0, True))
-        out[(b, k)] = (s + a, gr and g)
-    return out
+    return zip(owner, lp, (logits.argmax(-1) == tgt).cpu().tolist())
 
 
 @torch.no_grad()
@@ -316,29 +305,24 @@ def score_packed(model, examples, batch_size=32):
     """Summed log-probabilities (and is-greedy flags) per example and choice, batched:
     rows sorted longest first so each batch pads little, `batch_size` rows a forward."""
     M = model.config.max_position_embeddings
-    rows = []                                  # (example index, prefix, segments)
-    for e, ex in enumerate(examples):
-        rows += [(e, p, segs) for p, segs in pack_example(ex, M)]
+    rows = [(e, p, segs) for e, ex in enumerate(examples) for p, segs in pack_example(ex, M)]   # e: example index
     rows.sort(key=lambda r: -(len(r[1]) + sum(len(c) - 1 for _, c in r[2])))
-    lls = [[None] * len(ex.cont_ids) for ex in examples]
-    greedy = [[None] * len(ex.cont_ids) for ex in examples]
+    lls = [[0.0] * len(ex.cont_ids) for ex in examples]
+    greedy = [[True] * len(ex.cont_ids) for ex in examples]
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
-        res = packed_forward(model, [(p, s) for _, p, s in chunk])
-        for b, (e, _, segs) in enumerate(chunk):
-            for k, (j, _) in enumerate(segs):
-                lls[e][j], greedy[e][j] = res[(b, k)]
+        for (b, k), lp, g in packed_forward(model, [(p, s) for _, p, s in chunk]):
+            e, j = chunk[b][0], chunk[b][2][k][0]       # the example and the choice of row b's segment k
+            lls[e][j] += lp
+            greedy[e][j] = greedy[e][j] and g
     return lls, greedy
 
 
 # ---- metrics: lm-eval's acc, acc_norm, and sklearn's macro F1 ----
 
 def argmax(xs):
-    best = 0
-    for i, x in enumerate(xs):
-        if x > xs[best]:
-            best = i                                 # first index wins ties, like np.argmax
-    return best
+    """The index of the largest; on a tie the first (max keeps the first of equals), like np.argmax."""
+    return max(range(len(xs)), key=xs.__getitem__)
 
 
 def macro_f1(golds, preds):
@@ -447,28 +431,6 @@ def format_table(out):
     return "\n".join(lines)
 
 
-def add_args(p):
-    """The flags, shared with `redwhale.py eval`."""
-    p.add_argument("--model", required=True, help="Hugging Face Llama folder with tokenizer.model")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
-    p.add_argument("--data", default=str(DEFAULT_DATA),
-                   help="folder in the skt/kobest_v1 JSONL layout (<task>/<split>.jsonl), or 'hf' "
-                        "for the datasets library; default: the 40-row sample in assets/")
-    p.add_argument("--split", default="test", help="split to score (lm-eval scores test)")
-    p.add_argument("--num-fewshot", type=cli.number(int, lo=0), default=0, help="shots drawn from train (seed 1234)")
-    p.add_argument("--batch-size", type=cli.number(int, lo=1), default=32, help="packed rows (examples) per forward")
-    p.add_argument("--limit", type=cli.number(int, lo=1), default=None, help="score only the first N examples per task")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto (lm-eval's default): the checkpoint's own dtype, config.json's dtype (or "
-                        "torch_dtype), else its first floating-point weight's by name")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--output", default="kobest_results.json", help="JSON file for the numbers")
-    p.add_argument("--log-samples", action="store_true",
-                   help="also write per-example scores and predictions to OUTPUT's .samples.jsonl")
-    p.add_argument("--force", action="store_true", help="replace an existing --output this script did not write")
-    return p
-
-
 def checkpoint_dtype(folder):
     """What lm-eval's Hugging Face backend scores in by default (dtype="auto", handed to
     transformers): config.json's dtype (transformers 5's name; else torch_dtype), else the dtype
@@ -496,9 +458,10 @@ def run(args):
     from training import runtime
     device = runtime.check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_model_folder(args.model)
+    samples_path = Path(args.output).with_suffix(".samples.jsonl") if args.output else None
     if args.output:     # checked before minutes of scoring, not after
         inputs = [args.model] + ([args.data] if args.data != "hf" else [])
-        for path in [args.output] + ([_samples_path(args.output)] if args.log_samples else []):
+        for path in [args.output] + ([samples_path] if args.log_samples else []):
             outputs.check_output_file(path, inputs, args.force, "--output", _ours)
     dtype = checkpoint_dtype(args.model) if args.dtype == "auto" else args.dtype
     tasks = check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
@@ -523,15 +486,10 @@ def run(args):
         outputs.write_atomic(args.output, json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         if samples is not None:
-            path = _samples_path(args.output)
-            outputs.write_atomic(path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
-                                               for t, rows in samples.items() for s in rows))
-            print(f"wrote {path}")
+            outputs.write_atomic(samples_path, "".join(json.dumps({"task": t, **s}, ensure_ascii=False) + "\n"
+                                                       for t, rows in samples.items() for s in rows))
+            print(f"wrote {samples_path}")
     return out
-
-
-def _samples_path(output):
-    return Path(output).with_suffix(".samples.jsonl")
 
 
 def _ours(path):
@@ -548,7 +506,25 @@ def _ours(path):
 
 
 def main(argv=None):
-    p = add_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    """The command line (`redwhale.py eval` runs the same)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="Hugging Face Llama folder with tokenizer.model")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="folder in the skt/kobest_v1 JSONL layout (<task>/<split>.jsonl), or 'hf' "
+                        "for the datasets library; default: the 40-row sample in assets/")
+    p.add_argument("--split", default="test", help="split to score (lm-eval scores test)")
+    p.add_argument("--num-fewshot", type=cli.number(int, lo=0), default=0, help="shots drawn from train (seed 1234)")
+    p.add_argument("--batch-size", type=cli.number(int, lo=1), default=32, help="packed rows (examples) per forward")
+    p.add_argument("--limit", type=cli.number(int, lo=1), default=None, help="score only the first N examples per task")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto (lm-eval's default): the checkpoint's own dtype, config.json's dtype (or "
+                        "torch_dtype), else its first floating-point weight's by name")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--output", default="kobest_results.json", help="JSON file for the numbers")
+    p.add_argument("--log-samples", action="store_true",
+                   help="also write per-example scores and predictions to OUTPUT's .samples.jsonl")
+    p.add_argument("--force", action="store_true", help="replace an existing --output this script did not write")
     return run(p.parse_args(argv))
 
 

@@ -92,8 +92,8 @@ MUTANTS = [
      "norm = [argmax([s / len(t) for s, t in zip(sc, ex.cont_ids)])", "test_eval_kobest.py"),
     ("macro-f1-labels-gold-only", "eval_kobest.py", "labels = sorted(set(golds) | set(preds))",
      "labels = sorted(set(golds))", "test_eval_kobest.py"),
-    ("argmax-last-tie", "eval_kobest.py", "        if x > xs[best]:", "        if x >= xs[best]:",
-     "test_eval_kobest.py"),
+    ("argmax-last-tie", "eval_kobest.py", "    return max(range(len(xs)), key=xs.__getitem__)",
+     "    return max(reversed(range(len(xs))), key=xs.__getitem__)", "test_eval_kobest.py"),
     ("encode-pair-spaces", "eval_kobest.py", "    if n_spaces > 0:\n", "    if n_spaces > 1:\n",
      "test_eval_kobest.py"),
     ("group-unweighted", "eval_kobest.py", "sum(m[metric] * m[\"n\"] for m in have) / sum(m[\"n\"] for m in have)",
@@ -172,7 +172,8 @@ MUTANTS = [
     # ---- demo.py
     ("demo-heldout-overlaps", "demo.py", "if i % 5], docs[::5]", "if i % 4], docs[::5]", "test_demo.py"),
     # ---- redwhale.py
-    ("cli-nproc-ignored", "redwhale.py", "if known.nproc > 1 and", "if known.nproc > 2 and", "test_train.py test_cli_errors.py"),
+    ("cli-nproc-ignored", "redwhale.py", "if known.nproc > 1 and", "if known.nproc > 2 and",
+     "test_train.py test_cli_errors.py"),
     ("cli-ratio-runs-merge", "redwhale.py", '"ratio": ("tokenizer", ["ratio"]', '"ratio": ("tokenizer", ["merge"]',
      "test_tokenizer.py test_cli_errors.py"),
     ("report-first-loss", "tools/report.py", 's = out.setdefault(name, {"first_loss": r["loss"], "steps": 0})',

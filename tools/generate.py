@@ -9,7 +9,6 @@ Greedy at temperature 0 (the default), else nucleus sampling (model.next_token),
 cache (Llama.generate). The folder needs its tokenizer.model.
 """
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -58,10 +57,7 @@ def main(argv=None):
         p.error("give --model FOLDER or --smoke")
     runtime.check_device(args.device)
     check_model_folder(args.model)
-    tok_path = os.path.join(args.model, "tokenizer.model")
-    if not os.path.exists(tok_path):
-        raise ValueError(f"{tok_path} not found (the model folder needs its tokenizer.model)")
-    tok = Tokenizer.load(tok_path)        # a corrupt tokenizer.model is one line naming it
+    tok = Tokenizer.load(args.model)      # a missing or corrupt tokenizer.model is one line naming it
     model = Llama.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device).eval()
     ids = tok.encode(args.prompt, bos=True)
     out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id)

@@ -53,32 +53,19 @@ def plot(run, rep):
     ax.legend(fontsize=8)
     ax.set_title("RedWhale demo: base pretraining, then the four Korean stages")
     fig.tight_layout()
-    path = Path(run) / "loss.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(Path(run) / "loss.png", dpi=100)
     plt.close(fig)
-    plot_bpc(run, rep["bits_per_char"], plt)
-    return path
-
-
-def bpc_table(rows, png):
-    """Held-out Korean and English bits per character, stage by stage (tools/score.py)."""
-    L = ["### Bits per character on held-out text (tools/score.py; the same characters for every model)", "",
-         "| model | Korean bits/char | English bits/char |", "|---|---:|---:|"]
-    L += [f"| {name} | {r['korean']:.3f} | {r['english']:.3f} |" for name, r in rows.items()]
-    return L + ["", "![bits per character](bpc.png)" if png else "", ""]
-
-
-def plot_bpc(run, rows, plt):
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    names = list(rows)
+    fig, ax = plt.subplots(figsize=(8, 3.5))          # bpc.png: bits per character, model by model
+    bpc = rep["bits_per_char"]
     for lang in ("korean", "english"):
-        ax.plot(range(len(names)), [rows[n][lang] for n in names], "o-", label=lang)
-    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.plot(range(len(bpc)), [r[lang] for r in bpc.values()], "o-", label=lang)
+    ax.set_xticks(range(len(bpc)), list(bpc), rotation=20, fontsize=8)
     ax.set_ylabel("bits per character")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(Path(run) / "bpc.png", dpi=100)
     plt.close(fig)
+    return Path(run) / "loss.png"
 
 
 def kobest_table(before, after):
@@ -95,9 +82,8 @@ def kobest_table(before, after):
 
 
 def markdown(rep, png):
-    c, tk = rep["clean"], rep["tokenizer"]
+    b, c, tk = rep["base"], rep["clean"], rep["tokenizer"]
     L = ["# RedWhale demo report", ""]
-    b = rep["base"]
     L += ["## 1. Base model", "", f"- model: `{b['model']}`" + (" (given)" if b["given"] else
           f" (tiny Llama pretrained here: loss {b['loss_first']:.3f} -> {b['loss_last']:.3f})"), ""]
     L += ["## 2. Corpus (data.py)", "", f"- documents in: {c['docs_in']}, kept: {c['docs_out']}",
@@ -117,7 +103,10 @@ def markdown(rep, png):
         L.append(f"| {name} | {s['steps']} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {ev} |")
     L += ["", "![loss curves](loss.png)" if png else "(matplotlib is not installed: no plot; "
           "`pip install matplotlib` and rerun `python tools/report.py RUN_DIR`)", ""]
-    L += bpc_table(rep["bits_per_char"], png)
+    L += ["### Bits per character on held-out text (tools/score.py; the same characters for every model)", "",
+          "| model | Korean bits/char | English bits/char |", "|---|---:|---:|"]
+    L += [f"| {name} | {r['korean']:.3f} | {r['english']:.3f} |" for name, r in rep["bits_per_char"].items()]
+    L += ["", "![bits per character](bpc.png)" if png else "", ""]
     L += ["## 5. KoBEST (shipped sample, lm-eval rules; a tiny model scores near chance)", "",
           kobest_table(rep["kobest_before"], rep["kobest_after"]), ""]
     L += ["## 6. Generations (greedy)", ""]

@@ -37,10 +37,7 @@ from support import cli, outputs  # noqa: E402
 def read_documents(paths, text_field="text"):
     """{path: [document, ...]} of .txt (blank-line blocks) and .jsonl files or folders of them."""
     cfg = ReadConfig(text_field=text_field, txt_mode="blocks")
-    docs = {}
-    for p in expand_inputs(paths):
-        docs[str(p)] = [t for _, t, why in read_docs(p, cfg, {}) if why is None and t]
-    return docs
+    return {str(p): [t for _, t, why in read_docs(p, cfg, {}) if why is None and t] for p in expand_inputs(paths)}
 
 
 @torch.no_grad()
@@ -68,9 +65,7 @@ def score(model, tok, docs, context=None):
         nats += document_nll(model, ids, context)
         tokens += len(ids) - 1
         chars += len(text)
-    return {"docs": len(docs), "chars": chars, "tokens": tokens, "nats": nats,
-            "bits_per_char": nats / (math.log(2) * chars) if chars else None,
-            "nats_per_token": nats / tokens if tokens else None, "context": context}
+    return {**combine([{"docs": len(docs), "chars": chars, "tokens": tokens, "nats": nats}]), "context": context}
 
 
 def combine(results):
