@@ -66,8 +66,7 @@ class Trainer:
         self.forward = None        # what a training forward calls: the model, or its DDP wrapper
         self.opt = None            # AdamW over this stage's trained parameters only
         self.params = []           # those parameters
-        self.frozen_rows = []      # (embed/head parameter, k): its first k rows (the base vocabulary) never move
-        self.kept_rows = []        # a copy of those rows, put back after every step
+        self.frozen = parallel.FrozenRows([], 0)   # freeze_old_rows: embed/head rows of the base vocabulary
         self.eval_sets = []        # (name, TokenShards) of --eval-data
         self.stop_signal = None    # SIGTERM / SIGINT noted by the handler; the step finishes first
         self.steps_run = 0         # optimizer steps of this invocation (--max-steps)
@@ -86,7 +85,7 @@ class Trainer:
         self.model, self.forward, names = self.strategy.stage_model(st, where, functools.partial(self.seed_adapters, s))
         params = [(n, p) for n, p in self.model.named_parameters() if n in names]
         self.params = [p for _, p in params]
-        self.set_frozen_rows(st, params, where)
+        self.frozen = self.frozen_rows(st, params, where)
         self.opt = self.build_optimizer(st, params)
         if self.env.device.type == "cuda":      # peak_mem_gb in the log is per stage
             torch.cuda.empty_cache()
@@ -109,20 +108,14 @@ class Trainer:
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=st.lr, betas=tuple(self.recipe.betas),
                                  eps=1e-8, fused=self.env.device.type in ("cuda", "cpu"))   # one kernel, not a loop
 
-    def set_frozen_rows(self, st, params, where):
-        """freeze_old_rows (EEVE): the embed / head rows of the base vocabulary never change."""
-        self.frozen_rows = []
-        if st.freeze_old_rows:
-            k = old_rows(self.recipe, self.args.init_from)
-            if not k:
-                raise UserError(f"{where}: freeze_old_rows needs old_vocab_size (--freeze-old-rows N)")
-            self.frozen_rows = [(p, k) for n, p in params if n in ("model.embed_tokens.weight", "lm_head.weight")]
-        self.keep_rows()
-
-    def keep_rows(self):
-        """A copy of the frozen rows (weight decay would move them too), put back after every step;
-        taken again when a checkpoint has filled the weights."""
-        self.kept_rows = [parallel.first_rows(p.detach(), k).clone() for p, k in self.frozen_rows]
+    def frozen_rows(self, st, params, where):
+        """freeze_old_rows (EEVE): the embed and head rows of the base vocabulary never move."""
+        if not st.freeze_old_rows:
+            return parallel.FrozenRows([], 0)
+        k = old_rows(self.recipe, self.args.init_from)
+        if not k:
+            raise UserError(f"{where}: freeze_old_rows needs old_vocab_size (--freeze-old-rows N)")
+        return parallel.FrozenRows([p for n, p in params if n in ("model.embed_tokens.weight", "lm_head.weight")], k)
 
     # ---- training a stage
 
@@ -195,15 +188,12 @@ class Trainer:
         if self.env.distributed:
             dist.all_reduce(stop)
         loss_val = float(stop[0]) / float(n_tok)
-        for prm, k in self.frozen_rows:
-            parallel.first_rows(prm.grad, k).zero_()
+        self.frozen.zero_grads()                # before the norm: frozen rows take no part in clipping
         gn = self.grad_norm()
         self.check_finite(loss_val, gn, s, step)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for (prm, k), kept in zip(self.frozen_rows, self.kept_rows):
-                parallel.first_rows(prm, k).copy_(kept)
+        self.frozen.restore()                   # weight decay moved them too
         return loss_val, gn, bool(stop[1])
 
     def grad_norm(self):
@@ -360,7 +350,7 @@ class Trainer:
             self.setup_stage(i)
             if i == s and start > 0:                      # resuming inside this stage: its optimizer too
                 self.strategy.restore_optimizer(self.model, self.opt, ck)
-                self.keep_rows()
+                self.frozen.keep()
             tokens, stopped = self.train_stage(data, i, start if i == s else 0, tokens)
             if stopped:
                 break

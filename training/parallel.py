@@ -152,6 +152,29 @@ def first_rows(p, k):
     return local[:max(0, min(k - start, local.shape[0]))]
 
 
+class FrozenRows:
+    """The first k rows of some parameters (embed and head: the base vocabulary) never move:
+    their gradients are zeroed before the norm is taken, and a copy of the rows is put back after
+    every optimizer step (AdamW's weight decay would move them too). Plain or sharded parameters."""
+
+    def __init__(self, params, k):
+        self.params, self.k = params, k
+        self.keep()
+
+    def keep(self):
+        """Copy the rows now (again after a checkpoint has filled the weights)."""
+        self.kept = [first_rows(p.detach(), self.k).clone() for p in self.params]
+
+    def zero_grads(self):
+        for p in self.params:
+            first_rows(p.grad, self.k).zero_()
+
+    @torch.no_grad()
+    def restore(self):
+        for p, kept in zip(self.params, self.kept):
+            first_rows(p, self.k).copy_(kept)
+
+
 # ---------------------------------------------------------------- DCP checkpoints
 
 
