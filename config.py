@@ -124,9 +124,8 @@ class LlamaConfig:
                 raise ValueError(f"{source}: rope_scaling type {rope_type!r} is not supported "
                                  "(default, linear, llama3 are)")
             scaling = None if rope_type == "default" else {**scaling, "rope_type": rope_type}
-        known = {f.name for f in fields(cls) if f.metadata.get("hf", True)} - {"rope_theta", "rope_scaling",
-                                                                               "torch_dtype"}
-        kw = {k: v[k] for k in known}
+        kw = {f.name: v[f.name] for f in fields(cls)        # every HF key but the three passed apart below
+              if f.metadata.get("hf", True) and f.name not in ("rope_theta", "rope_scaling", "torch_dtype")}
         if kind == "mistral":      # MistralForCausalLM has no biases, whatever config.json says
             kw.update(attention_bias=False, mlp_bias=False)
         if kw["num_key_value_heads"] is None:

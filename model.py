@@ -59,14 +59,11 @@ def rope_tables(inv_freq, positions):
     return emb.cos(), emb.sin()
 
 
-def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rope(x, cos, sin):
     # x: (B, H, T, D); cos, sin: (T, D) or (B, 1, T, D) fp32 -> computed in x's dtype as HF does
-    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)          # HF's rotate_half
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
 # ---- the network ----
@@ -109,11 +106,8 @@ class LlamaAttention(nn.Module):
         # No mask: causal when queries and keys start together; a single new token sees all keys.
         # A mask (B, 1, T, T), True where query t may see key s, replaces it (eval_kobest's tree).
         # enable_gqa lets SDPA share each KV head across H/KV query heads without copying.
-        gqa = self.n_kv != self.n_head
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=(T > 1), enable_gqa=gqa)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                           enable_gqa=self.n_kv != self.n_head)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -235,11 +229,9 @@ class Llama(nn.Module):
         """Greedy (temperature 0) or temperature/top-p sampling with a KV cache; returns new ids."""
         cfg, dev = self.config, self.inv_freq.device
         ids = torch.tensor([list(input_ids)], dtype=torch.long, device=dev)
-        total = ids.size(1) + max_new_tokens
-        dtype = self.model.embed_tokens.weight.dtype
-        caches = [(torch.zeros(1, cfg.num_key_value_heads, total, cfg.head_dim, dtype=dtype, device=dev),
-                   torch.zeros(1, cfg.num_key_value_heads, total, cfg.head_dim, dtype=dtype, device=dev))
-                  for _ in range(cfg.num_hidden_layers)]
+        kv = torch.zeros(2, cfg.num_hidden_layers, 1, cfg.num_key_value_heads, ids.size(1) + max_new_tokens,
+                         cfg.head_dim, dtype=self.model.embed_tokens.weight.dtype, device=dev)
+        caches = list(zip(*kv))         # per layer (keys, values), each (1, KV, prompt + new, D)
         gen = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
         eos = set([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])
         out, pos = [], 0
@@ -302,34 +294,29 @@ class Llama(nn.Module):
         return model
 
     def save_pretrained(self, folder, max_shard_size="5GB"):
-        """config.json + safetensors (sharded with an index above max_shard_size). Written into
-        a temp folder that is renamed into place, so a crash never leaves a complete-looking
-        half-written folder."""
+        """config.json + safetensors (sharded with an index above max_shard_size), padded rows
+        dropped, plus every other file `folder` already holds (tokenizer files and the like), so
+        the swap loses nothing. Written into a temp folder that is renamed into place, so a crash
+        never leaves a complete-looking half-written folder."""
+        V = self.config.vocab_size
+        tensors = {k: (v[:V] if k in ("model.embed_tokens.weight", "lm_head.weight") else v).detach()
+                   for k, v in self.state_dict().items()}                  # drop padded rows
+        dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
         folder = os.path.abspath(os.fspath(folder))
         tmp = folder + ".tmp-save"          # a fixed name: a save killed half way is removed by the next one
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
-            self._save_into(tmp, folder, max_shard_size)
-            outputs.replace_dir(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def _save_into(self, tmp, folder, max_shard_size):
-        """Write the weights (padded rows dropped) and config.json into tmp, plus every other file
-        `folder` already holds (tokenizer files and the like), so the swap loses nothing."""
-        V = self.config.vocab_size
-        tensors = {k: (v[:V] if k in ("model.embed_tokens.weight", "lm_head.weight") else v).detach()
-                   for k, v in self.state_dict().items()}                  # drop padded rows
-        save_sharded(tmp, tensors, max_shard_size)
-        dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
-        outputs.write_atomic(os.path.join(tmp, "config.json"), json.dumps(self.config.to_hf(dtype), indent=2,
-                                                                          ensure_ascii=False) + "\n")
-        if os.path.exists(folder):  # keep everything else the folder had (e.g. tokenizer files)
-            for name in os.listdir(folder):
+            save_sharded(tmp, tensors, max_shard_size)
+            outputs.write_atomic(os.path.join(tmp, "config.json"),
+                                 json.dumps(self.config.to_hf(dtype), indent=2, ensure_ascii=False) + "\n")
+            for name in os.listdir(folder) if os.path.exists(folder) else []:
                 if not name.endswith((".safetensors", ".index.json")) and name != "config.json":
                     src = os.path.join(folder, name)
                     (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+            outputs.replace_dir(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_model_folder(folder, flag="--model"):

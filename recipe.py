@@ -60,17 +60,13 @@ class Stage:
     lora: dict | None = None          # {"r", "alpha", "dropout", "targets"}; implied by "lora" in train
 
 
-def _default_betas():
-    return [0.9, 0.95]      # a fresh list for every Recipe
-
-
 @dataclass
 class Recipe:
     stages: list
     seq_len: int = 2048
     micro_batch: int = 1              # sequences per micro-batch per rank
     grad_clip: float = 1.0
-    betas: list = field(default_factory=_default_betas)   # AdamW's (beta1, beta2)
+    betas: list = field(default_factory=lambda: [0.9, 0.95])   # AdamW's (beta1, beta2), a fresh list each
     old_vocab_size: int | str = 0     # rows that freeze_old_rows keeps; "auto": expand_report.json
 
 
@@ -102,9 +98,8 @@ def load_recipe(path):
     if not (isinstance(betas, list) and len(betas) == 2 and all(cli.problem(b, float, 0, 1) is None and b < 1
                                                                   for b in betas)):
         raise UserError(f"{path}: betas must be two numbers in [0, 1), got {betas!r}")
-    ovs = d.get("old_vocab_size", 0)
-    if ovs != "auto":
-        _check_numbers(path, {"old_vocab_size": ovs}, {"old_vocab_size": (int, 0, None, False)})
+    if d.get("old_vocab_size") != "auto":
+        _check_numbers(path, d, {"old_vocab_size": (int, 0, None, False)})
     return Recipe(**{**d, "stages": stages})
 
 
@@ -125,11 +120,10 @@ def _read_recipe_file(path):
     """The parsed JSON or TOML of a recipe file, or one line saying why not."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
-        if path.endswith(".toml"):
-            import tomllib
-            return tomllib.loads(raw.decode("utf-8"))
-        return json.loads(raw)
+            if path.endswith(".toml"):
+                import tomllib
+                return tomllib.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise UserError(f"recipe {path} not found") from None
     except ValueError as e:
@@ -176,9 +170,7 @@ def _load_stage(path, i, s):
 def _check_numbers(where, d, ranges):
     """One line naming the recipe, the stage and the key for a value outside its range."""
     for k, (kind, lo, hi, lo_open) in ranges.items():
-        if d.get(k) is None:
-            continue
-        why = cli.problem(d[k], kind, lo, hi, lo_open)
+        why = d.get(k) is not None and cli.problem(d[k], kind, lo, hi, lo_open)
         if why:
             raise UserError(f"{where}: {k} {why}, got {d[k]!r}")
 
@@ -230,37 +222,23 @@ def select_params(model, groups, where="recipe"):
     """Names of the parameters that train for these groups (LoRA adapters only via 'lora')."""
     names = [n for n, _ in model.named_parameters()]
     L = len(model.model.layers)
-    head = "model.embed_tokens.weight" if model.lm_head is None else "lm_head.weight"
-
-    def layer_of(n):
-        return int(n.split(".")[2]) if n.startswith("model.layers.") else None
-
-    is_lora = ["lora_A" in n or "lora_B" in n for n in names]
+    lora = {n for n in names if "lora_A" in n or "lora_B" in n}
+    base = [n for n in names if n not in lora]
+    layer = {n: int(n.split(".")[2]) for n in base if n.startswith("model.layers.")}   # name -> layer index
+    named = {"lora": lora, "all": base, "embed": ["model.embed_tokens.weight"], "norm": ["model.norm.weight"],
+             "head": ["model.embed_tokens.weight" if model.lm_head is None else "lm_head.weight"],
+             "layers": list(layer), "odd_layers": [n for n, i in layer.items() if i % 2 == 1],
+             "even_layers": [n for n, i in layer.items() if i % 2 == 0]}
     out = set()
     for g in groups:
-        if g == "lora":
-            pick = [n for n, lo in zip(names, is_lora) if lo]
+        if g in named:
+            pick = named[g]
+        elif g.startswith("layers.") and g[7:].isdigit():
+            if int(g[7:]) >= L:
+                raise UserError(f"{where}: group {g!r}, but the model has {L} layers")
+            pick = [n for n, i in layer.items() if i == int(g[7:])]
         else:
-            base = [n for n, lo in zip(names, is_lora) if not lo]
-            if g == "embed":
-                pick = ["model.embed_tokens.weight"]
-            elif g == "head":
-                pick = [head]
-            elif g == "norm":
-                pick = ["model.norm.weight"]
-            elif g == "all":
-                pick = base
-            elif g == "layers":
-                pick = [n for n in base if layer_of(n) is not None]
-            elif g in ("odd_layers", "even_layers"):
-                r = 1 if g == "odd_layers" else 0
-                pick = [n for n in base if layer_of(n) is not None and layer_of(n) % 2 == r]
-            elif g.startswith("layers.") and g[7:].isdigit():
-                if int(g[7:]) >= L:
-                    raise UserError(f"{where}: group {g!r}, but the model has {L} layers")
-                pick = [n for n in base if layer_of(n) == int(g[7:])]
-            else:
-                raise UserError(f"{where}: unknown parameter group {g!r}")
+            raise UserError(f"{where}: unknown parameter group {g!r}")
         if not pick:
             raise UserError(f"{where}: group {g!r} selects no parameters (the model has {L} layers)")
         out.update(pick)

@@ -25,15 +25,6 @@ class UserError(ValueError):
     the command prints it as one line. Passed between ranks as it is, never re-labelled."""
 
 
-def _describe(kind, lo, hi, lo_open, hi_open=False):
-    what = "an integer" if kind is int else "a number"
-    if lo is not None and hi is not None:
-        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{what} {'>' if lo_open else '>='} {lo}"
-    return f"{what} {'<' if hi_open else '<='} {hi}" if hi is not None else what
-
-
 def problem(value, kind=float, lo=None, hi=None, lo_open=False, hi_open=False):
     """None when `value` is a `kind` within the range, else what it should be."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -41,7 +32,14 @@ def problem(value, kind=float, lo=None, hi=None, lo_open=False, hi_open=False):
         ok = ok and float(value).is_integer()
     ok = ok and value == value and (lo is None or value > lo or (value == lo and not lo_open))
     ok = ok and (hi is None or value < hi or (value == hi and not hi_open))
-    return None if ok else "must be " + _describe(kind, lo, hi, lo_open, hi_open)
+    if ok:
+        return None
+    what = "must be an integer" if kind is int else "must be a number"
+    if lo is not None and hi is not None:
+        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{what} {'>' if lo_open else '>='} {lo}"
+    return f"{what} {'<' if hi_open else '<='} {hi}" if hi is not None else what
 
 
 def check(name, value, kind=float, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -59,8 +57,7 @@ def number(kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {_describe(kind, lo, hi, lo_open, hi_open)}, got {text!r}") \
-                from None
+            value = None                # not a number at all: problem() says what it must be
         why = problem(value, kind, lo, hi, lo_open, hi_open)
         if why:
             raise argparse.ArgumentTypeError(f"{why}, got {text!r}")
@@ -74,26 +71,21 @@ def add_force(p):
                    help="replace an existing output folder; only one this project wrote is ever removed")
 
 
-def rank():
-    return int(os.environ.get("RANK", "0"))
-
-
 def fail(message, code=1):
     """Print `error: message` once (rank 0 under torchrun) and exit."""
-    if rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
 def run(main, argv=None):
     """Call main(argv); turn an ordinary mistake into one line and a non-zero exit code."""
-    debug = bool(os.environ.get("REDWHALE_DEBUG"))
     try:
         code = main(argv)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except USER_ERRORS as e:
-        if debug:
+        if os.environ.get("REDWHALE_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
         if isinstance(e, MemoryError):
@@ -111,12 +103,10 @@ class _Lines:
     every `every` of the total (or every minute when the total is unknown), not a \\r per update."""
 
     def __init__(self, iterable=None, total=None, desc="", initial=0, every=0.1, unit="it", **_):
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)
         self.iterable, self.total, self.desc, self.n, self.unit = iterable, total, desc, initial, unit.strip()
-        self.step, self.t0, self.last = (total * every if total else None), time.time(), initial
-        self.postfix = ""
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            self.total = len(iterable)
-            self.step = self.total * every
+        self.step, self.t0, self.last, self.postfix = (total * every if total else None), time.time(), initial, ""
 
     def __iter__(self):
         for x in self.iterable:
@@ -135,9 +125,6 @@ class _Lines:
         print(f"{self.desc}:{pct} {self.n:,}{'/' + format(self.total, ',') if self.total else ''} {self.unit} "
               f"{time.time() - self.t0:.0f}s {self.postfix}".rstrip(), file=sys.stderr, flush=True)
 
-    def set_postfix_str(self, s, refresh=True):
-        self.postfix = s
-
     def set_postfix(self, d=None, refresh=True, **kw):
         self.postfix = ", ".join(f"{k}={v}" for k, v in {**(d or {}), **kw}.items())
 
@@ -146,21 +133,12 @@ class _Lines:
             self.last = self.n
             self._line()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def progress(iterable=None, *, disable=False, **kw):
     """tqdm on a terminal; compact lines (every 10%) when stderr is a log; nothing when disabled."""
-    if disable:
+    if disable or sys.stderr.isatty():
         from tqdm import tqdm
-        return tqdm(iterable, disable=True, **kw)
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        return tqdm(iterable, dynamic_ncols=True, **kw)
+        return tqdm(iterable, disable=disable, dynamic_ncols=True, **kw)
     return _Lines(iterable, **kw)
 
 

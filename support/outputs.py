@@ -41,9 +41,7 @@ def check_not_input(out, inputs, flag="--out"):
     here = Path.cwd().resolve()
     if o == here or o in here.parents:
         raise Refused(f"{flag} {out} is the current folder or holds it: choose a new folder below it")
-    for i in inputs:
-        if not i:
-            continue
+    for i in filter(None, inputs):
         p = Path(i).resolve()
         if o == p:
             raise Refused(f"{flag} {out} is the input {i}: choose another {flag}")
@@ -72,8 +70,7 @@ def check_output_dir(out, inputs=(), force=False, flag="--out", step=""):
     if out.exists() and not out.is_dir():
         raise Refused(f"{flag} {out} is a file, not a folder: choose another {flag}")
     if out.is_dir() and os.path.ismount(out):     # it cannot be renamed away: say so before the work
-        raise Refused(f"{flag} {out} is a mount point, which cannot be replaced as a whole: give a folder "
-                         "inside it")
+        raise Refused(f"{flag} {out} is a mount point, which cannot be replaced as a whole: give a folder inside it")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise Refused(f"{flag} {out} already exists and is not empty; pass --force to replace it, "
@@ -95,33 +92,25 @@ def mark(folder, step):
 
 def _alive(pid):
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
+        os.kill(pid, 0)             # signal 0: nothing is sent, the PID is only looked up
+    except OSError as e:            # no such process; or one that is alive but not ours to signal
+        return not isinstance(e, ProcessLookupError)
     return True
-
-
-def _host():
-    return socket.gethostname().replace("-", "_")      # "-" separates the host from the PID
 
 
 def _tag():
     """HOST-PID: whose a hidden folder is (on shared storage another node's PID means nothing here)."""
-    return f"{_host()}-{os.getpid()}"
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"     # the last "-" ends the host
 
 
 def sweep_leftovers(out):
     """Clean up what a killed run of this machine left beside `out`; say so. A `.NAME.old-*` with
     no `out` beside it is the previous output, caught between two renames: it is put back."""
     out = Path(out)
-    if not out.parent.is_dir():
-        return
-    for kind in ("old", "partial"):
+    for kind in ("old", "partial"):         # (a missing parent folder globs to nothing)
         for d in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
             host, _, pid = d.name.split(f".{kind}-", 1)[1].rpartition("-")
-            mine = host == _host() and pid.isdigit() and not _alive(int(pid))
+            mine = host == _tag().rpartition("-")[0] and pid.isdigit() and not _alive(int(pid))
             if not d.is_dir() or not mine or not (ours(d) or not any(d.iterdir())):
                 continue
             if kind == "old" and not out.exists():
@@ -147,9 +136,8 @@ def replace_dir(tmp, out, durable=False):
     it (a checkpoint must survive a power cut, not only a crash)."""
     tmp, out = Path(tmp), Path(out)
     if durable:
-        for f in sorted(tmp.iterdir()):
+        for f in [*sorted(tmp.iterdir()), tmp]:        # every file, then the folder's list of names
             fsync(f)
-        fsync(tmp)
     old = out.parent / f".{out.name}.old-{_tag()}"
     if out.exists():
         os.replace(out, old)

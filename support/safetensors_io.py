@@ -48,19 +48,13 @@ def _int_or_minus_zero(text):
 
 
 class _Object(dict):
-    """A JSON object that remembers which keys it was given twice (the last value wins)."""
+    """A JSON object that remembers which keys it was given twice (the last value wins). The library
+    refuses a repeated __metadata__ or a tensor entry's repeated field; a repeated tensor name (or
+    metadata key) it takes like Python does, the last one winning."""
 
-
-def _object(pairs):
-    obj = _Object(pairs)
-    obj.repeated = {k for k, n in Counter(k for k, _ in pairs).items() if n > 1}
-    return obj
-
-
-def _repeated(obj, fields):
-    """The library refuses a repeated __metadata__ or a tensor entry's repeated field; a repeated
-    tensor name (or metadata key) it takes like Python does, the last one winning."""
-    return sorted(getattr(obj, "repeated", set()) & set(fields))
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        self.repeated = {k for k, n in Counter(k for k, _ in pairs).items() if n > 1}
 
 
 def read_header(f, path, size):
@@ -69,12 +63,23 @@ def read_header(f, path, size):
     entries = []
     for key, info in header.items():
         _check_text(path, key, key)
-        if key == "__metadata__":
-            _check_metadata(path, info)
+        if key == "__metadata__":       # null, or an object of strings to strings
+            if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
+                raise ValueError(f"{path}: __metadata__ must map strings to strings")
+            for k, v in (info or {}).items():
+                _check_text(path, "__metadata__", k + v)
         else:
             entries.append(_tensor_entry(path, key, info))
     entries.sort(key=lambda e: (e[3], e[4]))
-    _check_layout(path, n, size, entries)
+    pos = 0
+    for key, _, _, start, end in entries:         # back to back from 0: no overlap, no hole
+        if start != pos:
+            raise ValueError(f"{path}: {key}: data starts at {start}, expected {pos} "
+                             f"({'overlaps the tensor before' if start < pos else 'a hole before it'})")
+        pos = end
+    if 8 + n + pos != size:                       # and ending exactly at the end of the file
+        raise ValueError(f"{path}: the tensors end at byte {8 + n + pos}, the file at {size} "
+                         f"({'truncated' if 8 + n + pos > size else 'trailing bytes'})")
     return n, entries
 
 
@@ -88,24 +93,15 @@ def _read_json_header(f, path, size):
     if 8 + n > size:
         raise ValueError(f"{path}: header length {n} runs past the end of the file ({size} bytes; truncated?)")
     try:
-        text = f.read(n).decode("utf-8")
-        header = json.loads(text, parse_constant=_reject_constant, parse_int=_int_or_minus_zero,
-                            object_pairs_hook=_object)
+        header = json.loads(f.read(n).decode("utf-8"), parse_constant=_reject_constant,
+                            parse_int=_int_or_minus_zero, object_pairs_hook=_Object)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path}: the header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header is not a JSON object")
-    if _repeated(header, ["__metadata__"]):
+    if "__metadata__" in header.repeated:
         raise ValueError(f"{path}: __metadata__ is given twice")
     return n, header
-
-
-def _check_metadata(path, info):
-    """__metadata__: null, or an object of strings to strings."""
-    if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
-        raise ValueError(f"{path}: __metadata__ must map strings to strings")
-    for k, v in (info or {}).items():
-        _check_text(path, "__metadata__", k + v)
 
 
 def _tensor_entry(path, key, info):
@@ -113,9 +109,9 @@ def _tensor_entry(path, key, info):
     size and its data_offsets' span all agree."""
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
         raise ValueError(f"{path}: {key}: needs dtype, shape and data_offsets")
-    if _repeated(info, ["dtype", "shape", "data_offsets"]):
-        raise ValueError(f"{path}: {key}: {', '.join(_repeated(info, ['dtype', 'shape', 'data_offsets']))} "
-                         "given twice")
+    twice = sorted(info.repeated & {"dtype", "shape", "data_offsets"})
+    if twice:
+        raise ValueError(f"{path}: {key}: {', '.join(twice)} given twice")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if dtype not in DTYPES:
         raise ValueError(f"{path}: {key}: unknown or unsupported dtype {dtype!r}")
@@ -134,19 +130,6 @@ def _tensor_entry(path, key, info):
         raise ValueError(f"{path}: {key}: shape {shape} of {dtype} is {nbytes} bytes, but data_offsets "
                          f"{offsets} span {end - start}")
     return key, dtype, shape, start, end
-
-
-def _check_layout(path, n, size, entries):
-    """The tensors' data, sorted by offsets, back to back from 0 to the end of the file."""
-    pos = 0
-    for key, _, _, start, end in entries:         # back to back from 0: no overlap, no hole
-        if start != pos:
-            raise ValueError(f"{path}: {key}: data starts at {start}, expected {pos} "
-                             f"({'overlaps the tensor before' if start < pos else 'a hole before it'})")
-        pos = end
-    if 8 + n + pos != size:
-        raise ValueError(f"{path}: the tensors end at byte {8 + n + pos}, the file at {size} "
-                         f"({'truncated' if 8 + n + pos > size else 'trailing bytes'})")
 
 
 def _check_text(path, where, s):
@@ -205,8 +188,7 @@ def checkpoint_files(folder):
                 raise ValueError(f"{index}: not an index (a JSON object with a 'weight_map')") from None
         names = sorted(set(wmap.values())) if isinstance(wmap, dict) else [None]
         for n in names:     # plain file names in this folder: never a path that leads out of it
-            if not (isinstance(n, str) and n.endswith(".safetensors") and os.path.basename(n) == n
-                    and n not in (".", "..")):
+            if not (isinstance(n, str) and n.endswith(".safetensors") and os.path.basename(n) == n):
                 raise ValueError(f"{index}: weight_map names {n!r}, not a .safetensors file in the folder")
         files = [os.path.join(folder, n) for n in names]
     else:
@@ -251,7 +233,7 @@ def parse_size(s):
         return s
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     s = s.strip().upper()
-    for u, mult in sorted(units.items(), key=lambda kv: -len(kv[0])):
+    for u, mult in units.items():       # no unit ends another ("MIB" does not end in "MB")
         if s.endswith(u):
             return int(float(s[:-len(u)]) * mult)
     return int(s)
