@@ -14,6 +14,7 @@ From Python (tools/generate.py is the command line):
     logits, loss = model(input_ids, targets)      # (B, T, V), scalar
     model.save_pretrained("out/", max_shard_size="5GB")
 """
+import contextlib
 import json
 import math
 import os
@@ -166,7 +167,8 @@ class Llama(nn.Module):
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(
             cfg.hidden_size, cfg.padded_vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
-        self.gradient_checkpointing = False
+        self.gradient_checkpointing = False                  # recompute each layer in backward
+        self.recompute_context = contextlib.nullcontext      # entered around each recompute (the attention kernel)
         if self.inv_freq.device.type != "meta":
             self.init_weights()
 
@@ -203,10 +205,15 @@ class Llama(nn.Module):
         x = self.model.embed_tokens(input_ids)                 # (B, T, C)
         for i, layer in enumerate(self.model.layers):
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+                # backward recomputes the layer outside the forward's contexts: checkpoint restores
+                # autocast but not an sdpa_kernel choice, so recompute_context enters it again
+                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False, context_fn=self._checkpoint_contexts)
             else:
                 x = layer(x, cos, sin, mask, None if kv_caches is None else kv_caches[i], pos)
         return self.model.norm(x)
+
+    def _checkpoint_contexts(self):
+        return contextlib.nullcontext(), self.recompute_context()   # (forward, recompute)
 
     def head(self, x):
         """Logits (..., vocab_size) from hidden states (..., C)."""

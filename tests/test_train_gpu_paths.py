@@ -74,6 +74,19 @@ def test_sdpa_flag_selects_the_kernel_on_cpu_through_every_micro_step(train_setu
     assert len(read_log(tmp_path / "o")) == 2
 
 
+@pytest.mark.parametrize("sdpa", ["flash", "math"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_activation_checkpointing_recomputes_under_the_forwards_kernel(train_setup, tmp_path, sdpa, dtype):
+    """Backward recomputes each layer outside the forward's contexts; torch restores autocast but
+    not the sdpa_kernel choice. Without the kernel entered again, --sdpa math recomputes with
+    another kernel and backward fails (CheckpointError: different metadata). With it, every kernel
+    gives the losses of the run without checkpointing, through the LoRA stage."""
+    def go(name, *extra):
+        return run(train_setup, tmp_path / name, "--sdpa", sdpa, "--dtype", dtype, "--steps-per-stage", 2,
+                   "--eval-every", 0, *extra)
+    assert rows(go("ckpt", "--activation-checkpointing")) == rows(go("plain"))
+
+
 def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_setup, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="^--sdpa efficient has no CPU kernel"):
         run(train_setup, tmp_path / "o", "--sdpa", "efficient")

@@ -21,6 +21,7 @@ a tiny probe before the model is loaded and reported as one line.
 """
 import contextlib
 import datetime
+import functools
 import os
 import resource
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ class Env:
         """Autocast and the attention backend, built fresh each time they are entered."""
         with autocast(self.device, self.dtype), attention(self.sdpa):
             yield
+
+    def set_checkpointing(self, model):
+        """Activation checkpointing as the flag says, each recompute under this run's attention kernel."""
+        model.gradient_checkpointing = self.checkpointing
+        model.recompute_context = functools.partial(attention, self.sdpa)
 
     def log(self, msg):
         if self.master:

@@ -54,7 +54,7 @@ class Replicas:
         dtype = torch.bfloat16 if self.env.mixed else torch.float32
         self.model = Llama.from_pretrained(init_from, dtype=dtype, device=self.env.device,
                                            vocab_multiple=vocab_multiple)
-        self.model.gradient_checkpointing = self.env.checkpointing
+        self.env.set_checkpointing(self.model)
 
     def stage_model(self, stage, where, seed_adapters):
         """Stage set-up on the full model: adapters (added once), storage dtypes, requires_grad,
@@ -163,7 +163,7 @@ class Shards:
         compile_blocks = runtime.compile_blocks if self.env.compile else None
         model, names = parallel.fsdp_model(self.cfg, stage.lora, stage.train, state, self.env.device,
                                            self.env.mixed, where, compile_blocks)
-        model.gradient_checkpointing = self.env.checkpointing
+        self.env.set_checkpointing(model)
         self.model = model
         return model, model, names
 
