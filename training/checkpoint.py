@@ -42,12 +42,13 @@ import time
 import torch
 import torch.distributed as dist
 
+from config import LlamaConfig
 from lora import attach_lora, has_lora, merge_lora
-from model import Llama
 from support import cli, outputs
 from support.cli import UserError
 from support.tokenizer_io import HF_TOKENIZER_FILES
 from training import parallel
+from training.plan import empty_model
 
 SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
                   "--shutdown-timeout 900 (default 30 s before SIGKILL) and SLURM an early signal "
@@ -283,7 +284,9 @@ def load_model(path):
     """The model of one training checkpoint, on the CPU, with its LoRA adapters if it has any
     (export merges them; so does scoring it)."""
     state = load_state(path)
-    model = Llama.from_pretrained(state["init_from"], vocab_multiple=state["vocab_multiple"])
+    cfg = LlamaConfig.from_pretrained(state["init_from"])
+    cfg.vocab_multiple = state["vocab_multiple"]
+    model = empty_model(cfg)          # every weight comes from the checkpoint, not the base's files
     dcp = state.get("format") == "dcp"
     sd = None if dcp else load_tensors(path, "model.pt")
     if has_lora(dict.fromkeys(parallel.dcp_model_keys(path)) if dcp else sd):

@@ -84,6 +84,12 @@ def meta_model(cfg, lora=None):
     return m
 
 
+def empty_model(cfg, device="cpu", dtype=torch.float32):
+    """A model whose weights are left uninitialized, for a checkpoint to fill every one of them
+    strictly: nothing is read or initialized only to be overwritten."""
+    return meta_model(cfg).to_empty(device=device).to(dtype)   # to_empty rebuilds the RoPE table
+
+
 def lowest_trained_layer(model):
     """Index of the lowest layer the gradient must reach: -1 if the embedding trains, L if
     only the final norm / head train (no backward through the layers at all)."""

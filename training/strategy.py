@@ -31,6 +31,7 @@ from model import Llama
 from recipe import select_params
 from support.cli import UserError
 from training import checkpoint, parallel, runtime
+from training.plan import empty_model
 
 
 def make(env, sharded, reduce="every", async_ckpt=False):
@@ -50,10 +51,15 @@ class Replicas:
         self.wrapped = None   # what the forward calls: the stage's DDP wrapper, or the model
 
     def load_base(self, init_from, cfg, vocab_multiple, weights=True):
-        """The model to train, on this device (frozen weights in bf16 under mixed precision)."""
+        """The model to train, on this device (frozen weights in bf16 under mixed precision).
+        weights=False: a checkpoint fills every weight (restore_weights), so none is read here."""
         dtype = torch.bfloat16 if self.env.mixed else torch.float32
-        self.model = Llama.from_pretrained(init_from, dtype=dtype, device=self.env.device,
-                                           vocab_multiple=vocab_multiple)
+        if weights:
+            self.model = Llama.from_pretrained(init_from, dtype=dtype, device=self.env.device,
+                                               vocab_multiple=vocab_multiple)
+        else:
+            cfg.vocab_multiple = vocab_multiple
+            self.model = empty_model(cfg, self.env.device, dtype)
         self.env.set_checkpointing(self.model)
 
     def stage_model(self, stage, where, seed_adapters):
