@@ -14,12 +14,10 @@ DIR/dropped.jsonl (each dropped document with its reason and source file:line).
 `tokenize` is corpus.shards.tokenize, whose module owns the token-shard format (its flags: TokenizeConfig);
 given a clean folder it reads exactly the files its report.json lists, never dropped.jsonl.
 
-Both write through support/outputs.py (corpus.readers.staged_output): the output folder is built beside
---out and replaces it whole only when the run succeeded, so it always holds exactly the
-files report.json (meta.json) lists, and a failed run (a bad input, a full disk, a worker
-killed by the OOM killer) leaves the previous output as it was. An existing --out is
-replaced only with --force, and only when this project wrote it; an --out that is, holds
-or is inside an input is refused. Every numeric flag is range-checked up front (CleanConfig).
+Both write through support/outputs.py's guard (corpus.readers.staged_output): --out is replaced
+whole when the run succeeds, so it holds exactly the files report.json (meta.json) lists, and a
+failed run (a bad input, a full disk, a worker OOM-killed) leaves it as it was. Every numeric flag
+is range-checked up front (CleanConfig).
 
 What lives where: reading raw files (folders, gzip, encodings, invalid bytes) is corpus/readers.py;
 the per-document steps are corpus/textclean.py (normalize, rule filters), corpus/dedup.py (hashes, MinHash,
@@ -67,9 +65,7 @@ from support import cli, outputs
 from support.tokenizer_io import Tokenizer
 
 # ----------------------------------------------------------------------------------------
-# Settings: CleanConfig declares each one once (readers.setting), with its default, its
-# --help line and its range; the flags (readers.add_flags), the check of an API user's
-# values (ReadConfig.__post_init__) and the report's "config" all follow from it.
+# Settings: CleanConfig declares each one once; its flags, their checks and the report's "config" follow.
 
 def _parse_ngram_thresholds(spec):
     """"2:0.20,3:0.18" -> {2: 0.2, 3: 0.18}; "" -> {}."""
@@ -266,9 +262,9 @@ class _Drops:
         self.steps = {s: {"docs_in": 0, "docs_out": 0, "dropped": {}, "cpu_seconds": 0.0} for s in STEPS}
         self.f = open(path, "w", encoding="utf-8") if path else None
 
-    def count(self, step, reason, k=1):
+    def count(self, step, reason):
         d = self.steps[step]["dropped"]
-        d[reason] = d.get(reason, 0) + k
+        d[reason] = d.get(reason, 0) + 1
 
     def record(self, fi, ln, text, reason, dup=None):
         if self.f:
@@ -373,10 +369,9 @@ def _decide(spill, n, cfg, lm, steps):
     for s, sec, codes in (("exact_dedup", t1 - t0, [EXACT_DUP]), ("near_dedup", t2 - t1, [NEAR_DUP]),
                           ("perplexity", t3 - t2, [PERPLEXITY, MODEL_PERPLEXITY]), ("sample", t4 - t3, [SAMPLED_OUT])):
         steps[s]["cpu_seconds"] += sec
-        for code in codes:
-            k = int((reason == code).sum())
-            if k:
-                steps[s]["dropped"][CODES[code]] = steps[s]["dropped"].get(CODES[code], 0) + k
+        for code in codes:      # (nothing else drops in these steps)
+            if k := int((reason == code).sum()):
+                steps[s]["dropped"][CODES[code]] = k
     return reason, dup_of, ppl_cut, model_cut
 
 
@@ -412,7 +407,6 @@ def _pass2(spill, out, reason, dup_of, cfg, drops):
     shards), the dropped ones to dropped.jsonl; returns the files written and what they hold."""
     names, out_f = [], None
     written = {"outputs": names, "docs": 0, "chars": 0, "bytes": 0}
-    chars, nbytes = np.fromfile(spill / "chars", np.int64), np.fromfile(spill / "bytes", np.int64)
     src_file, src_line = np.fromfile(spill / "file", np.int32), np.fromfile(spill / "line", np.int64)
     with open(spill / "stage.jsonl", encoding="utf-8") as stage:
         for i, line in enumerate(stage):
@@ -429,8 +423,7 @@ def _pass2(spill, out, reason, dup_of, cfg, drops):
                 out_f = open(out / name, "w", encoding="utf-8")
             out_f.write(line)
             written["docs"] += 1
-            written["chars"] += int(chars[i])
-            written["bytes"] += int(nbytes[i])
+    written.update({k: int(np.fromfile(spill / k, np.int64)[reason == KEPT].sum()) for k in ("chars", "bytes")})
     if out_f is None:  # nothing kept: still write an (empty) clean.jsonl
         names.append("clean_00000.jsonl" if cfg.shard_docs else "clean.jsonl")
         open(out / names[0], "w").close()

@@ -461,8 +461,9 @@ def run(args):
     samples_path = Path(args.output).with_suffix(".samples.jsonl") if args.output else None
     if args.output:     # checked before minutes of scoring, not after
         inputs = [args.model] + ([args.data] if args.data != "hf" else [])
+        keys = {args.output: ("model", "results", "args"), samples_path: ("task", "doc_id")}  # an earlier result's
         for path in [args.output] + ([samples_path] if args.log_samples else []):
-            outputs.check_output_file(path, inputs, args.force, "--output", _ours)
+            outputs.check_output_file(path, inputs, args.force, "--output", outputs.json_with(*keys[path]))
     dtype = checkpoint_dtype(args.model) if args.dtype == "auto" else args.dtype
     tasks = check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
     tok = Tokenizer.load(args.model)     # a missing or corrupt tokenizer.model is one line naming it
@@ -490,19 +491,6 @@ def run(args):
                                                        for t, rows in samples.items() for s in rows))
             print(f"wrote {samples_path}")
     return out
-
-
-def _ours(path):
-    """An earlier result of this script (replaced without --force): its JSON has our keys, or
-    its JSONL lines are per-example samples."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            if str(path).endswith(".jsonl"):
-                rows = [json.loads(line) for line in f if line.strip()]
-                return bool(rows) and all(isinstance(r, dict) and {"task", "doc_id"} <= set(r) for r in rows)
-            return {"model", "results", "args"} <= set(json.load(f))
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def main(argv=None):

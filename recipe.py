@@ -1,16 +1,8 @@
 """The training recipe as data: stages, what each trains, for how long, at which learning rate.
 
-A recipe is a JSON (or TOML) file; train.py's flags override the common knobs. Keys:
-
-    top level   seq_len (2048), micro_batch (1: sequences per micro-batch per rank), grad_clip (1.0; 0: off),
-                betas ([0.9, 0.95]), old_vocab_size (rows kept by freeze_old_rows; "auto" reads
-                expand_report.json {"old_vocab_size": N} in the --init-from folder), stages (list)
-    per stage   name, train (parameter groups), tokens or steps, lr (peak), min_lr_ratio (0.1),
-                warmup (< 1: fraction of steps, else steps), schedule (cosine | wsd), decay_frac
-                (wsd: final fraction that decays, 0.2), batch_tokens (global tokens per optimizer
-                step: gradient accumulation makes up the rest; unset: one micro-batch per rank,
-                no accumulation), weight_decay (0.1; never on norms and biases), freeze_old_rows,
-                lora ({"r": 32, "alpha": 32, "dropout": 0.1, "targets": [...]}, with "lora" in train)
+A recipe is a JSON (or TOML) file: Recipe's keys at the top level, a list of Stage's under
+"stages" (the dataclasses below give each key's default and meaning); train.py's flags
+override the common knobs.
 
 Parameter groups: embed, head (= embed when tied), norm (the final RMSNorm), layers, odd_layers
 (0-based indices 1, 3, 5, ...), even_layers (0, 2, 4, ...), layers.N, lora (the adapters), all
@@ -54,8 +46,9 @@ class Stage:
     warmup: float = 0.01              # < 1: fraction of the stage's steps; >= 1: steps
     schedule: str = "cosine"          # cosine | wsd (warmup-stable-decay)
     decay_frac: float = 0.2           # wsd: the final fraction of steps that decays linearly
-    batch_tokens: int | None = None   # global tokens per optimizer step (None: B x T x ranks)
-    weight_decay: float = 0.1
+    batch_tokens: int | None = None   # global tokens per optimizer step, accumulation making up the rest
+    #                                   (None: one micro-batch per rank, B x T x ranks)
+    weight_decay: float = 0.1         # never on norms and biases
     freeze_old_rows: bool = False     # train only the new embedding/head rows (EEVE)
     lora: dict | None = None          # {"r", "alpha", "dropout", "targets"}; implied by "lora" in train
 
@@ -65,9 +58,10 @@ class Recipe:
     stages: list
     seq_len: int = 2048
     micro_batch: int = 1              # sequences per micro-batch per rank
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0            # 0: off
     betas: list = field(default_factory=lambda: [0.9, 0.95])   # AdamW's (beta1, beta2), a fresh list each
-    old_vocab_size: int | str = 0     # rows that freeze_old_rows keeps; "auto": expand_report.json
+    old_vocab_size: int | str = 0     # rows that freeze_old_rows keeps; "auto": the --init-from folder's
+    #                                   expand_report.json {"old_vocab_size": N}
 
 
 def default_recipe():

@@ -446,7 +446,7 @@ def run(a):
         print(json.dumps(ratios(a.tokenizer, a.base, a.texts, a.text_field), ensure_ascii=False, indent=2))
     elif a.cmd == "sweep":
         if a.json:
-            outputs.check_output_file(a.json, _inputs(a), a.force, "--json", ours=_a_sweep_table)
+            outputs.check_output_file(a.json, _inputs(a), a.force, "--json", ours=outputs.json_with("korean_size"))
         evals = {Path(p).parent.name or p: list(read_texts([p], a.text_field)) for p in a.eval}
         if len(evals) < len(a.eval):  # names collide: fall back to full paths
             evals = {p: list(read_texts([p], a.text_field)) for p in a.eval}
@@ -457,15 +457,6 @@ def run(a):
         print(format_sweep(rows, a.hidden_size))
         if a.json:
             _write_json(a.json, rows)
-
-
-def _a_sweep_table(path):
-    """An earlier `sweep --json` (replaced without --force): a JSON list of rows with our keys."""
-    try:
-        rows = json.loads(Path(path).read_text(encoding="utf-8"))
-        return isinstance(rows, list) and all(isinstance(r, dict) and "korean_size" in r for r in rows)
-    except (OSError, ValueError):
-        return False
 
 
 def _nonempty(texts, paths):

@@ -27,8 +27,10 @@ of the merge), checkpoints/step-NNNNNNNN/ (the last --keep-checkpoints), final/ 
 with the tokenizer, in the base's torch_dtype). Exact resume: the learning rate, data order and
 RNG are pure functions of (seed, stage, step, micro-batch), and a checkpoint holds the model in
 its training dtypes + AdamW + the position, so on CPU a resumed run reproduces the losses of an
-uninterrupted one bit for bit. SIGTERM/SIGINT checkpoint and exit (at 10B scale give torchrun
---shutdown-timeout 900: training/checkpoint.py says why).
+uninterrupted one bit for bit (on CUDA to rounding: flash attention's backward is not
+deterministic). SIGTERM/SIGINT checkpoint and exit (at 10B scale give torchrun
+--shutdown-timeout 900, as `redwhale.py train --nproc` does, and start it with srun under SLURM:
+training/checkpoint.py says why).
 """
 import functools
 import gc
@@ -81,7 +83,11 @@ class Trainer:
         """The stage's model from the strategy, then AdamW over what trains and the frozen rows."""
         st, b = self.recipe.stages[s], self.batches[s]
         where = f"{self.args.recipe or 'default recipe'}: stage {s + 1} ({st.name})"
-        self.opt = self.forward = None           # the old optimizer and wrapper go before the new ones
+        # the old stage's optimizer, wrapper and (sharded) model go before the new ones are built
+        # (FSDP2's hooks make reference cycles: collect them now, not at some later allocation)
+        self.opt = self.forward = self.model = None
+        self.params, self.frozen = [], parallel.FrozenRows([], 0)
+        gc.collect()
         self.model, self.forward, names = self.strategy.stage_model(st, where, functools.partial(self.seed_adapters, s))
         params = [(n, p) for n, p in self.model.named_parameters() if n in names]
         self.params = [p for _, p in params]
@@ -147,6 +153,7 @@ class Trainer:
             if done and st.lora:
                 self.merge_stage_lora(data, s, rec)
             self.write_log(rec, s)
+            self.env.note_uncompiled(f"stage {s + 1} step {step + 1}")
             self.steps_run += 1
             interrupted = stop or (self.args.max_steps and self.steps_run >= self.args.max_steps)
             if not self.args.no_save and (done or interrupted or (self.args.ckpt_every and
@@ -261,18 +268,22 @@ class Trainer:
         state = {"stage": s, "step": step, "tokens": tokens, "loss": loss, "seed": self.args.seed,
                  "init_from": os.path.abspath(self.args.init_from), "vocab_multiple": self.vocab_multiple,
                  "plan": self.batches, "recipe": asdict(self.recipe), "world_size": self.env.world}
-        self.strategy.save(self.model, self.opt, self.ckdir, name, state, self.args.keep_checkpoints)
+        # a stage's end resumes with the next stage's fresh AdamW: its state (twice the size of the
+        # trained weights, tens of GB at 10B) is not written
+        opt = None if step == self.batches[s]["steps"] else self.opt
+        self.strategy.save(self.model, opt, self.ckdir, name, state, self.args.keep_checkpoints)
         return name
 
     def resume_point(self):
         """(checkpoint folder, its state) to resume from, or (None, None). A checkpoint must fit this
-        run (its strategy, the same batches); it gives --init-from (unless given) and --vocab-multiple."""
+        run (the same batches; either strategy may have written it); it gives --init-from (unless
+        given) and --vocab-multiple."""
         # rank 0's view decides for every rank (a run --force replaces resumes nothing of it)
         ck = checkpoint.choose_resume(self.args.resume, self.ckdir, self.env.distributed, self.args.replace_out)
         if not ck:
             return None, None
         state = checkpoint.load_state(ck)
-        checkpoint.check_fits(ck, state, self.strategy.format, self.batches)
+        checkpoint.check_fits(ck, state, self.batches)
         self.args.init_from = self.args.init_from or state["init_from"]
         self.vocab_multiple = state["vocab_multiple"]
         return ck, state
@@ -314,12 +325,14 @@ class Trainer:
         cfg = self.base_config()
         self.strategy.load_base(args.init_from, cfg, self.vocab_multiple, weights=not state)
         T = self.batches[0]["T"]
-        data = TokenShards(args.data, T, cfg.vocab_size, args.val_tokens, args.seed)
+        # rank 0 alone checks every token id (a pass over all the shards); the others only open them
+        shards = functools.partial(TokenShards, args.data, T, cfg.vocab_size, args.val_tokens, args.seed)
+        data = parallel.rank0(shards, self.env.distributed) or shards(check_ids=False)
         self.eval_sets = options.eval_sets(args.eval_data, T, cfg.vocab_size)
         s, start, tokens = self.restore(ck, state)
-        if self.env.master:             # the first thing written, after every check above passed
-            last = self.global_step(state["stage"], state["step"]) if state else None
-            run_folder.prepare_out(args.out, args.replace_out, ck, last)
+        last = self.global_step(state["stage"], state["step"]) if state else None
+        # the first thing written, after every check above passed
+        run_folder.prepare_out(args.out, args.replace_out, ck, last, self.env.distributed)
         stopped = self.run_stages(data, ck, s, start, tokens)
         if not stopped and not args.no_save:
             self.export_final()
@@ -336,6 +349,9 @@ class Trainer:
         options.check_seq_len(self.batches[0]["T"], cfg, args.init_from)
         # an attention backend that cannot run here is one line, not a crash after loading 20 GB
         runtime.check_attention(args.sdpa, self.env.device, self.env.dtype, cfg)
+        # nor a stage that cannot fit, found hours in: every stage's plan against the GPU's memory
+        cfg.vocab_multiple = self.vocab_multiple
+        plan.check_memory(cfg, self.recipe, self.batches, args, self.env)
         return cfg
 
     def run_stages(self, data, ck, s, start, tokens):

@@ -2,7 +2,7 @@
 or SentencePiece ids, trained on a reference text the user names) and, as an optional second
 stage, the perplexity of a model.py Llama.
 
-    python -c "from corpus import perplexity as p; print(p.NgramLM(3).fit(['가나다라'] * 3).perplexity('가나다'))"
+    python -c "from corpus import perplexity as p; print(p.NgramLM(3).fit(['가나다라'] * 3).perplexities(['가나다']))"
 """
 import json
 from pathlib import Path
@@ -13,11 +13,10 @@ from corpus.readers import chunked
 from corpus.textclean import codepoints
 from support.tokenizer_io import Tokenizer
 
-# Perplexity: an interpolated absolute-discounting n-gram model over characters or the ids
-# of a tokenizer (support.tokenizer_io.Tokenizer), trained on a reference text the user names,
-# all in numpy. It pickles to the worker processes whole (a Tokenizer pickles as its bytes).
 
 class NgramLM:
+    """Interpolated absolute discounting over characters or a Tokenizer's ids. It pickles to the
+    worker processes whole (a Tokenizer pickles as its bytes)."""
     def __init__(self, order=3, discount=0.75, tokenizer=None):
         self.order, self.discount, self.tokenizer = order, discount, tokenizer
 
@@ -104,9 +103,6 @@ class NgramLM:
                 prev = idx[t - 1]
                 tot, typ = np.where(prev >= 0, ktot[prev], 0), np.where(prev >= 0, ktyp[prev], 0)
         return np.log(p)
-
-    def perplexity(self, text):
-        return float(self.perplexities([text])[0])
 
     def perplexities(self, texts):
         """exp(mean negative log-likelihood per token) of each text; inf for an empty one."""

@@ -12,12 +12,8 @@ loses nothing (counted as mixed_encoding_lines). A record whose text is not vali
 corrupt .gz keeps what was read and says where it stopped. A JSONL file in which no record
 has the --text-field is reported with the fields its first record has.
 
-Also here, because both readers need them: ordered_map, which streams documents through
-worker processes without reading a whole corpus ahead (a worker that dies stops the run
-with one line, never a hang), and staged_output: outputs.staged, the output guard and
-whole-folder replacement every command shares, with its refusals raised as DataError. And
-setting(): a setting declared once, as a dataclass field holding its default, --help line and
-range, from which add_flags makes its flag and ReadConfig.__post_init__ checks an API user's value.
+Also here, because both readers need them: setting() and add_flags (a setting declared once,
+its flag and its check follow), ordered_map (worker processes) and staged_output (outputs.staged).
 """
 import argparse
 import codecs
@@ -228,9 +224,8 @@ def read_docs(path, cfg, stats, progress=None):
         try:
             for ln, line in enumerate(f, start=1):
                 if progress is not None:
-                    now = raw.tell()
-                    progress.update(now - pos)
-                    pos = now
+                    progress.update(raw.tell() - pos)
+                    pos = raw.tell()
                 text = _decode(line, ln, enc, cfg, stats)
                 if text is None:        # dropped: in a file of a document per line, that document
                     if kind == "jsonl" or cfg.txt_mode == "lines":

@@ -8,16 +8,15 @@
                     "tokenizer", "inputs", "skipped", "skipped_examples", "notes"}
                    (TokenShards needs only dtype, vocab_size and shards)
     DIR/<file>     raw little-endian token ids: train_NNNN.bin, val_NNNN.bin
+    DIR/val.jsonl  with --val-text: the held-out documents' text, to score with any tokenizer (tools/score.py)
 
-Writing: every document of the cleaned corpus (read by corpus/readers.py) is encoded with the
-SentencePiece model in --workers processes, in input order, and followed by EOS (optionally
-preceded by BOS). uint16 ids overflow above 65,536 pieces, so the dtype follows the vocabulary.
-A document goes to val by a seeded per-document coin (--val-fraction) or an exact seeded draw
-(--val-docs). A data.py clean folder given as input is read through its report.json: exactly
-the files it lists, never dropped.jsonl. A record that cannot be read (bad JSON, no text, a
-lone surrogate, the rest of a broken .gz) is skipped and counted. Shards are written into a
-staged folder (readers.staged_output) that replaces DIR whole only when all succeeded, so DIR
-never mixes the shards of two runs, and a failed run leaves the previous DIR as it was.
+Writing: every document of the cleaned corpus (read by corpus/readers.py; a data.py clean folder
+through its report.json, clean_files) is encoded in --workers processes, in input order, and
+followed by EOS (optionally preceded by BOS); the dtype follows the vocabulary. A document goes to
+val by a seeded per-document coin (--val-fraction) or an exact seeded draw (--val-docs). A record
+that cannot be read (bad JSON, no text, a lone surrogate, the rest of a broken .gz) is skipped and
+counted. DIR is replaced whole only when all succeeded (readers.staged_output): it never mixes the
+shards of two runs, and a failed run leaves it as it was.
 
 Reading: training samples are windows of T+1 tokens starting every T tokens inside one shard
 (never across files). Sample g of a run is window perm_e[g % N] of epoch e = g // N, where
@@ -128,13 +127,9 @@ def clean_files(inputs, notes):
 
 
 def tokenize(inputs, tokenizer, out_dir, cfg=None, force=False, **settings):
-    """Encode every document of `inputs` with the SentencePiece model `tokenizer` (a .model
-    file or a folder holding tokenizer.model); write out_dir/train_NNNN.bin (and val_NNNN.bin)
-    and out_dir/meta.json (with the characters of each split, for bits per character); with
-    val_text also out_dir/val.jsonl, the held-out documents' text (to score them with any
-    tokenizer: tools/score.py); returns the meta dict. `cfg` is a TokenizeConfig, or give its
-    settings as keywords (val_docs=500). out_dir is replaced whole when the run succeeds (an
-    existing one only with force=True, and only if this project wrote it)."""
+    """Encode every document of `inputs` with `tokenizer` (a .model file or a folder holding
+    tokenizer.model) into out_dir, the files above; returns the meta dict. `cfg` is a TokenizeConfig,
+    or give its settings as keywords (val_docs=500); force=True replaces an earlier out_dir."""
     cfg = replace(cfg or TokenizeConfig(), **settings)
     tok = Tokenizer.load(tokenizer)
     if tok.eos_id is None:
@@ -253,11 +248,10 @@ def _check_ids(arr, vocab, path, chunk=1 << 26):
 
 
 class TokenShards:
-    """tokenize()'s shards: DIR/meta.json + raw little-endian id files, read through np.memmap.
-    Training windows are T+1 tokens starting every T tokens inside one shard; window g of the
-    whole run is perm_epoch[g % N] with perm_epoch a permutation seeded by (seed, epoch)."""
+    """tokenize()'s shards: DIR/meta.json + raw little-endian id files, read through np.memmap;
+    training windows in the order the module docstring gives (a pure function of the index)."""
 
-    def __init__(self, folder, seq_len, model_vocab, val_tokens=None, seed=0):
+    def __init__(self, folder, seq_len, model_vocab, val_tokens=None, seed=0, check_ids=True):
         self.T, self.seed = seq_len, seed
         mpath = os.path.join(folder, "meta.json")
         if not os.path.exists(mpath):
@@ -290,7 +284,8 @@ class TokenShards:
                     raise DataError(f"{p}: {os.path.getsize(p)} bytes, meta.json says "
                                     f"{s.get('num_tokens')} {meta['dtype']} tokens (truncated?)")
                 arrs.append(np.memmap(p, dtype=dtype, mode="r"))
-                _check_ids(arrs[-1], model_vocab, p)
+                if check_ids:                     # under torchrun, rank 0 alone reads every id
+                    _check_ids(arrs[-1], model_vocab, p)
             return arrs
 
         self.train = open_all("shards")

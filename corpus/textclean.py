@@ -7,7 +7,6 @@ and tests/test_textclean.py, measured on real prose and junk by bench/filter_ben
 """
 import re
 import unicodedata
-from collections import Counter
 
 import numpy as np
 
@@ -116,7 +115,8 @@ def char_stats(text):
 def repetition_reason(text, cfg, scale=1.0):
     """Gopher (Rae et al. 2021, table A1) repetition checks; returns a reason or None.
     `scale` multiplies the n-gram thresholds (filter_reason's allowance for short paragraphs).
-    The n-gram part is repetition_reason_plain's definition, computed with hashes and sorts."""
+    The n-gram part is computed with hashes and sorts; tests/test_textclean.py's repetition_plain
+    is its definition in plain Python, and the two agree."""
     lines = [ln for ln in text.split("\n") if ln.strip()]
     if len(lines) > 1:
         seen, dup, dup_chars = set(), 0, 0
@@ -163,27 +163,6 @@ def repetition_reason(text, cfg, scale=1.0):
             np.add.at(covered, np.flatnonzero(rep) + n, -1)
             if int(wlen[np.cumsum(covered[:-1]) > 0].sum()) / total > dup[n] * scale:
                 return f"dup_{n}gram"
-    return None
-
-
-def repetition_reason_plain(text, top, dup):
-    """The n-gram rules above written plainly: the definition repetition_reason implements
-    fast (tests/test_textclean.py checks they agree). top / dup: {n: share of the characters}.
-    top_n: the most frequent n-gram (ties: the longest) x its count > top[n] of the words'
-    characters; dup_n: the characters of every n-gram seen twice or more > dup[n]."""
-    words = text.split()
-    total = sum(map(len, words))
-    for n in range(2, max([1, *top, *dup]) + 1):
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-        c = Counter(grams)
-        if len(grams) < 2 or max(c.values()) == 1:
-            return None                             # no n-gram repeats, so no longer one does
-        k = max(c.values())
-        if n in top and k * max(sum(map(len, g)) for g in c if c[g] == k) / total > top[n]:
-            return f"top_{n}gram"
-        covered = {j for i, g in enumerate(grams) if c[g] > 1 for j in range(i, i + n)}
-        if n in dup and sum(len(words[j]) for j in covered) / total > dup[n]:
-            return f"dup_{n}gram"
     return None
 
 

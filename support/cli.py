@@ -8,10 +8,14 @@
 A user's ordinary mistake (a flag out of range, a missing or corrupt file, an output that
 would overwrite an input) ends the command with exit code 1 and one line, `error: ...`,
 that names the flag, file, line or key; REDWHALE_DEBUG=1 shows the traceback instead.
-Under torchrun only rank 0 prints it, so N ranks do not print N copies.
+Under torchrun a mistake every rank makes alike (a UserError: the same flags, the same files, or
+rank 0's error relayed) is printed by rank 0 alone, not N times; any other error (a CUDA out of
+memory, a NCCL or disk error) by every rank it happens on, prefixed with the rank (and the host
+when the job spans nodes), so a failure on rank 5 never exits in silence.
 """
 import argparse
 import os
+import socket
 import sys
 import time
 
@@ -71,10 +75,16 @@ def add_force(p):
                    help="replace an existing output folder; only one this project wrote is ever removed")
 
 
-def fail(message, code=1):
-    """Print `error: message` once (rank 0 under torchrun) and exit."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr, flush=True)
+def fail(message, code=1, every_rank=False):
+    """Print `error: message` and exit: under torchrun on rank 0 alone, or with every_rank on this
+    rank too, prefixed `rank R` (`rank R on HOST` when the job spans nodes)."""
+    rank, world = int(os.environ.get("RANK", "0")), os.environ.get("WORLD_SIZE", "1")
+    message = message.removeprefix("error: ")
+    if every_rank and world != "1":
+        host = f" on {socket.gethostname()}" if os.environ.get("LOCAL_WORLD_SIZE", world) != world else ""
+        message = f"rank {rank}{host}: {message}"
+    if rank == 0 or (every_rank and world != "1"):
+        print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -90,7 +100,8 @@ def run(main, argv=None):
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
         if isinstance(e, MemoryError):
             msg = f"out of memory ({msg})"
-        fail(msg.strip().splitlines()[0] if msg.strip() else type(e).__name__)
+        msg = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+        fail(msg, every_rank=not isinstance(e, UserError))
     except SystemExit as e:     # SystemExit("error: ...") raised on purpose: print it once
         if isinstance(e.code, str):
             fail(e.code)

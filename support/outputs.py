@@ -182,6 +182,21 @@ def check_output_file(path, inputs=(), force=False, flag="--output", ours=None):
                          f"replace it, or choose another {flag}")
 
 
+def json_with(*keys):
+    """An `ours` for check_output_file: the file is JSON (JSON Lines for .jsonl) whose records (a
+    list's items, or the one object) all have `keys`, as this step writes them."""
+    def ours(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = str(path).endswith(".jsonl")
+                rows = [json.loads(line) for line in f if line.strip()] if lines else json.load(f)
+            rows = rows if isinstance(rows, list) else [rows]
+            return bool(rows) and all(isinstance(r, dict) and set(keys) <= set(r) for r in rows)
+        except (OSError, ValueError):
+            return False
+    return ours
+
+
 def write_atomic(path, data):
     """Write `data` (str or bytes) to a temp file beside `path`, fsync it, rename it into place:
     a reader never sees half a file, and a failure leaves the previous file as it was."""

@@ -223,8 +223,7 @@ def save_sharded(folder, tensors, max_shard_size="5GB"):
         weight_map.update({k: name for k in shard})
     total = sum(v.numel() * v.element_size() for v in tensors.values())
     with open(os.path.join(folder, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-        f.write("\n")
+        f.write(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
 
 
 def parse_size(s):

@@ -87,9 +87,6 @@ class Tokenizer:
     def decode(self, ids):
         return self.sp.decode(list(ids))
 
-    def piece(self, i):
-        return self.sp.id_to_piece(i)
-
     def __getstate__(self):
         return {"name": self.name, "model_bytes": self.model_bytes}
 

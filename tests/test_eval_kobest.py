@@ -112,7 +112,7 @@ def test_token_split_moves_boolqs_trailing_space_and_prepends_bos(tok):
     # the continuation is "  예" (moved space + delimiter): the tokens of the whole past the context
     whole = [tok.bos_id] + tok.encode("질문: 맞나요? 답변:  예")
     assert whole[:len(ctx)] == ctx and cont == whole[len(ctx):]
-    assert "".join(tok.piece(i) for i in cont).replace("\u2581", " ") == "  예"
+    assert "".join(tok.sp.id_to_piece(i) for i in cont).replace("\u2581", " ") == "  예"
 
 
 def test_token_split_for_copa_and_a_boundary_that_merges(tok):

@@ -125,6 +125,37 @@ def test_a_two_rank_fsdp_checkpoint_resumes_on_one_process(train_setup, runs, tm
     np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in want], rtol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def bf16(train_setup, tmp_path_factory):
+    """The same recipe through DDP and through FSDP2 in bf16 (autocast, frozen weights 16-bit)."""
+    d = tmp_path_factory.mktemp("bf16")
+    launch(train_setup, d / "ddp", "--dtype", "bf16")
+    launch(train_setup, d / "fsdp", "--fsdp", "--dtype", "bf16")
+    return d
+
+
+def test_fsdp_trains_like_ddp_in_bf16_too(bf16):
+    """FSDP2 all-gathers each parameter in its storage dtype, so the embedding output, the residual
+    stream and the norms see what DDP's do: the same losses in every stage (a bf16 all-gather
+    policy drifted by up to 1.2e-4 from the first step)."""
+    ddp, fsdp = read_log(bf16 / "ddp"), read_log(bf16 / "fsdp")
+    assert len(fsdp) == len(ddp) == 4 * STEPS
+    np.testing.assert_allclose([r["loss"] for r in fsdp], [r["loss"] for r in ddp], rtol=1e-6)
+
+
+@pytest.mark.parametrize("first, then", [((), ("--fsdp",)), (("--fsdp",), ())])
+def test_a_checkpoint_resumes_under_the_other_strategy(train_setup, bf16, tmp_path, first, then):
+    """A run that learns at stage 2 that it needs FSDP2 goes on from its DDP checkpoint (rank 0
+    reads it, the shards are broadcast), and an FSDP2 run cut inside the LoRA stage goes on under
+    DDP on one process: the losses continue as the uninterrupted run's."""
+    out, cut = tmp_path / "o", STEPS + 2 if not first else 3 * STEPS + 2
+    launch(train_setup, out, "--dtype", "bf16", "--max-steps", cut, *first)
+    launch(train_setup, out, "--dtype", "bf16", "--resume", "auto", *then, procs=2 if then else 1)
+    got, want = read_log(out), read_log(bf16 / "ddp")
+    assert [(r["stage"], r["step"]) for r in got] == [(r["stage"], r["step"]) for r in want]
+    np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in want], rtol=1e-4)
+
+
 def test_an_error_on_rank_zero_alone_stops_every_rank_with_one_line(train_setup, tmp_path):
     """Under --fsdp rank 0 alone reads the weights; a truncated checkpoint stops every rank within
     seconds (parallel.rank0 relays the error), not a traceback on rank 0 while the others wait at
@@ -142,19 +173,15 @@ def test_an_error_on_rank_zero_alone_stops_every_rank_with_one_line(train_setup,
     assert p.stderr.count("error: rank 0: ValueError: ") == 1 and "truncated" in p.stderr, p.stderr[-3000:]
 
 
-@pytest.mark.parametrize("case", ["no_torchrun", "dcp_without_fsdp", "async_without_fsdp"])
+@pytest.mark.parametrize("case", ["no_torchrun", "async_without_fsdp"])
 def test_fsdp_misuse_is_one_line(train_setup, runs, tmp_path, case):
     base = ["--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--seq-len", "64",
             "--batch-size", "2", "--steps-per-stage", str(STEPS)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     if case == "no_torchrun":
         extra, want = ["--out", str(tmp_path / "o"), "--fsdp"], "error: --fsdp needs a process group: launch with"
-    elif case == "async_without_fsdp":
-        extra, want = ["--out", str(tmp_path / "o"), "--async-ckpt"], "error: --async-ckpt needs --fsdp"
     else:
-        extra = ["--out", str(runs / "fsdp"), "--resume", str(runs / "fsdp" / "checkpoints" / f"step-{4 * STEPS:08d}"),
-                 "--grad-accum", "4"]
-        want = "was written with --fsdp; resume it with --fsdp"
+        extra, want = ["--out", str(tmp_path / "o"), "--async-ckpt"], "error: --async-ckpt needs --fsdp"
     p = subprocess.run([sys.executable, str(ROOT / "train.py"), *base, *extra], capture_output=True, text=True,
                        timeout=120, env=env)
     assert p.returncode != 0 and want in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
@@ -177,7 +204,7 @@ for st in default_recipe().stages:
     s = state
     if st.lora and dist.get_rank() == 0:
         s = parallel.with_adapters(cfg, state, st.lora, lambda: torch.manual_seed(0))
-    model, names = parallel.fsdp_model(cfg, st.lora, st.train, s, torch.device("cpu"), True, "")
+    model, names = parallel.fsdp_model(cfg, st.lora, st.train, s, torch.device("cpu"), torch.bfloat16, "")
     params = [p for n, p in model.named_parameters() if n in names]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -224,4 +251,4 @@ def test_plan_shows_solar_fits_eight_80gb_gpus_with_fsdp(tmp_path, capsys):
     rows = plan.stage_rows(train.LlamaConfig.from_hf(SOLAR), default_recipe(), [{"B": 1, "T": 4096}] * 4,
                            fsdp_world=8)
     ddp = plan.stage_rows(train.LlamaConfig.from_hf(SOLAR), default_recipe(), [{"B": 1, "T": 4096}] * 4)
-    assert rows[1]["optimizer"] == ddp[1]["optimizer"] / 8 and rows[1]["total"] < 60e9 < ddp[1]["total"]
+    assert rows[1]["optimizer"] == ddp[1]["optimizer"] / 8 and rows[1]["total"] < 80e9 < ddp[1]["total"]

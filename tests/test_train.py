@@ -241,20 +241,21 @@ def test_bad_input_is_a_clear_error(train_setup, tmp_path, case):
 
 
 def test_gpu_check_script_dry_run_on_cpu(tmp_path):
-    """bench/gpu_check.py is meant for one short run on a lent GPU: its plumbing (process group,
-    the MFU run through train.py, the per-stage memory run against --plan) is checked here."""
+    """bench/gpu_check.py is meant for one short run on a lent GPU: its plumbing (each check through
+    train.py's command line, the JSON of results) is checked here with --dry-run --quick, leaving
+    out the two compile checks (minutes of compiling on CPU; the suite compiles elsewhere)."""
     out = tmp_path / "gpu_check.json"
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out-json", str(out)],
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--quick", "--out-json",
+                        str(out), "--only", "collective", "flash", "resume", "activation_checkpointing", "dcp_resume",
+                        "padded_vocab", "eval_data", "fp16_base", "mfu", "memory", "fsdp_perf"],
                        capture_output=True, text=True, timeout=300,
                        env={**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")},
                             "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    res = json.loads(out.read_text())
-    assert res["backend"] == "gloo" and res["all_reduce_ok"] and res["flash"] == "skipped"
-    assert res["resume_identical"] and len(res["resume_losses"]) == 12  # bf16 + flash + accum 2, cut and resumed
-    assert len(res["mfu_losses"]) == 6 and all(np.isfinite(res["mfu_losses"]))
-    assert [m["stage"] for m in res["memory"]] == ["embed", "odd_layers", "even_layers", "lora"]
-    assert res["fsdp_ranks"] == 2 and [m["stage"] for m in res["fsdp_stages"]] == [m["stage"] for m in res["memory"]]
+    checks = {r["name"]: r for r in json.loads(out.read_text())["checks"]}
+    assert len(checks) == 11 and checks["flash"]["passed"] is None and checks["mfu"]["passed"] is None  # skipped
+    assert all(r["passed"] for n, r in checks.items() if n not in ("flash", "mfu")), checks
+    assert checks["resume"]["numbers"]["identical"] and checks["padded_vocab"]["numbers"]["final_rows"] == [1009]
 
 
 def test_freeze_old_rows_auto_reads_expand_report(train_setup, tmp_path):

@@ -10,11 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import ENV, RECIPE, ROOT, read_log, rows, run, sigterm_after, state
+from conftest import ENV, OLD_ROWS, RECIPE, ROOT, read_log, rows, run, sigterm_after, state
 
 import lora
 import train
@@ -102,6 +103,27 @@ def test_an_attention_backend_that_cannot_run_is_one_line_before_any_work(train_
     assert not os.path.exists(tmp_path / "o")
 
 
+def test_a_stage_that_cannot_fit_is_refused_before_anything_is_written(train_setup, tmp_path):
+    """Every stage's plan against the memory per GPU (--gpu-mem-gb; on CUDA the device's total)
+    before the first step: with room for the smallest stage but not the largest, the run is
+    refused in one line naming the largest, instead of failing when that stage starts, hours in."""
+    from recipe import resolve
+    from training import options, plan
+    argv = ["--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--out",
+            str(tmp_path / "o"), "--recipe", str(train_setup / "recipe.json"), "--dtype", "fp32"]
+    args, recipe = options.prepare(argv)
+    cfg = train.LlamaConfig.from_pretrained(str(train_setup / "init"))
+    rows = plan.stage_rows(cfg, recipe, resolve(recipe, args, 1), mixed=False, old_rows=OLD_ROWS)
+    big = max(rows, key=lambda r: r["total"])
+    gb = (min(r["total"] for r in rows) + big["total"]) / 2e9
+    want = (f"stage {big['stage']} \\({big['name']}\\) needs about .* GB per GPU .*more than the .* GB available "
+            "\\(--gpu-mem-gb overrides\\): try --activation-checkpointing, --fsdp")
+    with pytest.raises(ValueError, match=want):
+        train.main([*argv, "--gpu-mem-gb", f"{gb:.9f}"])
+    assert not os.path.exists(tmp_path / "o")
+    train.main([*argv, "--gpu-mem-gb", f"{big['total'] / 1e9 + 0.001:.9f}", "--steps-per-stage", "1"])   # fits
+
+
 # ---------------------------------------------------------------- bf16: resume and the LoRA merge
 
 def test_bf16_run_resumed_at_every_stage_boundary_and_mid_stage_is_bit_identical(train_setup, tmp_path):
@@ -114,6 +136,27 @@ def test_bf16_run_resumed_at_every_stage_boundary_and_mid_stage_is_bit_identical
     assert len(straight) == 12 and rows(pieces) == rows(straight)
     a, b = (dict(read_safetensors(str(tmp_path / d / "final" / "model.safetensors"))) for d in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_fp16_base_keeps_its_weights_bit_for_bit_under_bf16(train_setup, tmp_path):
+    """SOLAR ships fp16. Under --dtype bf16 its frozen weights stay fp16 (rounding them to bf16
+    would drop 3 mantissa bits before training starts) and the trained ones get fp32 masters from
+    the fp16 values: every layer weight of a run that trains only embed + head, and the frozen old
+    embedding rows, come out of final/ (fp16, the base's dtype) bit-identical."""
+    base = Llama.from_pretrained(str(train_setup / "init")).to(torch.float16)
+    base.save_pretrained(str(tmp_path / "init16"))
+    shutil.copy(train_setup / "init" / "tokenizer.model", tmp_path / "init16")
+    recipe = tmp_path / "embed.json"
+    recipe.write_text(json.dumps({**RECIPE, "stages": RECIPE["stages"][:1]}))
+    run(train_setup, tmp_path / "o", "--init-from", tmp_path / "init16", "--dtype", "bf16", recipe=recipe)
+    before = dict(read_safetensors(str(tmp_path / "init16" / "model.safetensors")))
+    after = dict(read_safetensors(str(tmp_path / "o" / "final" / "model.safetensors")))
+    assert all(t.dtype == torch.float16 for t in after.values())
+    layers = [k for k in before if k.startswith("model.layers.")]
+    assert layers and all(torch.equal(before[k], after[k]) for k in layers)
+    emb = "model.embed_tokens.weight"
+    assert torch.equal(before[emb][:OLD_ROWS], after[emb][:OLD_ROWS])
+    assert not torch.equal(before[emb][OLD_ROWS:], after[emb][OLD_ROWS:])      # the new rows trained
 
 
 def test_lora_merge_keeps_small_updates_of_bf16_weights():
@@ -189,23 +232,67 @@ def test_bad_resume_is_one_line(train_setup, tmp_path, case):
         run(train_setup, tmp_path / "b", "--steps-per-stage", 3, "--resume", target)
 
 
+def on_rank1(tmp_path, train_setup, code, *extra):
+    """A two-rank torchrun of train.py (gloo) in which rank 1 first runs `code` (argv in scope)."""
+    shim = tmp_path / "shim.py"
+    shim.write_text(f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\nargv = sys.argv[1:]\n"
+                    f"if os.environ['RANK'] == '1':\n    {code}\n"
+                    "from support import cli\ncli.run(train.main, argv)\n")       # as train.py runs it
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(shim),
+           "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--out", str(tmp_path / "o"),
+           "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "3", *map(str, extra)]
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=ENV)
+    return p, time.time() - t0
+
+
+ELSEWHERE = "argv[argv.index('--out') + 1] += '-elsewhere'"     # rank 1 on a node with its own disk
+
+
 def test_rank_zero_decides_the_resume_and_a_rank_that_cannot_read_it_stops_the_job(train_setup, tmp_path):
     """Rank 1 sees another (empty) --out, as a node without the shared file system would: the job
     stops at once with one line naming the rank, instead of rank 1 starting at step 0 and hanging."""
     run(train_setup, tmp_path / "o", "--steps-per-stage", 3, "--max-steps", 2)
-    shim = tmp_path / "shim.py"
-    shim.write_text(f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\nargv = sys.argv[1:]\n"
-                    "if os.environ['RANK'] == '1':\n    argv[argv.index('--out') + 1] += '-elsewhere'\n"
-                    "from support import cli\ncli.run(train.main, argv)\n")       # as train.py runs it
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(shim),
-           "--init-from", str(train_setup / "init"), "--data", str(train_setup / "data"), "--out", str(tmp_path / "o"),
-           "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "3", "--resume", "auto",
-           "--dist-timeout", "1"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=ENV)
+    p, _ = on_rank1(tmp_path, train_setup, ELSEWHERE, "--resume", "auto", "--dist-timeout", 1)
     assert p.returncode != 0
     assert "error: rank 1 on" in p.stderr and "cannot read checkpoint" in p.stderr, p.stderr[-3000:]
     assert "step-00000002" in p.stderr and "--out must be on storage every node sees" in p.stderr
     assert len(read_log(tmp_path / "o")) == 2          # nothing was trained or written
+
+
+def test_a_fresh_run_stops_when_a_rank_cannot_see_out(train_setup, tmp_path):
+    """A node-local --out on a fresh run used to train to the end, each node keeping what it
+    wrote: now every rank looks for a file rank 0 wrote there before the first step."""
+    p, _ = on_rank1(tmp_path, train_setup, ELSEWHERE)
+    assert p.returncode != 0, p.stderr[-3000:]
+    assert "error: rank 1 on" in p.stderr and "which rank 0 wrote into --out" in p.stderr, p.stderr[-3000:]
+    assert "--out must be on storage every node sees" in p.stderr and not (tmp_path / "o" / "log.jsonl").exists()
+    assert os.listdir(tmp_path / "o" / "checkpoints") == []          # the probe is gone
+
+
+def test_rank_one_reads_no_token_id_and_holds_one_stage_at_a_time(train_setup, tmp_path):
+    """Under --fsdp, rank 1 neither reads every token id (rank 0 checks them once; 8 ranks used to
+    read the whole corpus 8 times) nor builds a stage's sharded model while the last one is alive."""
+    spy = ("import weakref, corpus.shards as cs\n    from training import strategy\n"
+           "    def read(*a): raise RuntimeError('rank 1 read every token id')\n    cs._check_ids = read\n"
+           "    build, old = strategy.Shards.stage_model, []\n    def spy(self, *a):\n"
+           "        if any(r() is not None for r in old): raise RuntimeError('the last stage is alive')\n"
+           "        m = build(self, *a)\n        old.append(weakref.ref(m[0]))\n        return m\n"
+           "    strategy.Shards.stage_model = spy")
+    p, _ = on_rank1(tmp_path, train_setup, spy, "--fsdp", "--steps-per-stage", 1, "--no-save")
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+def test_an_error_on_one_rank_alone_reaches_the_terminal_and_stops_the_job(train_setup, tmp_path):
+    """Only rank 1 runs out of memory (at its third step): its line, prefixed with its rank, is
+    printed (only rank 0 used to print, so the job ended in silence), and rank 0, waiting in a
+    collective with a 5-minute timeout, stops within seconds."""
+    oom = ("step = train.Trainer.train_step\n    def oom(self, *a):\n"
+           "        if self.steps_run == 2: raise RuntimeError('CUDA out of memory. Tried to allocate 20.00 GiB')\n"
+           "        return step(self, *a)\n    train.Trainer.train_step = oom")
+    p, took = on_rank1(tmp_path, train_setup, oom, "--dist-timeout", 5)
+    assert p.returncode != 0 and took < 60, took
+    assert p.stderr.count("error: rank 1: CUDA out of memory. Tried to allocate 20.00 GiB") == 1, p.stderr[-3000:]
 
 
 # ---------------------------------------------------------------- clipping and checkpoint I/O
@@ -265,6 +352,32 @@ def test_compiled_blocks_train_two_stages_like_eager(train_setup, tmp_path):
     np.testing.assert_allclose([r["loss"] for r in comp], [r["loss"] for r in eager], rtol=1e-4)
     sd = state(tmp_path / "comp" / "checkpoints" / "step-00000004")
     assert not any("_orig_mod" in k for k in sd)      # compiled in place: HF keys stay as they are
+
+
+def test_compile_runs_through_every_stage_eval_and_merge_without_giving_up(train_setup, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Four stages (embed, odd, even, LoRA) with evals at every step and the LoRA stage's eval after the merge,
+    every block compiled. Dynamo's backend is 'eager' here (what it compiles and when it
+    recompiles does not depend on the backend; inductor's code generation would take minutes):
+    the losses are the uncompiled run's, each stage compiles a few graphs shared by all layers
+    (not one per layer), and none runs uncompiled. With the recompile limit at 1 the log says
+    which step started running blocks uncompiled."""
+    from torch._dynamo.utils import counters
+    compile_ = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_(self, backend="eager", **kw))
+    common = ["--steps-per-stage", 2, "--eval-every", 1, "--sdpa", "math", "--no-save"]
+    eager = run(train_setup, tmp_path / "eager", *common)
+    counters.clear()
+    comp = run(train_setup, tmp_path / "comp", *common, "--compile")
+    assert [r["stage"] for r in comp] == [1, 1, 2, 2, 3, 3, 4, 4] and "eval_loss_after_merge" in comp[-1]
+    for key in ("loss", "eval_loss"):
+        np.testing.assert_allclose([r[key] for r in comp], [r[key] for r in eager], rtol=1e-6)
+    assert counters["frames"]["ok"] == counters["frames"]["total"] > 0
+    assert 4 <= counters["stats"]["unique_graphs"] <= 4 * 4     # 4 layers: one graph per layer would be more
+    assert "uncompiled" not in capsys.readouterr().out
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    run(train_setup, tmp_path / "limit", *common, "--compile", "--steps-per-stage", 1)
+    assert "warning: stage 1 step 1: torch.compile hit its recompile limit" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- MFU's denominator

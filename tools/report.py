@@ -48,23 +48,19 @@ def plot(run, rep):
             if ev:
                 ax.plot(*zip(*ev), "k.", markersize=5)
             x += len(rows)
-    ax.set_xlabel("optimizer step (all stages)")
-    ax.set_ylabel("loss (dots: held-out)")
-    ax.legend(fontsize=8)
-    ax.set_title("RedWhale demo: base pretraining, then the four Korean stages")
-    fig.tight_layout()
-    fig.savefig(Path(run) / "loss.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 3.5))          # bpc.png: bits per character, model by model
+    ax.set(xlabel="optimizer step (all stages)", ylabel="loss (dots: held-out)",
+           title="RedWhale demo: base pretraining, then the four Korean stages")
+    bpc_fig, ax2 = plt.subplots(figsize=(8, 3.5))     # bpc.png: bits per character, model by model
     bpc = rep["bits_per_char"]
     for lang in ("korean", "english"):
-        ax.plot(range(len(bpc)), [r[lang] for r in bpc.values()], "o-", label=lang)
-    ax.set_xticks(range(len(bpc)), list(bpc), rotation=20, fontsize=8)
-    ax.set_ylabel("bits per character")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(Path(run) / "bpc.png", dpi=100)
-    plt.close(fig)
+        ax2.plot(range(len(bpc)), [r[lang] for r in bpc.values()], "o-", label=lang)
+    ax2.set_xticks(range(len(bpc)), list(bpc), rotation=20, fontsize=8)
+    ax2.set_ylabel("bits per character")
+    for f, a, name in ((fig, ax, "loss.png"), (bpc_fig, ax2, "bpc.png")):
+        a.legend(fontsize=8)
+        f.tight_layout()
+        f.savefig(Path(run) / name, dpi=100)
+        plt.close(f)
     return Path(run) / "loss.png"
 
 

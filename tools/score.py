@@ -75,14 +75,6 @@ def combine(results):
             "nats_per_token": r["nats"] / r["tokens"] if r["tokens"] else None}
 
 
-def _a_score(path):
-    """An earlier --output of this command (replaced without --force)."""
-    try:
-        return "scores" in json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def main(argv=None):
     from eval_kobest import checkpoint_dtype
     from model import Llama, check_model_folder
@@ -105,7 +97,7 @@ def main(argv=None):
     runtime.check_device(a.device)
     check_model_folder(a.model)
     if a.output:
-        outputs.check_output_file(a.output, [a.model, *a.texts], a.force, "--output", ours=_a_score)
+        outputs.check_output_file(a.output, [a.model, *a.texts], a.force, "--output", ours=outputs.json_with("scores"))
     docs = {k: v[:a.max_docs] for k, v in read_documents(a.texts, a.text_field).items()}
     tok = Tokenizer.load(a.model)
     dtype = checkpoint_dtype(a.model) if a.dtype == "auto" else a.dtype

@@ -4,7 +4,7 @@ the export of one as a Hugging Face folder.
 A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
 
     model.pt     the state dict (trained tensors fp32, frozen ones in their storage dtype)
-    optim.pt     AdamW's state dict
+    optim.pt     AdamW's state, keyed by parameter name (empty at a stage's end: the next stage starts its own)
     state.json   stage, step, tokens, seed, the resolved plan and recipe, init_from, world size,
                  format ("torch"; "dcp" for --fsdp, where every rank writes its shards through
                  torch.distributed.checkpoint instead of model.pt / optim.pt: training/parallel.py)
@@ -21,8 +21,9 @@ first collective. Checkpoints are loaded on the CPU with mmap=True: a rank pages
 in what it copies instead of holding a second whole copy of the optimizer state.
 
 Time: a 10B model's checkpoint (fp32 trained weights + AdamW moments) is tens of GB. torchrun
-gives its workers 30 s between SIGTERM and SIGKILL, SLURM KillWait 30 s by default: pass
-`torchrun --shutdown-timeout 900` and ask SLURM for an early signal (`sbatch --signal=TERM@900`).
+gives its workers 30 s between SIGTERM and SIGKILL unless given `--shutdown-timeout 900` (torch
+>= 2.12; training/launch.py passes it), SLURM KillWait 30 s by default: ask SLURM for an early
+signal (`#SBATCH --signal=TERM@900`), which reaches job steps only, so start torchrun with srun.
 
 The export (`python redwhale.py export RUN`, and train.py at the end of a run) writes a checkpoint
 or a live model as a Hugging Face folder: LoRA merged in fp32, cast once to the base config's
@@ -50,9 +51,10 @@ from support.tokenizer_io import HF_TOKENIZER_FILES
 from training import parallel
 from training.plan import empty_model
 
-SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: give torchrun "
-                  "--shutdown-timeout 900 (default 30 s before SIGKILL) and SLURM an early signal "
-                  "(sbatch --signal=TERM@900; KillWait defaults to 30 s)")
+SIGTERM_ADVICE = ("a checkpoint of a 10B-parameter model takes minutes to write: torchrun allows 30 s "
+                  "before SIGKILL unless given --shutdown-timeout 900 (torch >= 2.12; redwhale.py "
+                  "train --nproc sets it), and SLURM's KillWait is 30 s: ask for an early signal "
+                  "(#SBATCH --signal=TERM@900) and start torchrun with srun, which that signal reaches")
 
 
 def list_checkpoints(ckdir):
@@ -94,13 +96,9 @@ def save(ckdir, name, model_state, optim_state, state, keep):
     return finish(ckdir, name, {**state, "format": "torch"}, keep), time.time() - t0
 
 
-def check_fits(ck, state, fmt, batches):
-    """A checkpoint resumes only a run of the same shape: the strategy's format (torch or DCP) and
-    the same batches per stage. The world size may change, the global batch may not."""
-    wrote = state.get("format", "torch")
-    if wrote != fmt:
-        how = "with" if wrote == "dcp" else "without"
-        raise UserError(f"{ck} was written {how} --fsdp; resume it {how} --fsdp")
+def check_fits(ck, state, batches):
+    """A checkpoint resumes only a run of the same batches per stage, under either strategy and
+    at any world size: the global batch may not change."""
 
     def key(q):
         return q["name"], q["steps"], q["T"], q["batch_tokens"], q["warmup"]
@@ -281,8 +279,7 @@ def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="
 
 
 def load_model(path):
-    """The model of one training checkpoint, on the CPU, with its LoRA adapters if it has any
-    (export merges them; so does scoring it)."""
+    """The model of one training checkpoint, on the CPU, its LoRA adapters (if any) merged."""
     state = load_state(path)
     cfg = LlamaConfig.from_pretrained(state["init_from"])
     cfg.vocab_multiple = state["vocab_multiple"]
@@ -295,6 +292,7 @@ def load_model(path):
         parallel.dcp_load_model(model, path)
     else:
         load_exact(model, sd)
+    merge_lora(model)
     return model
 
 

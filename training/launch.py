@@ -1,7 +1,9 @@
 """train.py on N processes of this machine, as `torchrun --standalone --nproc_per_node=N train.py`
 does it: the one launcher `redwhale.py train --nproc N` and the demo share. torchrun runs in this
 process, so a rank's failure ends as one line here instead of torchrun's own traceback (the rank
-has printed what went wrong). One process needs no launcher: call train.main.
+has printed what went wrong). Its workers get SHUTDOWN_TIMEOUT s between SIGTERM and SIGKILL to
+write a checkpoint (torchrun's default is 30; TORCH_ELASTIC_SHUTDOWN_TIMEOUT overrides; a torch
+whose torchrun lacks --shutdown-timeout keeps 30). One process needs no launcher: call train.main.
 
     python redwhale.py train --nproc 2 --init-from DIR --data DIR --out runs/x
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 from support.cli import UserError
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
+SHUTDOWN_TIMEOUT = 900   # s: a SOLAR-size checkpoint takes minutes (training/checkpoint.py)
 
 
 def torchrun(argv, nproc, threads=None):
@@ -22,7 +25,10 @@ def torchrun(argv, nproc, threads=None):
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)     # the workers inherit this environment
     try:
-        run.run(run.parse_args(["--standalone", f"--nproc_per_node={nproc}", str(TRAIN_PY), *map(str, argv)]))
+        args = run.parse_args(["--standalone", f"--nproc_per_node={nproc}", str(TRAIN_PY), *map(str, argv)])
+        if getattr(args, "shutdown_timeout", 0) is None:     # None: has the option, PET_SHUTDOWN_TIMEOUT unset
+            args.shutdown_timeout = int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT))
+        run.run(args)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         raise UserError(f"training stopped: rank {rank} exited with code {failure.exitcode} "

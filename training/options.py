@@ -45,8 +45,11 @@ def add_run_flags(p):
     p.add_argument("--ckpt-every", type=cli.number(int, lo=0), default=500,
                    help="checkpoint every N steps and at stage ends (0: only at stage ends)")
     p.add_argument("--keep-checkpoints", type=cli.number(int, lo=1), default=2, help="keep the newest K checkpoints")
-    p.add_argument("--dist-timeout", type=cli.number(int, lo=1), default=60,
-                   help="minutes a collective may wait (checkpoint writes)")
+    p.add_argument("--dist-timeout", type=cli.number(int, lo=1), default=10,
+                   help="minutes a training collective may wait for a rank before the job stops")
+    p.add_argument("--io-timeout", type=cli.number(int, lo=1), default=60,
+                   help="minutes the ranks may wait for reads and writes (rank 0 loading the base, checkpoints, "
+                        "the export)")
     p.add_argument("--no-save", action="store_true", help="no checkpoints, no export (benchmarks, smoke tests)")
     p.add_argument("--max-steps", type=cli.number(int, lo=0), default=0,
                    help="checkpoint and stop after N steps in this run")

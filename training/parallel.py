@@ -8,8 +8,10 @@ torchrun with gloo, so both are tested there.
 
 FSDP2 (torch.distributed.fsdp.fully_shard) as torchtitan uses it: each decoder block is one
 shard group, the root (embeddings, final norm, LM head) another; parameters are DTensors sharded
-on dim 0. Under --dtype bf16 the policy all-gathers in bf16 and reduce-scatters gradients in
-fp32, while trained parameters stay stored (sharded) in fp32 and frozen ones in bf16. FSDP2
+on dim 0. Each parameter is all-gathered in the dtype it is stored in (trained fp32, frozen
+16-bit under --dtype bf16) and autocast casts it as it casts DDP's: the same numbers as DDP in
+bf16 too. (A bf16 all-gather would halve the trained part's traffic, but the embedding and the
+norm weights would then compute in bf16 where DDP's are fp32, and the losses drift.) FSDP2
 fixes its reduce dtypes at lazy init, so a stage boundary (where requires_grad changes) builds
 a fresh sharded model: rank 0 gathers the full state dict on the CPU (merging LoRA adapters
 there, in fp32), a new model is made on the meta device, requires_grad and dtypes are set,
@@ -27,7 +29,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.distributed.checkpoint.state_dict as dcp_sd
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -35,14 +37,14 @@ from lora import attach_lora, has_lora, merge_lora
 from model import rope_inv_freq
 from recipe import select_params
 from support.cli import UserError
+from training import runtime
 from training.plan import meta_model
-from training.runtime import storage_dtype
 
 
 def rank0(fn, distributed, share=False):
     """Run fn on rank 0 alone and return its result there (everywhere with share=True; None on the
-    other ranks otherwise). An error on rank 0 stops every rank with rank 0's message, instead of
-    leaving the others waiting at the next collective until --dist-timeout."""
+    other ranks otherwise), the others waiting in the I/O group. An error on rank 0 stops every
+    rank with rank 0's message, instead of leaving the others waiting at the next collective."""
     out, err = None, None
     if not distributed or dist.get_rank() == 0:
         try:
@@ -53,7 +55,7 @@ def rank0(fn, distributed, share=False):
             err = f"error: rank 0: {type(e).__name__}: {e}"
     if distributed:
         box = [err, out if share else None]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=runtime.IO)
         err, shared = box
         out = shared if share else out
     if err:
@@ -103,7 +105,7 @@ def with_adapters(cfg, state, lora, seed_fn):
     return model.state_dict()
 
 
-def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=None):
+def fsdp_model(cfg, lora, groups, state, device, frozen, where, compile_blocks=None):
     """A fresh sharded model for one stage: meta model (+ adapters) -> requires_grad and storage
     dtypes -> fully_shard per block, then the root -> weights from rank 0's `state` (None: left
     for a checkpoint to fill). Returns the model and the names of its trained parameters."""
@@ -111,16 +113,14 @@ def fsdp_model(cfg, lora, groups, state, device, mixed, where, compile_blocks=No
     names = select_params(model, groups, where) if groups else set()
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
-        p.data = p.data.to(storage_dtype(n in names, mixed))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed \
-        else MixedPrecisionPolicy()
+        p.data = p.data.to(runtime.storage_dtype(n in names, frozen))
     if compile_blocks:
         compile_blocks(model)             # compile each block, then shard it (torchtitan's order)
     # the mesh on the training device (the default would follow the accelerator even with --device cpu)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)      # the root: embed_tokens, norm, lm_head
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)      # the root: embed_tokens, norm, lm_head
     model.to_empty(device=device)         # Llama._apply rebuilds the RoPE table on the device
     if state is not None:
         full = dcp_sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
@@ -178,20 +178,23 @@ class FrozenRows:
 # ---------------------------------------------------------------- DCP checkpoints
 
 
-def dcp_save(model, opt, folder, process_group=None, asynchronous=False):
-    """Every rank writes its shard of the model and of AdamW's state into folder (DCP fsyncs its
-    files). asynchronous: stage to CPU memory, return a Future, write in a background thread."""
-    sd = {"model": dcp_sd.get_model_state_dict(model), "optim": dcp_sd.get_optimizer_state_dict(model, opt)}
-    if asynchronous:
-        return dcp.async_save(sd, checkpoint_id=folder, process_group=process_group)
-    dcp.save(sd, checkpoint_id=folder)
+def dcp_save(model, opt, folder, background_group=None):
+    """Every rank writes its shard of the model and of AdamW's state (unless opt is None) into
+    folder (DCP fsyncs its files). With a background_group: stage to CPU memory, return a Future,
+    write in a background thread whose collectives use that group."""
+    sd = {"model": dcp_sd.get_model_state_dict(model)}
+    if opt:
+        sd["optim"] = dcp_sd.get_optimizer_state_dict(model, opt)
+    if background_group:
+        return dcp.async_save(sd, checkpoint_id=folder, process_group=background_group)
+    dcp.save(sd, checkpoint_id=folder, process_group=runtime.IO)
     return None
 
 
 def dcp_load(model, opt, folder):
     """Load a DCP checkpoint into this (sharded, any world size) model and optimizer."""
     sd = {"model": dcp_sd.get_model_state_dict(model), "optim": dcp_sd.get_optimizer_state_dict(model, opt)}
-    dcp.load(sd, checkpoint_id=folder)
+    dcp.load(sd, checkpoint_id=folder, process_group=runtime.IO)
     dcp_sd.set_model_state_dict(model, sd["model"])
     dcp_sd.set_optimizer_state_dict(model, opt, sd["optim"])
     opt.zero_grad(set_to_none=True)       # get_optimizer_state_dict's zero-grad warm-up step left grads

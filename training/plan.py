@@ -38,6 +38,7 @@ from model import Llama
 from recipe import old_rows, recipe_from_flags, resolve, select_params
 from support import cli
 from support.cli import UserError
+from training.runtime import weight_dtypes
 
 OVERHEAD = 1.5e9
 
@@ -74,6 +75,9 @@ def add_shape_flags(p):
                         "memory) or only the last (less traffic; full fp32 grads of the trained part in between)")
     p.add_argument("--vocab-multiple", type=cli.number(int, lo=1), default=None,
                    help="pad embedding rows (default 64 on CUDA, 1 on CPU)")
+    p.add_argument("--gpu-mem-gb", type=cli.number(float, lo=0, lo_open=True), default=None,
+                   help="memory per GPU to check every stage's plan against (train.py: before the first step; "
+                        "default there: the CUDA device's total, no check on CPU; the planner: 80)")
 
 
 def meta_model(cfg, lora=None):
@@ -195,22 +199,22 @@ def stage_rows(cfg, recipe, plan_rows, mixed=True, checkpointing=False, old_rows
 
 def fsdp_bytes(m, r, mixed, world, reduce="every"):
     """FSDP2 per rank: weights, grads and AdamW state are 1/world of DDP's (sharded on dim 0),
-    plus what is unsharded for a while: the root's parameters (embeddings, norm, head: FSDP2
-    keeps the root gathered from forward to the end of backward) and two blocks (the one running
-    and the one prefetched), in the all-gather dtype (bf16 with --dtype bf16); the gradients of
-    one block and of the root before their reduce-scatter in fp32 (all trained gradients with
-    reduce 'last', held between micro-steps). No autocast copies: the all-gather already gives bf16."""
-    pb = 2 if mixed else 4
-    blocks = [sum(p.numel() for p in layer.parameters()) for layer in m.model.layers]
+    plus what is unsharded for a while, in each parameter's storage dtype: the root's parameters
+    (embeddings, norm, head: FSDP2 keeps the root gathered from forward to the end of backward)
+    and two blocks (the one running and the one prefetched); autocast's bf16 copies of the
+    trained matrices, as under DDP; the gradients of one block and of the root before their
+    reduce-scatter in fp32 (all trained gradients with reduce 'last', held between micro-steps)."""
+    def stored(ps):
+        return sum(p.numel() * (4 if p.requires_grad or not mixed else 2) for p in ps)
+    blocks = [stored(layer.parameters()) for layer in m.model.layers]
     root = [p for n, p in m.named_parameters() if not n.startswith("model.layers.")]
     train_block = max(sum(p.numel() for p in layer.parameters() if p.requires_grad) for layer in m.model.layers)
     train_root = sum(p.numel() for p in root if p.requires_grad)
-    root = sum(p.numel() for p in root)
     weights_sharded = (r["weights"] - autocast_copies(m, mixed)) / world
     grads_sharded = r["grads"] / world
     unsharded_grads = r["grads"] if reduce == "last" else 4 * (train_block + train_root)
     return {"weights_sharded": weights_sharded, "grads_sharded": grads_sharded,
-            "weights": weights_sharded + pb * (root + 2 * max(blocks, default=0)),
+            "weights": weights_sharded + stored(root) + 2 * max(blocks, default=0) + autocast_copies(m, mixed),
             "grads": grads_sharded + unsharded_grads, "optimizer": r["optimizer"] / world}
 
 
@@ -227,7 +231,8 @@ def print_plan(args, recipe):
     gb = 1e9
     print(f"model {args.init_from}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size} "
           f"(padded {cfg.padded_vocab_size}), {rows[0]['params'] / 1e9:.2f}B parameters")
-    print(f"{'bf16 autocast, frozen weights bf16, trained fp32' if mixed else 'fp32'}; micro-batch {p0['B']} x "
+    frozen = str(weight_dtypes(cfg, mixed)[1]).removeprefix("torch.")
+    print(f"{f'bf16 autocast, frozen weights {frozen}, trained fp32' if mixed else 'fp32'}; micro-batch {p0['B']} x "
           f"seq {p0['T']}; activation checkpointing {'on' if args.activation_checkpointing else 'off'}; "
           f"{args.world_size} GPU(s) with "
           + (f"FSDP2 (weights, grads, AdamW sharded {args.world_size} ways)" if fsdp else "DDP (full replica each)")
@@ -240,11 +245,31 @@ def print_plan(args, recipe):
               f"{r['weights'] / gb:>9.1f}{r['grads'] / gb:>8.1f}{r['optimizer'] / gb:>8.1f}"
               f"{r['activations'] / gb:>8.1f}{r['total'] / gb:>8.1f}  {'yes' if fits else 'NO'}")
     if any(r["total"] > args.gpu_mem_gb * gb for r in rows):
-        print("stages marked NO do not fit: try --activation-checkpointing, a smaller --batch-size "
-              "(more --grad-accum), " + ("more GPUs (--world-size)" if fsdp else
-                                         "--fsdp (shards weights, grads and AdamW state over the GPUs)")
-              + ", or a GPU with more memory")
+        print(f"stages marked NO do not fit: try {remedies(fsdp, args.activation_checkpointing)}")
     return rows
+
+
+def remedies(fsdp, checkpointing):
+    """What would make a stage fit, given how the run is laid out."""
+    return ", ".join(["--activation-checkpointing"] * (not checkpointing) + [
+        "more GPUs" if fsdp else "--fsdp (shards weights, grads and AdamW state over the GPUs)",
+        "a smaller --batch-size (more --grad-accum)", "a GPU with more memory"])
+
+
+def check_memory(cfg, recipe, batches, args, env):
+    """Refuse before the first step a run one of whose stages would run out of memory later
+    (SOLAR under DDP trains stage 1 for hours, then stage 2 needs 141 GB per GPU). Checked
+    against --gpu-mem-gb, else the CUDA device's total; on CPU only when --gpu-mem-gb is given."""
+    available = args.gpu_mem_gb * 1e9 if args.gpu_mem_gb else (
+        torch.cuda.get_device_properties(env.device).total_memory if env.device.type == "cuda" else 0)
+    old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
+    fsdp = env.world if args.fsdp else 0
+    rows = stage_rows(cfg, recipe, batches, env.mixed, args.activation_checkpointing, old, fsdp, args.fsdp_reduce)
+    for r in rows if available else []:
+        if r["total"] > available:
+            raise UserError(f"stage {r['stage']} ({r['name']}) needs about {r['total'] / 1e9:.1f} GB per GPU "
+                            f"(python redwhale.py plan shows its parts), more than the {available / 1e9:.1f} GB "
+                            f"available (--gpu-mem-gb overrides): try {remedies(fsdp, args.activation_checkpointing)}")
 
 
 def main(argv=None):
@@ -252,14 +277,13 @@ def main(argv=None):
                                 "per stage, from a config.json alone (no weights read).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_shape_flags(p)
-    p.add_argument("--gpu-mem-gb", type=cli.number(float, lo=0, lo_open=True), default=80.0,
-                   help="GPU memory to check against")
     p.add_argument("--world-size", type=cli.number(int, lo=1), default=1, help="number of GPUs")
     args = p.parse_args(argv)
     if not args.init_from:
         p.error("give --init-from HF_DIR or config.json")
     if not os.path.exists(args.init_from):
         raise UserError(f"--init-from {args.init_from}: no such folder or config.json")
+    args.gpu_mem_gb = args.gpu_mem_gb or 80.0
     print_plan(args, recipe_from_flags(args))
 
 

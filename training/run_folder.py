@@ -7,13 +7,18 @@ replaced (--force, and only a run this project wrote) or refused.
 
     python -c "from training import run_folder; print(run_folder.RUN_FILES)"
 """
+import functools
 import json
 import os
 import shutil
+import socket
+import uuid
+
+import torch.distributed as dist
 
 from support import outputs
 from support.cli import UserError
-from training import checkpoint
+from training import checkpoint, parallel
 
 RUN_FILES = ("log.jsonl", "checkpoints", "final")       # what a run writes into --out
 
@@ -45,9 +50,16 @@ def check_out(args):
     return True
 
 
-def prepare_out(out, replace, ck, last_step):
-    """Rank 0, once every check passed: an earlier run's files removed (--force), the folder
-    marked as this project's, then log.jsonl (see start_log)."""
+def prepare_out(out, replace, ck, last_step, distributed):
+    """Once every check passed, rank 0 prepares --out (the others wait), then every rank checks
+    it sees what rank 0 wrote there (check_shared)."""
+    parallel.rank0(functools.partial(_prepare, out, replace, ck, last_step), distributed)
+    check_shared(out, distributed)
+
+
+def _prepare(out, replace, ck, last_step):
+    """An earlier run's files removed (--force), the folder marked as this project's, then
+    log.jsonl (see start_log)."""
     if replace:
         for n in RUN_FILES:
             path = os.path.join(out, n)
@@ -76,3 +88,24 @@ def start_log(out, ck, last_step):
         with open(src, encoding="utf-8") as f:
             keep = [ln for ln in f if ln.strip() and json.loads(ln)["global_step"] <= last_step]
     outputs.write_atomic(path, "".join(keep))
+
+
+def check_shared(out, distributed):
+    """Every rank must see the --out rank 0 writes: with a node-local --out each node would write
+    its own DCP shards into its own disk, and no node could resume them. Rank 0 writes a file
+    there, every rank looks for it, one line names the first rank that cannot see it."""
+    if not distributed:
+        return
+    def write():
+        name = f".shared-{uuid.uuid4().hex}"
+        outputs.write_atomic(os.path.join(out, "checkpoints", name), socket.gethostname())
+        return name
+    probe = os.path.join(out, "checkpoints", parallel.rank0(write, True, share=True))  # in this rank's --out
+    seen = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, (socket.gethostname(), os.path.exists(probe)))
+    parallel.rank0(functools.partial(os.remove, probe), True)
+    blind = [(r, host) for r, (host, ok) in enumerate(seen) if not ok]
+    if blind:
+        r, host = blind[0]
+        raise UserError(f"rank {r} on {host} cannot see {probe}, which rank 0 wrote into --out {out} "
+                        f"({len(blind)} rank(s) affected): --out must be on storage every node sees")

@@ -6,7 +6,8 @@ torch.compile on CPU):
 
     --dtype fp32|bf16|auto   bf16: autocast runs the matmuls in bf16; trained weights and their
                              AdamW state stay fp32 (master weights), frozen weights are stored in
-                             bf16 to halve their memory. auto: bf16 on CUDA, fp32 on CPU.
+                             16 bits (the base's own fp16 or bf16) to halve their memory.
+                             auto: bf16 on CUDA, fp32 on CPU.
     --sdpa flash|math|efficient|auto
                              the scaled_dot_product_attention backend; flash (the default) on
                              either device; efficient has no CPU kernel; auto lets torch choose.
@@ -22,6 +23,7 @@ a tiny probe before the model is loaded and reported as one line.
 import contextlib
 import datetime
 import functools
+import logging
 import os
 import resource
 from dataclasses import dataclass
@@ -82,11 +84,18 @@ class Env:
         if self.master:
             cli.write(msg)              # prints above a progress bar instead of through it
 
+    def note_uncompiled(self, where):
+        """Say so when torch.compile gave up on a block: past its recompile limit dynamo runs the
+        block eager from then on (slower, the same numbers), with nothing but a warning of its own."""
+        if self.compile and GAVE_UP.hits:
+            self.log(f"warning: {where}: torch.compile hit its recompile limit {GAVE_UP.hits} time(s), so "
+                     "some decoder blocks run uncompiled (TORCH_LOGS=recompiles says why)")
+            GAVE_UP.hits = 0
+
 
 def start(args):
     """The Env of this process: the device (cuda:LOCAL_RANK under torchrun), and the process
-    group when torchrun started it. The timeout covers ranks waiting while rank 0 writes
-    checkpoints (tens of GB at 10B)."""
+    groups when torchrun started it: training's (--dist-timeout) and the I/O waits' (--io-timeout)."""
     distributed = "RANK" in os.environ
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = pick_device(args.device, distributed, local_rank)
@@ -94,12 +103,34 @@ def start(args):
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=args.dist_timeout))
+        init_io(args.io_timeout)
         rank, world = dist.get_rank(), dist.get_world_size()
         if device.type != "cuda":
             set_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     compiled = args.compile if args.compile is not None else device.type == "cuda"
     return Env(device, rank, world, local_rank, distributed, compute_dtype(args.dtype, device), args.sdpa,
                compiled, args.activation_checkpointing)
+
+
+IO = None      # the gloo group of waits on reads and writes (init_io); training's is the default group
+IO_TIMEOUT = None
+
+
+def init_io(minutes):
+    """Two timeouts: training collectives fail after --dist-timeout (a dead or hung rank is found
+    in minutes), while waits on reading and writing tens of GB (rank 0's loads, checkpoints, the
+    export) use this group, which waits up to --io-timeout."""
+    global IO, IO_TIMEOUT
+    IO_TIMEOUT = datetime.timedelta(minutes=minutes)
+    IO = new_io_group()
+
+
+def new_io_group():
+    return dist.new_group(backend="gloo", timeout=IO_TIMEOUT)
+
+
+def io_barrier():
+    dist.barrier(group=IO)
 
 
 def peak_tflops(device_name):
@@ -174,26 +205,49 @@ def check_attention(kind, device, dtype, cfg):
                          f"dim {D} ({why}); use --sdpa auto, or --dtype bf16 on CUDA") from None
 
 
-def storage_dtype(trained, mixed):
-    """Trained parameters in fp32 (the master weights AdamW updates); frozen ones in bf16 under
-    mixed precision (autocast computes in bf16 anyway), else fp32."""
-    return torch.float32 if (trained or not mixed) else torch.bfloat16
+def weight_dtypes(cfg, mixed):
+    """(dtype the base is read in, dtype frozen weights are stored in). The base is read in its own
+    dtype (config torch_dtype), so fp32 master weights start from the original values. Under bf16
+    autocast frozen weights keep a 16-bit base's own dtype (SOLAR's fp16 is never rounded to
+    bf16; weights a recipe never trains come out bit-identical), an fp32 base's go to bf16."""
+    base = getattr(torch, cfg.torch_dtype, None)
+    base = base if base in (torch.float16, torch.bfloat16) else torch.float32
+    return base, (torch.bfloat16 if base == torch.float32 else base) if mixed else torch.float32
 
 
-def storage_dtypes(model, trained, mixed):
+def storage_dtype(trained, frozen):
+    """Trained parameters in fp32 (the master weights AdamW updates), frozen ones in `frozen`."""
+    return torch.float32 if trained else frozen
+
+
+def storage_dtypes(model, trained, frozen):
     """Every parameter in its storage_dtype, set at every stage start (a checkpoint is loaded into
     the dtypes it was saved in: checkpoint.load_exact)."""
     for n, p in model.named_parameters():
-        want = storage_dtype(n in trained, mixed)
+        want = storage_dtype(n in trained, frozen)
         if p.dtype != want:
             p.data = p.data.to(want)
+
+
+class _GaveUp(logging.Handler):
+    """Counts dynamo's 'hit config.recompile_limit' warnings (Env.note_uncompiled reports them)."""
+    hits = 0
+
+    def emit(self, record):
+        self.hits += "recompile_limit" in record.getMessage()
+
+
+GAVE_UP = _GaveUp(logging.WARNING)
 
 
 def compile_blocks(model):
     """torch.compile every decoder block in place (keys keep their HF names, no _orig_mod.).
     Dynamo's cache is reset first: a new stage has new trainable parameters and, for LoRA, new
-    modules, and every block shares one code object whose recompile budget is small."""
+    modules, and every block shares one code object whose recompile budget is small (train, eval
+    and trained/frozen layers are a few entries of it; tests/test_train_gpu_paths.py counts them)."""
     torch._dynamo.reset()
+    if GAVE_UP not in logging.getLogger("torch._dynamo").handlers:
+        logging.getLogger("torch._dynamo").addHandler(GAVE_UP)
     for layer in model.model.layers:
         layer.compile()
 

@@ -5,15 +5,17 @@ gradients, to merge LoRA at a stage's end, to save and restore checkpoints, and 
 to export. It never asks which strategy it holds:
 
     Replicas   every rank holds the whole model (DDP under torchrun, or one process). Checkpoints
-               are model.pt + optim.pt, written by rank 0.
+               are model.pt + optim.pt (keyed by parameter name), written by rank 0.
     Shards     --fsdp: FSDP2 shards weights, gradients and AdamW state over the ranks. A stage
                boundary (where requires_grad changes) builds a fresh sharded model from the full
                state rank 0 holds on its CPU (`handoff`); checkpoints are DCP shards that load on
                any number of ranks (training/parallel.py has the building blocks).
 
-Nothing here knows the Trainer: what a call needs (the stage, a seeding function, the checkpoint
-folder and its state) comes in as arguments. Both run on CPU under torchrun with gloo, so both
-are tested there (tests/test_fsdp.py, tests/test_ddp_accum.py).
+Each resumes the other's checkpoints (a run that outgrows DDP at stage 2 goes on under --fsdp,
+and back), at any world size with the same global batch. Nothing here knows the Trainer: what
+a call needs (the stage, a seeding function, the checkpoint folder and its state) comes in as
+arguments. Both run on CPU under torchrun with gloo, so both are tested there
+(tests/test_fsdp.py, tests/test_ddp_accum.py).
 
     python -c "from training import strategy; help(strategy.Replicas)"
 """
@@ -42,18 +44,19 @@ def make(env, sharded, reduce="every", async_ckpt=False):
 class Replicas:
     """A full replica per rank: DDP under torchrun (gradients all-reduced on the last micro-step
     of an accumulation), or plain training in one process."""
-    format = "torch"          # what its checkpoints hold (state.json "format")
     lockstep_eval = False     # every rank may run its own number of eval forwards
 
     def __init__(self, env):
         self.env = env
         self.model = None     # the whole model on this rank's device, kept across stages
+        self.frozen = None    # the dtype frozen weights are stored in (runtime.weight_dtypes)
         self.wrapped = None   # what the forward calls: the stage's DDP wrapper, or the model
 
     def load_base(self, init_from, cfg, vocab_multiple, weights=True):
-        """The model to train, on this device (frozen weights in bf16 under mixed precision).
-        weights=False: a checkpoint fills every weight (restore_weights), so none is read here."""
-        dtype = torch.bfloat16 if self.env.mixed else torch.float32
+        """The model to train, on this device, read in the base's own dtype (each stage then stores
+        it: runtime.storage_dtypes). weights=False: a checkpoint fills every weight
+        (restore_weights), so none is read here."""
+        dtype, self.frozen = runtime.weight_dtypes(cfg, self.env.mixed)
         if weights:
             self.model = Llama.from_pretrained(init_from, dtype=dtype, device=self.env.device,
                                                vocab_multiple=vocab_multiple)
@@ -72,7 +75,7 @@ class Replicas:
             seed_adapters()
             attach_lora(model, stage.lora)
         names = select_params(model, stage.train, where)
-        runtime.storage_dtypes(model, names, self.env.mixed)
+        runtime.storage_dtypes(model, names, self.frozen)
         for n, p in model.named_parameters():
             p.requires_grad_(n in names)
         if self.env.compile:
@@ -98,12 +101,12 @@ class Replicas:
     def save(self, model, opt, ckdir, name, state, keep):
         """Rank 0 writes model.pt + optim.pt (the other ranks never build the state dicts)."""
         def save():
-            return checkpoint.save(ckdir, name, model.state_dict(), opt.state_dict(), state, keep)
-        wrote = parallel.rank0(save, self.env.distributed)
+            # AdamW's state keyed by parameter name, as DCP keys it: either strategy can load it
+            optim = dcp_sd.get_optimizer_state_dict(model, opt) if opt else {}
+            return checkpoint.save(ckdir, name, model.state_dict(), optim, state, keep)
+        wrote = parallel.rank0(save, self.env.distributed)     # the others wait for it there
         if wrote:
             self.env.log(f"wrote {name}: {wrote[0] / 1e9:.2f} GB in {wrote[1]:.1f} s")
-        if self.env.distributed:
-            dist.barrier()
 
     def poll(self):
         """Nothing runs in the background."""
@@ -113,14 +116,23 @@ class Replicas:
 
     def restore_weights(self, ck, lora, stage_end):
         """The checkpoint's weights into the replica, in the dtypes they were saved in (with its
-        adapters when it has them)."""
-        sd = checkpoint.load_tensors(ck, "model.pt")
+        adapters when it has them). An --fsdp checkpoint: read whole at a stage's end (adapters
+        merged), else loaded with the optimizer (restore_optimizer)."""
+        if checkpoint.load_state(ck).get("format") != "dcp":
+            sd = checkpoint.load_tensors(ck, "model.pt")
+        elif stage_end:
+            sd = checkpoint.load_model(ck).state_dict()
+        else:
+            return
         if has_lora(sd):
             attach_lora(self.model, lora)
         checkpoint.load_exact(self.model, sd)
 
     def restore_optimizer(self, model, opt, ck):
-        opt.load_state_dict(checkpoint.load_tensors(ck, "optim.pt"))
+        if checkpoint.load_state(ck).get("format") == "dcp":
+            parallel.dcp_load(model, opt, ck)        # every rank reads the whole of each tensor
+        else:
+            dcp_sd.set_optimizer_state_dict(model, opt, checkpoint.load_tensors(ck, "optim.pt"))
 
     def final_model(self, model):
         """The model export writes (rank 0)."""
@@ -132,7 +144,6 @@ class Replicas:
 
 class Shards:
     """FSDP2 (`--fsdp`): each rank holds 1/world of the weights, gradients and AdamW state."""
-    format = "dcp"
     lockstep_eval = True      # FSDP all-gathers inside each forward: every rank runs as many
 
     def __init__(self, env, reduce="every", async_ckpt=False):
@@ -141,34 +152,35 @@ class Shards:
                             "(e.g. torchrun --standalone --nproc_per_node=1 train.py --fsdp ...)")
         self.env, self.reduce, self.async_ckpt = env, reduce, async_ckpt
         self.cfg = None           # the model's config (every sharded model is built from it)
+        self.frozen = None        # the dtype frozen weights are stored in (runtime.weight_dtypes)
         self.model = None         # this stage's sharded model
         self.handoff = None       # rank 0's full CPU state between two stages ({} on the others)
         self.pending = None       # a checkpoint still being written: (future, ckdir, name, state, keep, t0)
-        # asynchronous checkpoints talk over a process group of their own, apart from training's
-        self.ckpt_pg = dist.new_group(backend="gloo") if async_ckpt else None
+        # a background write's collectives need a group no other thread uses (not even the I/O group)
+        self.ckpt_pg = runtime.new_io_group() if async_ckpt else None
 
     def load_base(self, init_from, cfg, vocab_multiple, weights=True):
         """No rank holds a full model on its GPU: rank 0 reads the weights on the CPU (unless a
         checkpoint fills them), and each stage's set-up shards them."""
         self.cfg = cfg
         cfg.vocab_multiple = vocab_multiple
+        dtype, self.frozen = runtime.weight_dtypes(cfg, self.env.mixed)
 
         def read():
-            return Llama.from_pretrained(init_from, dtype=torch.bfloat16 if self.env.mixed else None,
-                                         vocab_multiple=vocab_multiple).state_dict()
+            return Llama.from_pretrained(init_from, dtype=dtype, vocab_multiple=vocab_multiple).state_dict()
         if weights:
             self.handoff = parallel.rank0(read, True) or {}
 
     def stage_model(self, stage, where, seed_adapters):
         """A fresh sharded model for the stage, from rank 0's `handoff` (with fresh adapters added
         there for a LoRA stage, seeded as Replicas seeds them); None: a checkpoint fills it."""
-        state, self.handoff, self.model = self.handoff, None, None
+        state, self.handoff = self.handoff, None
         if state is not None and stage.lora:
             add = functools.partial(parallel.with_adapters, self.cfg, state, stage.lora, seed_adapters)
             state = parallel.rank0(add, True) or {}
         compile_blocks = runtime.compile_blocks if self.env.compile else None
         model, names = parallel.fsdp_model(self.cfg, stage.lora, stage.train, state, self.env.device,
-                                           self.env.mixed, where, compile_blocks)
+                                           self.frozen, where, compile_blocks)
         self.env.set_checkpointing(model)
         self.model = model
         return model, model, names
@@ -190,13 +202,15 @@ class Shards:
         """At a LoRA stage's end: merged on rank 0's gathered copy (the next stage starts from it);
         returns a sharded copy of it to score."""
         self.handoff = self.gathered(model, lora)
-        copy, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.env.device, self.env.mixed, "")
+        copy, _ = parallel.fsdp_model(self.cfg, None, None, self.handoff, self.env.device, self.frozen, "")
         return copy
 
     def end_stage(self, model, lora):
-        """Gather the stage's model for the next one (a LoRA stage already did, when it merged)."""
+        """Gather the stage's model for the next one (a LoRA stage already did, when it merged),
+        and let go of it: the next stage's is built once it is freed."""
         if self.handoff is None:
             self.handoff = self.gathered(model, lora)
+        self.model = None
 
     def save(self, model, opt, ckdir, name, state, keep):
         """Every rank writes its shards into step-N.tmp (in the background with --async-ckpt);
@@ -204,8 +218,8 @@ class Shards:
         self.finish()
         t0 = time.time()
         parallel.rank0(functools.partial(checkpoint.begin, ckdir, name), True)   # the empty .tmp first
-        fut = parallel.dcp_save(model, opt, os.path.join(ckdir, name + ".tmp"), self.ckpt_pg, self.async_ckpt)
-        self.pending = (fut, ckdir, name, {**state, "format": self.format}, keep, t0)
+        fut = parallel.dcp_save(model, opt, os.path.join(ckdir, name + ".tmp"), self.ckpt_pg)
+        self.pending = (fut, ckdir, name, {**state, "format": "dcp"}, keep, t0)
         if not self.async_ckpt:
             self.finish()
 
@@ -227,7 +241,7 @@ class Shards:
         self.pending = None
         if fut is not None:
             fut.result()
-        dist.barrier()
+        runtime.io_barrier()
         size = parallel.rank0(functools.partial(checkpoint.finish, ckdir, name, state, keep), True)
         self.env.log(f"wrote {name}: {(size or 0) / 1e9:.2f} GB in {time.time() - t0:.1f} s"
                      + (" (in the background)" if fut is not None else ""))
@@ -237,13 +251,21 @@ class Shards:
         rank 0 reads the whole checkpoint (any world size) and merges its adapters: the handoff."""
         if stage_end:
             def read():
-                model = checkpoint.load_model(ck)
-                merge_lora(model)
-                return model.state_dict()
+                return checkpoint.load_model(ck).state_dict()
             self.handoff = parallel.rank0(read, True) or {}
 
     def restore_optimizer(self, model, opt, ck):
-        parallel.dcp_load(model, opt, ck)
+        """The shards of the weights and of AdamW's state: from DCP, or from rank 0's read of a
+        replicated checkpoint, broadcast into the shards."""
+        if checkpoint.load_state(ck).get("format") == "dcp":
+            parallel.dcp_load(model, opt, ck)
+            return
+        def read():
+            return checkpoint.load_tensors(ck, "model.pt"), checkpoint.load_tensors(ck, "optim.pt")
+        msd, osd = parallel.rank0(read, True) or ({}, {})
+        full = dcp_sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        dcp_sd.set_model_state_dict(model, msd, options=full)
+        dcp_sd.set_optimizer_state_dict(model, opt, osd, options=full)
 
     def final_model(self, model):
         """Rank 0's CPU model built from the gathered state (no GPU holds the whole model)."""
