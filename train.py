@@ -28,9 +28,8 @@ with the tokenizer, in the base's torch_dtype). Exact resume: the learning rate,
 RNG are pure functions of (seed, stage, step, micro-batch), and a checkpoint holds the model in
 its training dtypes + AdamW + the position, so on CPU a resumed run reproduces the losses of an
 uninterrupted one bit for bit (on CUDA to rounding: flash attention's backward is not
-deterministic). SIGTERM/SIGINT checkpoint and exit (at 10B scale give torchrun
---shutdown-timeout 900, as `redwhale.py train --nproc` does, and start it with srun under SLURM:
-training/checkpoint.py says why).
+deterministic). SIGTERM/SIGINT checkpoint and exit (at 10B scale that takes minutes: see
+training/checkpoint.py's SIGTERM_ADVICE for torchrun and SLURM).
 """
 import functools
 import gc
@@ -74,9 +73,6 @@ class Trainer:
         self.steps_run = 0         # optimizer steps of this invocation (--max-steps)
         self.logf = self.bar = None
 
-    def log(self, msg):
-        self.env.log(msg)
-
     # ---- a stage: what trains, its optimizer, the frozen rows
 
     def setup_stage(self, s):
@@ -88,7 +84,9 @@ class Trainer:
         self.opt = self.forward = self.model = None
         self.params, self.frozen = [], parallel.FrozenRows([], 0)
         gc.collect()
-        self.model, self.forward, names = self.strategy.stage_model(st, where, functools.partial(self.seed_adapters, s))
+        # the RNG that initializes a LoRA stage's adapters: the same on every rank and after a resume
+        seed_adapters = functools.partial(torch.manual_seed, step_seed(self.args.seed, s, -1, 0))
+        self.model, self.forward, names = self.strategy.stage_model(st, where, seed_adapters)
         params = [(n, p) for n, p in self.model.named_parameters() if n in names]
         self.params = [p for _, p in params]
         self.frozen = self.frozen_rows(st, params, where)
@@ -97,14 +95,9 @@ class Trainer:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.env.device)
         n_train, n_all = sum(p.numel() for p in self.params), sum(p.numel() for p in self.model.parameters())
-        self.log(f"stage {s + 1}/{len(self.batches)} {st.name}: training {n_train:,} of {n_all:,} parameters "
-                 f"({100 * n_train / n_all:.2f}%), {b['steps']} steps of {b['batch_tokens']:,} tokens "
-                 f"(B={b['B']} T={b['T']} G={b['G']} x {self.env.world} ranks, {type(self.strategy).__name__})")
-
-    def seed_adapters(self, s):
-        """Seed the RNG that initializes stage s's LoRA adapters: the same adapters on every rank,
-        and after a resume."""
-        torch.manual_seed(step_seed(self.args.seed, s, -1, 0))
+        self.env.log(f"stage {s + 1}/{len(self.batches)} {st.name}: training {n_train:,} of {n_all:,} parameters "
+                     f"({100 * n_train / n_all:.2f}%), {b['steps']} steps of {b['batch_tokens']:,} tokens "
+                     f"(B={b['B']} T={b['T']} G={b['G']} x {self.env.world} ranks, {type(self.strategy).__name__})")
 
     def build_optimizer(self, st, params):
         """AdamW over this stage's parameters only, with no weight decay on norms and biases."""
@@ -160,10 +153,10 @@ class Trainer:
                                                                   (step + 1) % self.args.ckpt_every == 0)):
                 last_ck = self.save_checkpoint(s, step + 1, tokens, loss)
             if interrupted and not (done and s + 1 == len(self.batches)):
-                why = f"signal {self.stop_signal}" if self.stop_signal else f"--max-steps {self.args.max_steps}"
-                self.log(f"stopped by {why} at stage {s + 1} step {step + 1}; wrote {last_ck}; "
-                         "continue with --resume auto" + (f" (note: {checkpoint.SIGTERM_ADVICE})"
-                                                          if self.stop_signal else ""))
+                why = f"signal {self.stop_signal.name}" if self.stop_signal else f"--max-steps {self.args.max_steps}"
+                self.env.log(f"stopped by {why} at stage {s + 1} step {step + 1}; wrote {last_ck}; "
+                             "continue with --resume auto" + (f" (note: {checkpoint.SIGTERM_ADVICE})"
+                                                              if self.stop_signal else ""))
                 return tokens, True
         return tokens, False
 
@@ -251,12 +244,12 @@ class Trainer:
         rec["eval_loss_before_merge"], rec["eval_loss_after_merge"] = before, self.held_out_loss(merged, data, s)
         del merged
         if rec["eval_loss_after_merge"] is not None:
-            self.log(f"merged LoRA: held-out loss {rec['eval_loss_before_merge']:.4f} before, "
-                     f"{rec['eval_loss_after_merge']:.4f} after")
+            self.env.log(f"merged LoRA: held-out loss {rec['eval_loss_before_merge']:.4f} before, "
+                         f"{rec['eval_loss_after_merge']:.4f} after")
 
     def held_out_loss(self, model, data, s):
         return metrics.held_out_loss(model, data, self.batches[s]["B"], self.args.eval_batches, self.env.compute,
-                             (self.env.rank, self.env.world), lockstep=self.strategy.lockstep_eval)
+                                     (self.env.rank, self.env.world), lockstep=self.strategy.lockstep_eval)
 
     # ---- checkpoints
 
@@ -298,14 +291,15 @@ class Trainer:
         self.strategy.restore_weights(ck, self.recipe.stages[s].lora, stage_end)
         if stage_end:                           # written at a stage's end: go on with the next one
             s, start = s + 1, 0
-        self.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
+        self.env.log(f"resumed from {ck}: stage {s + 1} step {start}, {tokens:,} tokens so far")
         return s, start, tokens
 
     # ---- the run
 
     def run(self):
-        # SIGTERM (a scheduler's preemption, torchrun forwarding it) or Ctrl-C: finish the step,
-        # write a checkpoint, exit cleanly. The handlers are put back afterwards.
+        """SIGTERM (a scheduler's preemption, torchrun forwarding it) or Ctrl-C: finish the step,
+        write a checkpoint, and return 128 + the signal's number (143, 130), the exit code a shell
+        expects, so `train && eval` stops. The handlers are put back afterwards."""
         old = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._run()
@@ -313,10 +307,11 @@ class Trainer:
             for sig, h in old.items():
                 signal.signal(sig, h)
             self.close()
+        return 128 + self.stop_signal if self.stop_signal else 0
 
     def on_signal(self, num, frame):
         """The handler: only note the signal; the step in progress finishes, then train_stage stops."""
-        self.stop_signal = signal.Signals(num).name
+        self.stop_signal = signal.Signals(num)
 
     def _run(self):
         """Set up (or resume), train the stages, export final/."""
@@ -382,7 +377,7 @@ class Trainer:
         def export():       # on rank 0 alone: with sharding only rank 0 holds the full state
             return checkpoint.export(self.strategy.final_model(self.model), self.args.init_from,
                                      os.path.join(self.args.out, "final"), self.args.export_dtype)
-        self.log(f"exported {parallel.rank0(export, self.env.distributed)}")
+        self.env.log(f"exported {parallel.rank0(export, self.env.distributed)}")
 
     def close(self):
         """Tear down in an order that cannot deadlock: DDP's reducer goes first. Were it to hold the
@@ -397,7 +392,7 @@ class Trainer:
 
 def main(argv=None):
     args, recipe = options.prepare(argv)
-    Trainer(args, recipe).run()
+    return Trainer(args, recipe).run()
 
 
 if __name__ == "__main__":

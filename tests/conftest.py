@@ -198,8 +198,8 @@ def rows(log):
     return [[r.get(k) for k in KEYS] for r in log]
 
 
-def sigterm_after(cmd, out, lines):
-    """Start cmd, send SIGTERM once out/log.jsonl has `lines` lines; (return code, its output)."""
+def sigterm_after(cmd, out, lines, sig=None):
+    """Start cmd, send SIGTERM (or sig) once out/log.jsonl has `lines` lines; (return code, its output)."""
     import signal
     import subprocess
     import time
@@ -207,7 +207,7 @@ def sigterm_after(cmd, out, lines):
     log = os.path.join(out, "log.jsonl")
     while proc.poll() is None and not (os.path.exists(log) and open(log).read().count("\n") >= lines):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig or signal.SIGTERM)
     text = proc.communicate(timeout=120)[0]
     return proc.returncode, text
 

@@ -9,6 +9,7 @@ tests; the others start their own short runs. The whole file takes about a minut
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -155,14 +156,18 @@ def test_two_process_torchrun_matches_one_process(train_setup, tmp_path):
     assert os.path.exists(tmp_path / "two" / "final" / "model.safetensors")
 
 
-def test_sigterm_checkpoints_and_resume_continues_exactly(train_setup, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_exits_128_plus_its_number_and_resume_continues_exactly(train_setup, tmp_path, sig,
+                                                                                     code):
+    """SIGTERM (a preemption) or Ctrl-C finishes the step, writes a checkpoint and exits 143 / 130,
+    as a shell expects of a killed command (it used to exit 0, so `train && eval` went on)."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--init-from", str(train_setup / "init"),
            "--data", str(train_setup / "data"),
            "--out", str(tmp_path / "a"), "--recipe", str(train_setup / "recipe.json"), "--steps-per-stage", "1000",
            "--eval-every", "0", "--ckpt-every", "0"]
-    code, text = sigterm_after(cmd, tmp_path / "a", 2)
-    assert code == 0, text
-    assert "stopped by signal SIGTERM" in text
+    got, text = sigterm_after(cmd, tmp_path / "a", 2, sig)
+    assert got == code, text
+    assert f"stopped by signal {sig.name}" in text and "Traceback" not in text
     k = len(read_log(tmp_path / "a"))
     assert 2 <= k < 1000
     assert os.listdir(tmp_path / "a" / "checkpoints") == [f"step-{k:08d}"]
@@ -171,6 +176,18 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(train_setup, tmp_path)
     straight = run(train_setup, tmp_path / "b", *common, "--max-steps", k + 3)
     assert len(resumed) == k + 3
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+
+
+def test_sigterm_under_redwhale_train_nproc_is_one_line_and_exit_143(train_setup, tmp_path):
+    """torchrun, run inside `redwhale.py train --nproc 2`, passes SIGTERM on to the ranks and waits
+    for their checkpoint; the user used to get torch's SignalException traceback and exit code 1."""
+    cmd = [sys.executable, str(ROOT / "redwhale.py"), "train", "--nproc", "2", "--init-from", str(train_setup / "init"),
+           "--data", str(train_setup / "data"), "--out", str(tmp_path / "a"), "--recipe",
+           str(train_setup / "recipe.json"), "--steps-per-stage", "1000", "--eval-every", "0", "--ckpt-every", "0"]
+    code, text = sigterm_after(cmd, tmp_path / "a", 2)
+    assert code == 143 and "Traceback" not in text and "SignalException" not in text, text[-3000:]
+    assert text.count("stopped by signal SIGTERM") == 1
+    assert os.listdir(tmp_path / "a" / "checkpoints") == [f"step-{len(read_log(tmp_path / 'a')):08d}"]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(train_setup, tmp_path):

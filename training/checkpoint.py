@@ -9,25 +9,14 @@ A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
                  format ("torch"; "dcp" for --fsdp, where every rank writes its shards through
                  torch.distributed.checkpoint instead of model.pt / optim.pt: training/parallel.py)
 
-It is written into `step-N.tmp/`; rank 0 then fsyncs every file and the folder and renames it
-into place: a crash at any moment leaves either the previous checkpoints or a `.tmp` folder
-that is never picked (and, if it was replacing a checkpoint of the same name, a hidden
-`.step-N.old-*`; the next run removes both).
-
-Resuming: rank 0 alone decides which checkpoint (newest in --out, or the one --resume names)
-and broadcasts the choice; every rank then checks it can read that folder, so a node that
-cannot see --out stops the job with one line instead of starting at step 0 and hanging at the
-first collective. Checkpoints are loaded on the CPU with mmap=True: a rank pages
-in what it copies instead of holding a second whole copy of the optimizer state.
-
-Time: a 10B model's checkpoint (fp32 trained weights + AdamW moments) is tens of GB. torchrun
-gives its workers 30 s between SIGTERM and SIGKILL unless given `--shutdown-timeout 900` (torch
->= 2.12; training/launch.py passes it), SLURM KillWait 30 s by default: ask SLURM for an early
-signal (`#SBATCH --signal=TERM@900`), which reaches job steps only, so start torchrun with srun.
+It is written into `step-N.tmp/` and renamed into place once durable (finish): a crash at any
+moment leaves the previous checkpoints and a `.tmp` folder that is never picked (sweep_partial
+removes it). Resuming, rank 0 alone chooses the checkpoint and every rank checks it can read it
+(choose_resume), so a node that cannot see --out stops the job with one line instead of starting
+at step 0 and hanging at the first collective.
 
 The export (`python redwhale.py export RUN`, and train.py at the end of a run) writes a checkpoint
-or a live model as a Hugging Face folder: LoRA merged in fp32, cast once to the base config's
-torch_dtype, the tokenizer files copied, atomically.
+or a live model as a Hugging Face folder (export).
 
     python -c "from training import checkpoint; print(checkpoint.list_checkpoints('runs/x/checkpoints'))"
 """
@@ -113,7 +102,8 @@ def load_state(path):
 
 
 def load_tensors(path, name):
-    """model.pt or optim.pt of a checkpoint, on the CPU, memory-mapped (pages are read as copied)."""
+    """model.pt or optim.pt of a checkpoint, on the CPU, memory-mapped: a rank pages in what it
+    copies instead of holding a second whole copy of the optimizer state."""
     return torch.load(os.path.join(path, name), map_location="cpu", weights_only=True, mmap=True)
 
 
@@ -185,8 +175,7 @@ def damaged(path):
             if k not in state:
                 return f"state.json has no {k!r}"
         if state.get("format") == "dcp":
-            from torch.distributed.checkpoint import FileSystemReader
-            FileSystemReader(path).read_metadata()
+            parallel.dcp_model_keys(path)          # reads the .metadata
             return None
         for fname in ("model.pt", "optim.pt"):
             try:
@@ -194,18 +183,6 @@ def damaged(path):
             except Exception as e:                 # a truncated zip, random bytes, a pickle: all mean damaged
                 return f"{fname}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     except (OSError, ValueError, AttributeError) as e:
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def _unreadable(path):
-    """Why this rank cannot open the chosen checkpoint's files (None: it can)."""
-    try:
-        files = (".metadata",) if load_state(path).get("format") == "dcp" else ("model.pt", "optim.pt")
-        for fname in files:
-            with open(os.path.join(path, fname), "rb") as f:
-                f.read(1)
-    except (OSError, ValueError) as e:
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -218,8 +195,7 @@ def sweep_partial(ckdir):
     for d in sorted(os.listdir(ckdir)):
         if (d.startswith("step-") and d.endswith(".tmp")) or (d.startswith(".step-") and ".old-" in d):
             shutil.rmtree(os.path.join(ckdir, d), ignore_errors=True)
-            print(f"note: removed {os.path.join(ckdir, d)}, a checkpoint an interrupted run did not finish",
-                  flush=True)
+            print(f"note: removed {os.path.join(ckdir, d)}, a checkpoint an interrupted run did not finish", flush=True)
 
 
 def choose_resume(resume, ckdir, distributed, replace=False):
@@ -230,15 +206,14 @@ def choose_resume(resume, ckdir, distributed, replace=False):
         return None
     # a name is looked up in this rank's own --out (the same folder when --out is shared storage)
     path = os.path.join(ckdir, picked[1]) if picked[0] == "auto" else picked[1]
-    problem = _unreadable(path)
-    mine = (socket.gethostname(), problem) if problem else None
+    mine = (socket.gethostname(), damaged(path))    # what rank 0 checked, now from where this rank stands
     problems = [mine]
     if distributed:
         problems = [None] * dist.get_world_size()
         dist.all_gather_object(problems, mine)
-    bad = [(r, p) for r, p in enumerate(problems) if p]
+    bad = [(r, host, why) for r, (host, why) in enumerate(problems) if why]
     if bad:
-        r, (host, why) = bad[0]
+        r, host, why = bad[0]
         raise UserError(f"rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "
                          f"from ({why}); {len(bad)} rank(s) affected. --out must be on storage every node sees")
     return path
@@ -257,22 +232,16 @@ def load_exact(model, sd):
     model.load_state_dict(sd, strict=True)
 
 
-# what final/ takes from the init folder besides the weights
-COPIED_FILES = (*HF_TOKENIZER_FILES, "generation_config.json")
-
-
 def export(model, init_from, folder, dtype="auto", force=True, inputs=(), flag="--out"):
     """Merge LoRA (in fp32), cast once to the export dtype (auto: the base config's torch_dtype,
     e.g. float16 for SOLAR) and write an HF folder (padded rows dropped) with the tokenizer files,
     atomically. An existing folder is replaced only with `force` and only if this project wrote
     it (support/outputs.py); a run's own final/ is, so training and a re-export replace it."""
     merge_lora(model)
-    want = {"auto": getattr(torch, model.config.torch_dtype, torch.float32), "float32": torch.float32,
-            "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model.to(want)
+    model.to(getattr(torch, model.config.torch_dtype if dtype == "auto" else dtype, torch.float32))
     with outputs.staged(folder, [init_from, *inputs], force, step="export", flag=flag) as tmp:
         model.save_pretrained(tmp)
-        for name in COPIED_FILES:
+        for name in (*HF_TOKENIZER_FILES, "generation_config.json"):     # from the init folder, beside the weights
             if os.path.exists(os.path.join(init_from, name)):
                 shutil.copy2(os.path.join(init_from, name), os.path.join(tmp, name))
     return os.path.abspath(folder)
@@ -303,11 +272,9 @@ def export_run(run_dir, to=None, dtype="auto", force=False):
     if name is None:
         raise UserError(f"no checkpoints in {ckdir}")
     path = os.path.join(ckdir, name)
-    state = load_state(path)
-    model = load_model(path)
     # the run's own folder (its checkpoints, its log) is an input: --to may not be it or hold it
-    return export(model.eval(), state["init_from"], to or os.path.join(run_dir, "final"), dtype, force or not to,
-                  inputs=[ckdir, os.path.join(run_dir, "log.jsonl")], flag="--to" if to else "--out")
+    return export(load_model(path).eval(), load_state(path)["init_from"], to or os.path.join(run_dir, "final"), dtype,
+                  force or not to, inputs=[ckdir, os.path.join(run_dir, "log.jsonl")], flag="--to" if to else "--out")
 
 
 def main(argv=None):

@@ -20,6 +20,7 @@ def torchrun(argv, nproc, threads=None):
     """Run train.py with argv on nproc local processes (gloo on CPU, NCCL on CUDA); threads: the
     OMP_NUM_THREADS each process gets (CPU runs share the cores)."""
     from torch.distributed import run
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     old = os.environ.get("OMP_NUM_THREADS")
     if threads:
@@ -29,6 +30,8 @@ def torchrun(argv, nproc, threads=None):
         if getattr(args, "shutdown_timeout", 0) is None:     # None: has the option, PET_SHUTDOWN_TIMEOUT unset
             args.shutdown_timeout = int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT))
         run.run(args)
+    except SignalException as e:     # torchrun passed SIGTERM / Ctrl-C on; rank 0 said where it stopped
+        raise SystemExit(128 + e.sigval) from None
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         raise UserError(f"training stopped: rank {rank} exited with code {failure.exitcode} "

@@ -24,9 +24,8 @@ def held_out_loss(model, data, B, batches, ctx=contextlib.nullcontext, ranks=(0,
     dev = next(model.parameters()).device
     n = min(len(data.val_windows), batches * B * world)
     tot = torch.zeros(2, dtype=torch.float64, device=dev)
-    rounds = math.ceil(n / (B * world)) if lockstep else None
-    starts = [rank * B + j * B * world for j in range(rounds)] if lockstep else range(rank * B, n, B * world)
-    for i in starts:
+    stop = math.ceil(n / (B * world)) * B * world if lockstep else n     # lockstep: the same count on every rank
+    for i in range(rank * B, stop, B * world):
         ws = data.val_windows[i:min(i + B, n)] if i < n else data.val_windows[:1]
         w = torch.stack([data._window(a, o) for a, o in ws])
         x, y = w[:, :-1].to(dev), w[:, 1:].to(dev)

@@ -1,8 +1,7 @@
 """train.py's command line: the flags, and every check that can run before a process group, a
 model or an output exists (ranges, the recipe, the input folders, --out). `redwhale.py train
---nproc N` runs the same checks before torchrun starts, so a mistake is one line, not N.
-The flags that describe a run's shape (recipe, batch, precision, sharding) are declared once,
-in training/plan.py, for train.py and the memory planner (`python redwhale.py plan`) alike.
+--nproc N` runs the same checks before torchrun starts, so a mistake is one line, not N. The
+flags of a run's shape are training/plan.py's (add_shape_flags), shared with the memory planner.
 
     python train.py --help
 """
@@ -47,9 +46,8 @@ def add_run_flags(p):
     p.add_argument("--keep-checkpoints", type=cli.number(int, lo=1), default=2, help="keep the newest K checkpoints")
     p.add_argument("--dist-timeout", type=cli.number(int, lo=1), default=10,
                    help="minutes a training collective may wait for a rank before the job stops")
-    p.add_argument("--io-timeout", type=cli.number(int, lo=1), default=60,
-                   help="minutes the ranks may wait for reads and writes (rank 0 loading the base, checkpoints, "
-                        "the export)")
+    p.add_argument("--io-timeout", type=cli.number(int, lo=1), default=60, help="minutes the ranks may wait "
+                   "for reads and writes (rank 0 loading the base, checkpoints, the export)")
     p.add_argument("--no-save", action="store_true", help="no checkpoints, no export (benchmarks, smoke tests)")
     p.add_argument("--max-steps", type=cli.number(int, lo=0), default=0,
                    help="checkpoint and stop after N steps in this run")
@@ -97,9 +95,8 @@ def prepare(argv=None, world=None):
 
 def check_seq_len(T, cfg, where):
     if T > cfg.max_position_embeddings:
-        raise UserError(f"seq-len {T} (--seq-len, or the recipe's seq_len) exceeds {where}'s "
-                        f"max_position_embeddings {cfg.max_position_embeddings}: the model was never trained on "
-                        "longer windows")
+        raise UserError(f"seq-len {T} (--seq-len, or the recipe's seq_len) exceeds {where}'s max_position_embeddings "
+                        f"{cfg.max_position_embeddings}: the model was never trained on longer windows")
 
 
 def eval_specs(specs):

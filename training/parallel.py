@@ -1,10 +1,7 @@
 """The building blocks of training/strategy.py's two strategies: DDP (a full replica on every
-rank, the simple path) and FSDP2 (`--fsdp`: weights, gradients and AdamW state sharded).
-
-When to use which: DDP while the whole model plus fp32 master weights, gradients and AdamW
-state of the trained part fit one GPU (`python redwhale.py plan` says); FSDP2 when they do not,
-e.g. SOLAR-10.7B's stages 2-3 on 80 GB cards (141 GB per GPU under DDP). Both run on CPU under
-torchrun with gloo, so both are tested there.
+rank, the simple path, while `python redwhale.py plan` says a stage fits one GPU) and FSDP2
+(`--fsdp`: weights, gradients and AdamW state sharded, e.g. SOLAR-10.7B's stages 2-3 on 80 GB
+cards, 141 GB per GPU under DDP).
 
 FSDP2 (torch.distributed.fsdp.fully_shard) as torchtitan uses it: each decoder block is one
 shard group, the root (embeddings, final norm, LM head) another; parameters are DTensors sharded
@@ -12,12 +9,8 @@ on dim 0. Each parameter is all-gathered in the dtype it is stored in (trained f
 16-bit under --dtype bf16) and autocast casts it as it casts DDP's: the same numbers as DDP in
 bf16 too. (A bf16 all-gather would halve the trained part's traffic, but the embedding and the
 norm weights would then compute in bf16 where DDP's are fp32, and the losses drift.) FSDP2
-fixes its reduce dtypes at lazy init, so a stage boundary (where requires_grad changes) builds
-a fresh sharded model: rank 0 gathers the full state dict on the CPU (merging LoRA adapters
-there, in fp32), a new model is made on the meta device, requires_grad and dtypes are set,
-fully_shard is applied, and the state is broadcast from rank 0 into the shards. Checkpoints
-are sharded too (torch.distributed.checkpoint, DCP): each rank writes its own part, and a
-checkpoint loads on any number of ranks.
+fixes its reduce dtypes at lazy init, so each stage gets a fresh sharded model (fsdp_model),
+filled from the full state rank 0 holds on its CPU. Checkpoints are DCP shards (dcp_save).
 
     torchrun --standalone --nproc_per_node=8 train.py --fsdp --init-from DIR --data DIR --out runs/x
 """
@@ -56,8 +49,7 @@ def rank0(fn, distributed, share=False):
     if distributed:
         box = [err, out if share else None]
         dist.broadcast_object_list(box, src=0, group=runtime.IO)
-        err, shared = box
-        out = shared if share else out
+        err, out = box[0], (box[1] if share else out)
     if err:
         raise UserError(err)
     return out
@@ -71,8 +63,7 @@ def wrap_ddp(model, device, local_rank):
     The RoPE table is a buffer every rank builds itself: no broadcast at every forward."""
     quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
              else {"broadcast_buffers": False})
-    return DDP(model, device_ids=[local_rank] if device.type == "cuda" else None, gradient_as_bucket_view=True,
-               **quiet)
+    return DDP(model, device_ids=[local_rank] if device.type == "cuda" else None, gradient_as_bucket_view=True, **quiet)
 
 
 # ---------------------------------------------------------------- FSDP2: sharded
@@ -133,22 +124,18 @@ def full(t):
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def local_rows(p):
-    """(this rank's rows of p, index of its first row in the full tensor): FSDP2 shards dim 0 in
-    torch.chunk's way (ceil(rows / world) per rank); a plain tensor is all rows from 0."""
-    if not isinstance(p, DTensor):
-        return p, 0
-    return p.to_local(), shard_start(p.shape[0], dist.get_world_size(), dist.get_rank())
-
-
 def shard_start(rows, world, rank):
-    """Index of the first row of `rank`'s shard (rows when the shard is empty)."""
+    """Index of the first row of `rank`'s shard (rows when the shard is empty): FSDP2 shards dim 0
+    in torch.chunk's way, ceil(rows / world) per rank."""
     return min(rows, rank * math.ceil(rows / world))
 
 
 def first_rows(p, k):
-    """The local view of the rows of p (a parameter or its gradient) whose full index is < k."""
-    local, start = local_rows(p)
+    """The local view of the rows of p (a parameter or its gradient) whose full index is < k; a
+    plain tensor is all its rows, from 0."""
+    local, start = p, 0
+    if isinstance(p, DTensor):
+        local, start = p.to_local(), shard_start(p.shape[0], dist.get_world_size(), dist.get_rank())
     return local[:max(0, min(k - start, local.shape[0]))]
 
 

@@ -16,10 +16,8 @@ under DDP (every rank holds a full replica; with --fsdp see fsdp_bytes):
                  under autocast + the bf16 copy of each trained matrix kept for backward
     grads        trained params, fp32 (DDP's buckets are views of them: gradient_as_bucket_view)
     optimizer    AdamW's two fp32 moments per trained param (8 B)
-    activations  what autograd saves for backward, for the layers the gradient has to flow
-                 through (above the lowest trained one), per micro-batch of B x T tokens, plus
-                 the logits and their fp32 copies; with activation checkpointing only each
-                 layer's input plus one layer's worth
+    activations  what autograd saves for backward in the layers the gradient flows through, per
+                 micro-batch of B x T tokens, plus the logits (activation_bytes)
 A fixed 1.5 GB is added for the CUDA context, cuBLAS/flash workspaces and allocator slack.
 bench/gpu_check.py compares these numbers with torch.cuda.max_memory_allocated on a GPU.
 """
@@ -64,9 +62,8 @@ def add_shape_flags(p):
                    help="N or 'auto' (expand_report.json): train only embedding/head rows >= N in every stage")
     p.add_argument("--grad-clip", type=cli.number(float, lo=0), default=None,
                    help="clip the gradient norm (recipe grad_clip; 0: off)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="bf16: autocast with frozen weights in bf16 and trained ones in fp32 (auto: bf16 on CUDA, "
-                        "fp32 on CPU)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="bf16: autocast with frozen "
+                   "weights in bf16 and trained ones in fp32 (auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     p.add_argument("--fsdp", action="store_true",
                    help="shard weights, grads and AdamW state over the ranks (FSDP2; needs torchrun); default: DDP")
@@ -97,12 +94,9 @@ def empty_model(cfg, device="cpu", dtype=torch.float32):
 def lowest_trained_layer(model):
     """Index of the lowest layer the gradient must reach: -1 if the embedding trains, L if
     only the final norm / head train (no backward through the layers at all)."""
-    L, lowest = len(model.model.layers), len(model.model.layers)
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            lowest = min(lowest, int(n.split(".")[2]) if n.startswith("model.layers.") else
-                         (-1 if "embed_tokens" in n else L))
-    return lowest
+    L = len(model.model.layers)
+    return min((int(n.split(".")[2]) if n.startswith("model.layers.") else -1 if "embed_tokens" in n else L
+                for n, p in model.named_parameters() if p.requires_grad), default=L)
 
 
 def flops_per_token(model, T):
@@ -126,16 +120,10 @@ def layer_kinds(model):
     """For each layer the gradient flows through: 'trained' (a weight of it trains), 'lora' (its
     adapters train) or 'frozen' (only the activation gradient passes). Layers below the lowest
     trained one keep nothing for backward and are left out."""
-    lowest = lowest_trained_layer(model)
     kinds = []
-    for i in range(max(lowest, 0), len(model.model.layers)):
-        ps = dict(model.model.layers[i].named_parameters())
-        if any(p.requires_grad for n, p in ps.items() if "lora_" not in n):
-            kinds.append("trained")
-        elif any(p.requires_grad for p in ps.values()):
-            kinds.append("lora")
-        else:
-            kinds.append("frozen")
+    for layer in model.model.layers[max(lowest_trained_layer(model), 0):]:
+        trains = [n for n, p in layer.named_parameters() if p.requires_grad]
+        kinds.append("frozen" if not trains else "lora" if all("lora_" in n for n in trains) else "trained")
     return kinds
 
 
@@ -151,8 +139,7 @@ def activation_bytes(cfg, tokens, kinds, mixed, checkpointing=False, lora_r=0, m
     C, F, H = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
     Hd, KV = H * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
     base = 2 * 4 * (C + 1) + a * (2 * Hd + 2 * KV) + 4 * H + a * 3 * F
-    extra = {"frozen": 0, "trained": a * (2 * C + Hd + F),
-             "lora": (a + mask_bytes) * (5 * C + Hd + F) + 7 * lora_r * a}
+    extra = {"frozen": 0, "trained": a * (2 * C + Hd + F), "lora": (a + mask_bytes) * (5 * C + Hd + F) + 7 * lora_r * a}
     per_token = [base + extra[k] for k in kinds]
     # final norm input + log_softmax output (fp32); backward also holds the fp32 and bf16 logits grads
     head = 4 * C + 4 * cfg.vocab_size + ((4 + a) * cfg.vocab_size if backward_temps else 0)
@@ -225,8 +212,7 @@ def print_plan(args, recipe):
     plan_rows = resolve(recipe, args, args.world_size)
     old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
     fsdp = args.world_size if args.fsdp else 0
-    rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old, fsdp,
-                      args.fsdp_reduce)
+    rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old, fsdp, args.fsdp_reduce)
     p0 = plan_rows[0]
     gb = 1e9
     print(f"model {args.init_from}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size} "
@@ -239,12 +225,12 @@ def print_plan(args, recipe):
           + f"; +{OVERHEAD / gb:.1f} GB CUDA overhead")
     print(f"{'stage':<16}{'trainable':>16}{'%':>7}{'weights':>9}{'grads':>8}{'optim':>8}{'activ':>8}{'total':>8}"
           f"  fits {args.gpu_mem_gb:g} GB?")
-    for r, p in zip(rows, plan_rows):
-        fits = r["total"] <= args.gpu_mem_gb * gb
+    fits = [r["total"] <= args.gpu_mem_gb * gb for r in rows]
+    for r, ok in zip(rows, fits):
         print(f"{r['stage']} {r['name']:<14}{r['trainable']:>16,}{100 * r['trainable'] / r['params']:>6.2f}%"
               f"{r['weights'] / gb:>9.1f}{r['grads'] / gb:>8.1f}{r['optimizer'] / gb:>8.1f}"
-              f"{r['activations'] / gb:>8.1f}{r['total'] / gb:>8.1f}  {'yes' if fits else 'NO'}")
-    if any(r["total"] > args.gpu_mem_gb * gb for r in rows):
+              f"{r['activations'] / gb:>8.1f}{r['total'] / gb:>8.1f}  {'yes' if ok else 'NO'}")
+    if not all(fits):
         print(f"stages marked NO do not fit: try {remedies(fsdp, args.activation_checkpointing)}")
     return rows
 

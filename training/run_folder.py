@@ -58,8 +58,7 @@ def prepare_out(out, replace, ck, last_step, distributed):
 
 
 def _prepare(out, replace, ck, last_step):
-    """An earlier run's files removed (--force), the folder marked as this project's, then
-    log.jsonl (see start_log)."""
+    """An earlier run's files removed (--force), the folder marked as this project's, then log.jsonl (see start_log)."""
     if replace:
         for n in RUN_FILES:
             path = os.path.join(out, n)

@@ -1,22 +1,12 @@
-"""How train.py runs the model: device, precision, attention kernel, compile, peak FLOPS.
+"""How train.py runs the model: device, precision, attention kernel, compile, process groups.
 
-Every choice is a flag, and every branch runs on CPU as well as on CUDA, so the CPU tests
-walk the GPU's code path (torch 2.13 has a CPU flash-attention kernel, bf16 autocast and
-torch.compile on CPU):
-
-    --dtype fp32|bf16|auto   bf16: autocast runs the matmuls in bf16; trained weights and their
-                             AdamW state stay fp32 (master weights), frozen weights are stored in
-                             16 bits (the base's own fp16 or bf16) to halve their memory.
-                             auto: bf16 on CUDA, fp32 on CPU.
-    --sdpa flash|math|efficient|auto
-                             the scaled_dot_product_attention backend; flash (the default) on
-                             either device; efficient has no CPU kernel; auto lets torch choose.
-    --compile                torch.compile each decoder block separately (as torchtitan does):
-                             one block's graph is reused by every layer, so compile time does not
-                             grow with depth. Rebuilt at each stage, as what trains changes.
-
-A combination that cannot work (efficient attention on CPU, flash in fp32 on CUDA) is found by
-a tiny probe before the model is loaded and reported as one line.
+Every choice is a flag, and every branch runs on CPU as well as on CUDA, so the CPU tests walk
+the GPU's code path (torch 2.13 has a CPU flash-attention kernel, bf16 autocast and
+torch.compile on CPU): --dtype bf16 (autocast; fp32 master weights, frozen ones in 16 bits:
+weight_dtypes), --sdpa (the attention backend, on either device: attention, check_attention),
+--compile (each decoder block, as torchtitan does: one graph every layer reuses, rebuilt each
+stage: compile_blocks). A combination that cannot work (efficient attention on CPU, flash in
+fp32 on CUDA) is found by a tiny probe before the model is loaded and reported as one line.
 
     python -c "from training import runtime; print(runtime.peak_tflops('NVIDIA H100 PCIe'))"
 """
@@ -112,8 +102,7 @@ def start(args):
                compiled, args.activation_checkpointing)
 
 
-IO = None      # the gloo group of waits on reads and writes (init_io); training's is the default group
-IO_TIMEOUT = None
+IO = IO_TIMEOUT = None     # the gloo group for waits on reads and writes (init_io), and its timeout
 
 
 def init_io(minutes):
@@ -147,13 +136,10 @@ def check_device(arg):
 
 
 def pick_device(arg, distributed, local_rank):
-    """cuda:LOCAL_RANK under torchrun, else the --device flag (default: cuda when available)."""
-    if arg not in (None, "cpu", "cuda"):
-        raise UserError(f"--device {arg!r}: give cpu or cuda (each rank takes cuda:LOCAL_RANK)")
+    """--device cpu or cuda (default: cuda when available); cuda:LOCAL_RANK under torchrun."""
     if arg:
         check_device(arg)
-    cuda = arg == "cuda" or (arg is None and torch.cuda.is_available())
-    if not cuda:
+    if arg == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     dev = torch.device("cuda", local_rank if distributed else 0)
     torch.cuda.set_device(dev)

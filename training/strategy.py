@@ -1,21 +1,13 @@
 """The two ways train.py spreads a model over the ranks, behind one interface.
 
 train.py asks its strategy to build each stage's model, whether this micro-step syncs its
-gradients, to merge LoRA at a stage's end, to save and restore checkpoints, and for the model
-to export. It never asks which strategy it holds:
-
-    Replicas   every rank holds the whole model (DDP under torchrun, or one process). Checkpoints
-               are model.pt + optim.pt (keyed by parameter name), written by rank 0.
-    Shards     --fsdp: FSDP2 shards weights, gradients and AdamW state over the ranks. A stage
-               boundary (where requires_grad changes) builds a fresh sharded model from the full
-               state rank 0 holds on its CPU (`handoff`); checkpoints are DCP shards that load on
-               any number of ranks (training/parallel.py has the building blocks).
-
-Each resumes the other's checkpoints (a run that outgrows DDP at stage 2 goes on under --fsdp,
-and back), at any world size with the same global batch. Nothing here knows the Trainer: what
-a call needs (the stage, a seeding function, the checkpoint folder and its state) comes in as
-arguments. Both run on CPU under torchrun with gloo, so both are tested there
-(tests/test_fsdp.py, tests/test_ddp_accum.py).
+gradients, to merge LoRA, to save and restore checkpoints, and for the model to export; it
+never asks which one it holds. `Replicas`: a whole model per rank (DDP under torchrun, or one
+process); rank 0 writes model.pt + optim.pt (keyed by parameter name). `Shards` (--fsdp):
+FSDP2 shards, rebuilt at each stage boundary from the full state rank 0 holds on its CPU
+(`handoff`); DCP checkpoints, written by every rank. Each resumes the other's checkpoints, at
+any world size with the same global batch. Nothing here knows the Trainer, and both run on CPU
+under torchrun with gloo (tests/test_fsdp.py, tests/test_ddp_accum.py).
 
     python -c "from training import strategy; help(strategy.Replicas)"
 """
@@ -110,9 +102,7 @@ class Replicas:
 
     def poll(self):
         """Nothing runs in the background."""
-
-    def finish(self):
-        """Nothing runs in the background."""
+    finish = poll
 
     def restore_weights(self, ck, lora, stage_end):
         """The checkpoint's weights into the replica, in the dtypes they were saved in (with its
