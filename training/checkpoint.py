@@ -26,11 +26,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 
 import torch
-import torch.distributed as dist
 
 from config import LlamaConfig
 from lora import attach_lora, has_lora, merge_lora
@@ -206,12 +204,7 @@ def choose_resume(resume, ckdir, distributed, replace=False):
         return None
     # a name is looked up in this rank's own --out (the same folder when --out is shared storage)
     path = os.path.join(ckdir, picked[1]) if picked[0] == "auto" else picked[1]
-    mine = (socket.gethostname(), damaged(path))    # what rank 0 checked, now from where this rank stands
-    problems = [mine]
-    if distributed:
-        problems = [None] * dist.get_world_size()
-        dist.all_gather_object(problems, mine)
-    bad = [(r, host, why) for r, (host, why) in enumerate(problems) if why]
+    bad = parallel.blind_ranks(damaged(path), distributed)  # what rank 0 checked, from where each rank stands
     if bad:
         r, host, why = bad[0]
         raise UserError(f"rank {r} on {host} cannot read checkpoint {path} that rank 0 chose to resume "

@@ -16,6 +16,7 @@ filled from the full state rank 0 holds on its CPU. Checkpoints are DCP shards (
 """
 import inspect
 import math
+import socket
 
 import torch
 import torch.distributed as dist
@@ -53,6 +54,16 @@ def rank0(fn, distributed, share=False):
     if err:
         raise UserError(err)
     return out
+
+
+def blind_ranks(problem, distributed):
+    """Every rank's view of something rank 0 wrote: [(rank, host, problem)] of the ranks whose
+    `problem` (this rank's; None: it sees it) is not None, gathered on every rank."""
+    views = [(socket.gethostname(), problem)]
+    if distributed:
+        views = [None] * dist.get_world_size()
+        dist.all_gather_object(views, (socket.gethostname(), problem))
+    return [(r, host, why) for r, (host, why) in enumerate(views) if why]
 
 
 # ---------------------------------------------------------------- DDP: a full replica per rank

@@ -205,14 +205,19 @@ def fsdp_bytes(m, r, mixed, world, reduce="every"):
             "grads": grads_sharded + unsharded_grads, "optimizer": r["optimizer"] / world}
 
 
+def run_rows(cfg, recipe, batches, args, world, mixed):
+    """stage_rows for a run's flags: the planner's table and train.py's check alike."""
+    old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
+    return stage_rows(cfg, recipe, batches, mixed, args.activation_checkpointing, old,
+                      world if args.fsdp else 0, args.fsdp_reduce)
+
+
 def print_plan(args, recipe):
     cfg = LlamaConfig.from_pretrained(args.init_from)
     cfg.vocab_multiple = args.vocab_multiple or 64
-    mixed = args.dtype != "fp32"
+    mixed, fsdp = args.dtype != "fp32", args.fsdp
     plan_rows = resolve(recipe, args, args.world_size)
-    old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
-    fsdp = args.world_size if args.fsdp else 0
-    rows = stage_rows(cfg, recipe, plan_rows, mixed, args.activation_checkpointing, old, fsdp, args.fsdp_reduce)
+    rows = run_rows(cfg, recipe, plan_rows, args, args.world_size, mixed)
     p0 = plan_rows[0]
     gb = 1e9
     print(f"model {args.init_from}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size} "
@@ -248,14 +253,13 @@ def check_memory(cfg, recipe, batches, args, env):
     against --gpu-mem-gb, else the CUDA device's total; on CPU only when --gpu-mem-gb is given."""
     available = args.gpu_mem_gb * 1e9 if args.gpu_mem_gb else (
         torch.cuda.get_device_properties(env.device).total_memory if env.device.type == "cuda" else 0)
-    old = old_rows(recipe, args.init_from) if any(s.freeze_old_rows for s in recipe.stages) else 0
-    fsdp = env.world if args.fsdp else 0
-    rows = stage_rows(cfg, recipe, batches, env.mixed, args.activation_checkpointing, old, fsdp, args.fsdp_reduce)
-    for r in rows if available else []:
+    rows = run_rows(cfg, recipe, batches, args, env.world, env.mixed) if available else []
+    for r in rows:
         if r["total"] > available:
             raise UserError(f"stage {r['stage']} ({r['name']}) needs about {r['total'] / 1e9:.1f} GB per GPU "
                             f"(python redwhale.py plan shows its parts), more than the {available / 1e9:.1f} GB "
-                            f"available (--gpu-mem-gb overrides): try {remedies(fsdp, args.activation_checkpointing)}")
+                            "available (--gpu-mem-gb overrides): try "
+                            + remedies(args.fsdp, args.activation_checkpointing))
 
 
 def main(argv=None):

@@ -14,8 +14,6 @@ import shutil
 import socket
 import uuid
 
-import torch.distributed as dist
-
 from support import outputs
 from support.cli import UserError
 from training import checkpoint, parallel
@@ -100,11 +98,9 @@ def check_shared(out, distributed):
         outputs.write_atomic(os.path.join(out, "checkpoints", name), socket.gethostname())
         return name
     probe = os.path.join(out, "checkpoints", parallel.rank0(write, True, share=True))  # in this rank's --out
-    seen = [None] * dist.get_world_size()
-    dist.all_gather_object(seen, (socket.gethostname(), os.path.exists(probe)))
+    blind = parallel.blind_ranks(None if os.path.exists(probe) else "missing", True)
     parallel.rank0(functools.partial(os.remove, probe), True)
-    blind = [(r, host) for r, (host, ok) in enumerate(seen) if not ok]
     if blind:
-        r, host = blind[0]
+        r, host, _ = blind[0]
         raise UserError(f"rank {r} on {host} cannot see {probe}, which rank 0 wrote into --out {out} "
                         f"({len(blind)} rank(s) affected): --out must be on storage every node sees")

@@ -118,10 +118,6 @@ def new_io_group():
     return dist.new_group(backend="gloo", timeout=IO_TIMEOUT)
 
 
-def io_barrier():
-    dist.barrier(group=IO)
-
-
 def peak_tflops(device_name):
     return next((v for k, v in PEAK_TFLOPS if k in device_name), None)
 

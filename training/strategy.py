@@ -231,7 +231,7 @@ class Shards:
         self.pending = None
         if fut is not None:
             fut.result()
-        runtime.io_barrier()
+        dist.barrier(group=runtime.IO)     # the slowest rank's write may take long
         size = parallel.rank0(functools.partial(checkpoint.finish, ckdir, name, state, keep), True)
         self.env.log(f"wrote {name}: {(size or 0) / 1e9:.2f} GB in {time.time() - t0:.1f} s"
                      + (" (in the background)" if fut is not None else ""))
